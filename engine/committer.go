@@ -1,0 +1,654 @@
+package engine
+
+import (
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"time"
+)
+
+// The committer is the single goroutine that writes the journal. It takes
+// requests from s.reqs, groups concurrent appends, writes each group with
+// one write and one fsync, then indexes, publishes (epoch +1, wake) and
+// answers every request of the group: group commit.
+
+type reqKind uint8
+
+const (
+	reqAppend reqKind = iota
+	reqFenceBegin
+	reqFenceCommit
+	reqFenceCancel
+	reqClose
+	reqStop
+)
+
+type request struct {
+	kind   reqKind
+	events []Event
+	keyed  bool
+	fenced bool
+	system bool // lifecycle events: reserved kinds allowed, fences ignored
+	size   int  // encoded bytes (appends)
+
+	done     chan struct{} // closed when receipts/err are final
+	staged   chan struct{} // fenced appends: closed once durable
+	receipts []Receipt
+	err      error
+
+	// committer scratch
+	first    uint64
+	bufStart int
+	itemEnds []int // end offset in the group buffer of each event frame
+	undoFrom int   // index into the group's clock undo log
+	metas    []entryMeta
+	waiters  []*request
+}
+
+func (r *request) finish(receipts []Receipt, err error) {
+	r.receipts, r.err = receipts, err
+	close(r.done)
+}
+
+func (r *request) rng() Range { return Range{r.first, r.first + uint64(len(r.events))} }
+
+type fenceState struct {
+	lo, hi  uint64
+	staged  bool
+	pending []*request
+}
+
+type clockUndo struct {
+	entity uint32
+	prev   entityClock
+}
+
+func (s *Store) run() {
+	defer close(s.done)
+	var group []*request
+	for {
+		r := <-s.reqs
+		group = append(group[:0], r)
+		group = s.gather(group)
+		i := 0
+		for i < len(group) {
+			j := i
+			for j < len(group) && group[j].kind == reqAppend {
+				j++
+			}
+			if j > i {
+				s.commitGroup(group[i:j])
+			}
+			if j < len(group) {
+				if exit := s.control(group[j]); exit {
+					for _, rest := range group[j+1:] {
+						rest.finish(nil, ErrClosed)
+					}
+					return
+				}
+				j++
+			}
+			i = j
+		}
+		clear(group)
+	}
+}
+
+// gather adds queued requests to group without blocking, then, when the
+// previous group was larger than what has arrived, lingers briefly for the
+// appenders it just answered to come back (adaptive group commit).
+func (s *Store) gather(group []*request) []*request {
+	events, bytes := 0, 0
+	add := func(r *request) {
+		group = append(group, r)
+		events += len(r.events)
+		bytes += r.size
+	}
+	full := func() bool { return events >= s.cfg.MaxBatchEvents || bytes >= DefaultMaxGroupBytes }
+	events, bytes = len(group[0].events), group[0].size
+	for !full() {
+		select {
+		case r := <-s.reqs:
+			add(r)
+			continue
+		default:
+		}
+		break
+	}
+	linger := s.cfg.GroupCommitLinger
+	if linger == 0 {
+		linger = min(s.syncAvg/4, 500*time.Microsecond)
+	}
+	if linger > 0 && len(group) < s.lastGroup && group[0].kind == reqAppend {
+		deadline := time.Now().Add(linger)
+		for len(group) < s.lastGroup && !full() && time.Now().Before(deadline) {
+			select {
+			case r := <-s.reqs:
+				add(r)
+			default:
+				runtime.Gosched()
+			}
+		}
+	}
+	s.lastGroup = len(group)
+	return group
+}
+
+// control runs a fence or close request; it reports whether the committer
+// must exit.
+func (s *Store) control(r *request) bool {
+	switch r.kind {
+	case reqFenceBegin:
+		switch {
+		case s.failed:
+			r.finish(nil, ErrWriterFailed)
+		case s.fence != nil:
+			r.finish(nil, ErrFenceActive)
+		default:
+			s.fence = &fenceState{}
+			r.finish(nil, nil)
+		}
+	case reqFenceCommit:
+		if s.fence == nil {
+			r.finish(nil, ErrFenceNotActive)
+			return false
+		}
+		r.finish(nil, s.commitFence())
+	case reqFenceCancel:
+		if s.fence == nil {
+			r.finish(nil, ErrFenceNotActive)
+			return false
+		}
+		r.finish(nil, s.cancelFence())
+	case reqClose:
+		var err error
+		if s.fence != nil {
+			err = s.cancelFence()
+		}
+		if !s.failed {
+			closeEv := &request{kind: reqAppend, system: true, done: make(chan struct{}),
+				events: []Event{{Coordinate: lifecycleCoordinate, Kind: KindCloseCompleted}}}
+			s.commitGroup([]*request{closeEv})
+			if closeEv.err != nil && err == nil {
+				err = fmt.Errorf("engine: append close event: %w", closeEv.err)
+			}
+		}
+		r.finish(nil, err)
+		return true
+	case reqStop:
+		r.finish(nil, nil)
+		return true
+	}
+	return false
+}
+
+// commitGroup writes, syncs, indexes and publishes a group of appends.
+func (s *Store) commitGroup(group []*request) {
+	buf := s.buf[:0]
+	var undo []clockUndo
+	toWrite := group[:0:0]
+	now := s.cfg.WallClock().UnixMilli()
+	allocated, _ := s.gate.frontiers()
+
+	s.ix.mu.Lock() // interning coordinates changes the index maps
+	for _, r := range group {
+		switch {
+		case s.failed:
+			r.finish(nil, ErrWriterFailed)
+			continue
+		case r.fenced && s.fence == nil:
+			r.finish(nil, ErrFenceNotActive)
+			continue
+		case !r.fenced && !r.system && s.fence != nil:
+			r.finish(nil, ErrFenceActive)
+			continue
+		}
+		if r.keyed && s.resolveKeys(r, allocated) {
+			continue
+		}
+		r.undoFrom = len(undo)
+		var err error
+		buf, undo, err = s.encode(r, buf, undo, now)
+		if err != nil {
+			s.rollbackClocks(undo[r.undoFrom:])
+			undo = undo[:r.undoFrom]
+			s.releaseKeys(r)
+			r.finish(nil, err)
+			continue
+		}
+		allocated = r.first + uint64(len(r.events))
+		toWrite = append(toWrite, r)
+	}
+	s.ix.mu.Unlock()
+	s.buf = buf[:0]
+	if len(toWrite) == 0 {
+		return
+	}
+
+	// One write for the whole group.
+	off := s.activeSize
+	n, werr := s.writeAt(buf, off)
+	if werr != nil {
+		k := 0
+		for k < len(toWrite) && toWrite[k].itemEnds[len(toWrite[k].itemEnds)-1] <= n {
+			k++
+		}
+		failed := toWrite[k:]
+		for i, r := range failed {
+			item := 0
+			if i == 0 {
+				for item < len(r.itemEnds) && r.itemEnds[item] <= n {
+					item++
+				}
+			}
+			r.err = &BatchFailedError{ItemIndex: item, Cause: werr}
+		}
+		s.failRequests(failed, undo, off+int64(failed[0].bufStart))
+		toWrite = toWrite[:k]
+		if k == 0 {
+			return
+		}
+		buf = buf[:toWrite[k-1].itemEnds[len(toWrite[k-1].itemEnds)-1]]
+	}
+
+	// One fsync for the whole group: visible implies durable.
+	t0 := time.Now()
+	serr := s.syncActive()
+	s.observeSync(time.Since(t0))
+	if serr != nil {
+		for _, r := range toWrite {
+			r.err = &BatchSyncFailedError{ItemCount: len(r.events), Cause: serr}
+		}
+		s.failRequests(toWrite, undo, off)
+		return
+	}
+	s.activeSize = off + int64(len(buf))
+
+	// Index, then publish, then answer.
+	s.ix.mu.Lock()
+	for _, r := range toWrite {
+		s.indexRequest(r, off)
+	}
+	s.ix.mu.Unlock()
+
+	var publishTo uint64
+	unfenced := false
+	for _, r := range toWrite {
+		if r.fenced {
+			s.stageFenced(r)
+			continue
+		}
+		unfenced = true
+		publishTo = r.first + uint64(len(r.events))
+	}
+	if unfenced {
+		if err := s.gate.publish(publishTo); err != nil {
+			// Only a bug can get here: the committer is the only publisher.
+			s.log.Error("publish refused", "error", err)
+		}
+	}
+	for _, r := range toWrite {
+		if !r.fenced {
+			s.resolve(r)
+		}
+	}
+	s.evictKeys(publishTo)
+	s.maybeRotate()
+}
+
+// encode assigns clocks and wall times, reserves r's sequences and appends
+// its frames to buf. Caller holds ix.mu (interning).
+func (s *Store) encode(r *request, buf []byte, undo []clockUndo, now int64) ([]byte, []clockUndo, error) {
+	n := len(r.events)
+	r.metas = make([]entryMeta, n)
+	for i := range r.events {
+		ev := &r.events[i]
+		coord := s.ix.internCoord(ev.Coordinate.entity, ev.Coordinate.scope)
+		ent := s.ix.coords[coord].entity
+		for int(ent) >= len(s.clocks) {
+			s.clocks = append(s.clocks, entityClock{})
+		}
+		ck := &s.clocks[ent]
+		if ck.next > maxClock {
+			s.rollbackClocks(undo[r.undoFrom:])
+			return buf, undo[:r.undoFrom], fmt.Errorf("%w: entity %q, event %d", ErrEntityClockOverflow, ev.Coordinate.entity, i)
+		}
+		undo = append(undo, clockUndo{entity: ent, prev: *ck})
+		wall := max(now, ck.lastWall)
+		r.metas[i] = entryMeta{coord: coord, clock: uint32(ck.next), wallMs: wall, kind: ev.Kind, plen: uint32(len(ev.Payload))}
+		ck.next++
+		ck.lastWall = wall
+	}
+
+	r.first = s.gate.reserve(uint64(n))
+	r.bufStart = len(buf)
+	r.itemEnds = make([]int, n)
+	r.receipts = make([]Receipt, n)
+	if n > 1 {
+		buf = appendMarkerFrame(buf, frameBatchBegin, r.first, uint64(n))
+	}
+	for i := range r.events {
+		ev := &r.events[i]
+		m := &r.metas[i]
+		rec := eventRecord{kind: ev.Kind, clock: m.clock, seq: r.first + uint64(i), wallMs: m.wallMs, payload: ev.Payload}
+		if r.keyed {
+			rec.flags |= eventFlagKeyed
+			rec.id = ev.Key
+			m.flags |= metaKeyed
+		} else {
+			rec.id = s.uuids.next(m.wallMs)
+		}
+		if r.fenced {
+			rec.flags |= eventFlagFenced
+		}
+		m.id = rec.id
+		var poff int
+		buf, poff = appendEventFrame(buf, &rec, ev.Coordinate.entity, ev.Coordinate.scope)
+		m.off = uint32(poff) // relative to the group buffer until indexed
+		r.itemEnds[i] = len(buf)
+		r.receipts[i] = Receipt{Seq: rec.seq, ID: rec.id}
+	}
+	if n > 1 {
+		buf = appendMarkerFrame(buf, frameBatchCommit, r.first, uint64(n))
+		r.itemEnds[n-1] = len(buf)
+	}
+	return buf, undo, nil
+}
+
+const maxClock = 0xFFFFFFFF
+
+func (s *Store) rollbackClocks(undo []clockUndo) {
+	for i := len(undo) - 1; i >= 0; i-- {
+		s.clocks[undo[i].entity] = undo[i].prev
+	}
+}
+
+// observeClock folds a recovered event into its entity's clock state.
+func (s *Store) observeClock(entity uint32, clock uint32, wall int64) {
+	for int(entity) >= len(s.clocks) {
+		s.clocks = append(s.clocks, entityClock{})
+	}
+	ck := &s.clocks[entity]
+	if uint64(clock)+1 > ck.next {
+		ck.next = uint64(clock) + 1
+	}
+	if wall > ck.lastWall {
+		ck.lastWall = wall
+	}
+}
+
+// indexRequest inserts r's entries into the index. Caller holds ix.mu.
+func (s *Store) indexRequest(r *request, groupOff int64) {
+	for i := range r.metas {
+		m := r.metas[i]
+		m.seg = s.activeNum
+		m.off += uint32(groupOff)
+		s.ix.insert(r.first+uint64(i), m)
+	}
+}
+
+// writeAt writes the group at off in the active segment.
+func (s *Store) writeAt(p []byte, off int64) (int, error) {
+	if s.cfg.faults != nil && s.cfg.faults.write != nil {
+		return s.cfg.faults.write(p, off)
+	}
+	return s.segs[s.activeNum].WriteAt(p, off)
+}
+
+func (s *Store) syncActive() error {
+	if s.cfg.faults != nil && s.cfg.faults.sync != nil {
+		if err := s.cfg.faults.sync(); err != nil {
+			return err
+		}
+	}
+	return s.segs[s.activeNum].Sync()
+}
+
+// observeSync keeps a moving average of fsync time for the linger.
+func (s *Store) observeSync(d time.Duration) {
+	if s.syncAvg == 0 {
+		s.syncAvg = d
+		return
+	}
+	s.syncAvg = (7*s.syncAvg + d) / 8
+}
+
+// failRequests handles appends that were reserved but will never become
+// visible: it cuts their bytes off the segment, restores clocks, cancels
+// and persists their ranges (before any later publish can cover them),
+// and answers them (and any retries waiting on them) with r.err.
+func (s *Store) failRequests(failed []*request, undo []clockUndo, truncateAt int64) {
+	if err := s.segs[s.activeNum].Truncate(truncateAt); err != nil {
+		// The bytes stay on disk; the persisted cancelled range hides them.
+		s.log.Warn("could not truncate failed append", "error", err)
+	}
+	s.rollbackClocks(undo[failed[0].undoFrom:])
+	ranges := make([]Range, len(failed))
+	for i, r := range failed {
+		ranges[i] = r.rng()
+	}
+	s.cancelRanges(ranges...)
+	for _, r := range failed {
+		s.log.Warn("append failed; range cancelled", "range", r.rng().String(), "error", r.err)
+		s.releaseKeys(r)
+		s.finishWithWaiters(r, nil, r.err)
+	}
+}
+
+// cancelRanges records ranges as cancelled and persists the ranges file. A
+// failure to persist puts the writer in the failed state.
+func (s *Store) cancelRanges(rs ...Range) {
+	if err := s.gate.cancel(rs...); err != nil {
+		s.log.Error("cancel ranges refused", "error", err)
+		s.failed = true
+		return
+	}
+	_, all := s.gate.snapshot()
+	err := error(nil)
+	if s.cfg.faults != nil && s.cfg.faults.persistRanges != nil {
+		err = s.cfg.faults.persistRanges()
+	}
+	if err == nil {
+		err = saveRanges(s.dir, all)
+	}
+	if err != nil {
+		s.log.Error("could not persist cancelled ranges; writer failed until reopened", "error", err)
+		s.failed = true
+	}
+}
+
+// resolve answers a durable, visible append and the retries waiting on it.
+func (s *Store) resolve(r *request) {
+	if r.keyed {
+		for i, ev := range r.events {
+			s.keys[ev.Key] = r.receipts[i].Seq
+			delete(s.inflight, ev.Key)
+		}
+	}
+	s.finishWithWaiters(r, r.receipts, nil)
+}
+
+func (s *Store) finishWithWaiters(r *request, receipts []Receipt, err error) {
+	r.finish(receipts, err)
+	for _, w := range r.waiters {
+		if err != nil {
+			w.finish(nil, err)
+			continue
+		}
+		out := make([]Receipt, len(w.events))
+		for i, ev := range w.events {
+			out[i] = Receipt{Seq: s.keys[ev.Key], ID: ev.Key, Replayed: true}
+		}
+		w.finish(out, nil)
+	}
+	r.waiters = nil
+}
+
+// resolveKeys handles a keyed append whose keys are known or in flight. It
+// reports whether r was answered (or parked as a waiter); otherwise it
+// registers r's keys as in flight and r proceeds to be written.
+func (s *Store) resolveKeys(r *request, allocated uint64) bool {
+	known := 0
+	var orig *request
+	inflight := 0
+	for _, ev := range r.events {
+		if seq, ok := s.keys[ev.Key]; ok {
+			if seq+s.cfg.IdempotencyWindow >= allocated {
+				known++
+				continue
+			}
+			delete(s.keys, ev.Key) // out of the retention window
+		}
+		if o, ok := s.inflight[ev.Key]; ok {
+			if orig != nil && o != orig {
+				r.finish(nil, fmt.Errorf("%w: keys belong to different in-flight appends", ErrIdempotencyConflict))
+				return true
+			}
+			orig = o
+			inflight++
+		}
+	}
+	switch {
+	case known == len(r.events):
+		out := make([]Receipt, len(r.events))
+		for i, ev := range r.events {
+			out[i] = Receipt{Seq: s.keys[ev.Key], ID: ev.Key, Replayed: true}
+		}
+		r.finish(out, nil)
+		return true
+	case inflight == len(r.events):
+		orig.waiters = append(orig.waiters, r)
+		return true
+	case known > 0 || inflight > 0:
+		r.finish(nil, fmt.Errorf("%w: %d of %d keys already appended", ErrIdempotencyConflict, known+inflight, len(r.events)))
+		return true
+	}
+	for _, ev := range r.events {
+		s.inflight[ev.Key] = r
+	}
+	return false
+}
+
+func (s *Store) releaseKeys(r *request) {
+	if !r.keyed {
+		return
+	}
+	for _, ev := range r.events {
+		if s.inflight[ev.Key] == r {
+			delete(s.inflight, ev.Key)
+		}
+	}
+}
+
+// evictKeys forgets keys that left the retention window or exceed the key
+// cap, oldest first. It walks the sequence array, so it needs no queue.
+func (s *Store) evictKeys(allocated uint64) {
+	if len(s.keys) == 0 {
+		s.evictNext = allocated
+		return
+	}
+	for s.evictNext < allocated &&
+		(s.evictNext+s.cfg.IdempotencyWindow < allocated || len(s.keys) > s.cfg.IdempotencyMaxKeys) {
+		if m := s.ix.get(s.evictNext); m != nil && m.flags&metaKeyed != 0 {
+			k := IdempotencyKey(m.id)
+			if s.keys[k] == s.evictNext {
+				delete(s.keys, k)
+			}
+		}
+		s.evictNext++
+	}
+}
+
+// stageFenced records a durable fenced append in the active fence.
+func (s *Store) stageFenced(r *request) {
+	f := s.fence
+	rg := r.rng()
+	if !f.staged || rg.Start < f.lo {
+		f.lo = rg.Start
+	}
+	if !f.staged || rg.End > f.hi {
+		f.hi = rg.End
+	}
+	f.staged = true
+	f.pending = append(f.pending, r)
+	close(r.staged)
+}
+
+// commitFence records the fence commit durably, then publishes its writes.
+func (s *Store) commitFence() error {
+	f := s.fence
+	if !f.staged {
+		s.fence = nil
+		return nil
+	}
+	off := s.activeSize
+	frame := appendMarkerFrame(nil, frameFenceCommit, f.lo, f.hi)
+	if _, err := s.writeAt(frame, off); err != nil {
+		return s.abortFence(fmt.Errorf("engine: write fence commit: %w", err))
+	}
+	if err := s.syncActive(); err != nil {
+		return s.abortFence(fmt.Errorf("engine: sync fence commit: %w", err))
+	}
+	s.activeSize = off + int64(len(frame))
+	s.fence = nil
+	if err := s.gate.publish(f.hi); err != nil {
+		s.log.Error("publish refused", "error", err)
+	}
+	for _, r := range f.pending {
+		s.resolve(r)
+	}
+	s.evictKeys(f.hi)
+	return nil
+}
+
+// abortFence cancels a fence whose commit could not be recorded.
+func (s *Store) abortFence(cause error) error {
+	if err := s.segs[s.activeNum].Truncate(s.activeSize); err != nil {
+		s.log.Warn("could not truncate failed fence commit", "error", err)
+	}
+	_ = s.cancelFenceWith(cause)
+	return cause
+}
+
+func (s *Store) cancelFence() error { return s.cancelFenceWith(ErrFenceCancelled) }
+
+// cancelFenceWith cancels the active fence: its range is hidden, recorded
+// and persisted; the epoch does not move.
+func (s *Store) cancelFenceWith(cause error) error {
+	f := s.fence
+	s.fence = nil
+	if f.staged {
+		rg := Range{f.lo, f.hi}
+		s.ix.mu.Lock()
+		s.ix.hide(rg)
+		s.ix.mu.Unlock()
+		s.cancelRanges(rg)
+		s.log.Info("fence cancelled", "range", rg.String())
+	}
+	for _, r := range f.pending {
+		s.releaseKeys(r)
+		s.finishWithWaiters(r, nil, cause)
+	}
+	if s.failed {
+		return ErrWriterFailed
+	}
+	return nil
+}
+
+// maybeRotate starts a new segment once the active one is full.
+func (s *Store) maybeRotate() {
+	if s.activeSize < s.cfg.SegmentBytes {
+		return
+	}
+	f, err := createSegment(s.dir, s.activeNum+1)
+	if err != nil {
+		s.log.Warn("could not start a new segment; continuing in the current one", "error", err,
+			"path", filepath.Join(s.dir, segmentName(s.activeNum+1)))
+		return
+	}
+	s.ix.mu.Lock()
+	s.segs = append(s.segs, f)
+	s.ix.mu.Unlock()
+	s.activeNum++
+	s.activeSize = segmentHeaderLen
+}

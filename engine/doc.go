@@ -1,0 +1,104 @@
+// Package engine is batfleet's embedded journal: coordinates, regions and
+// kinds; an append-only, globally sequenced, durable event log in segment
+// files; the sequence gate (visibility watermark, epochs, fences,
+// cancelled ranges); and a region index that answers "entries of region R
+// after position P, up to N" in time proportional to N.
+//
+// # Guarantees
+//
+//   - Visible implies durable: an entry becomes visible (to Poll, and so to
+//     cursors and pulls) only after the fsync of the frame that holds it.
+//     Concurrent appends share fsyncs (group commit).
+//   - A batch append is atomic: all of it becomes visible at once, or none
+//     of it ever does.
+//   - No silent holes: a sequence that was reserved but never becomes
+//     visible (failed write or fsync, torn or uncommitted batch, cancelled
+//     fence) lies in a persisted cancelled range; sequences are never
+//     reused.
+//   - Recovery on Open truncates a torn tail and refuses to open on
+//     corruption before the tail (ErrJournalCorrupt, see IsCorruption).
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use. Every write goes through one
+// committer goroutine owned by the Store; Close stops it and waits for it.
+// Readers (Poll, Park) never block the committer for longer than an index
+// lookup.
+//
+// Lock order: index.mu is taken alone or before gate.mu (a Poll reads the
+// gate before the index; the committer takes the index lock, releases it,
+// then publishes). gate.mu (watermark) and gate.wakeMu (epoch) are never
+// held together: a publish updates the watermark, releases it, then bumps
+// the epoch and wakes parked readers.
+//
+// # Directory layout
+//
+//	LOCK                     flock(2) held by the open Store
+//	journal_id               32 hex digits, made at creation
+//	visibility_ranges.fbv    cancelled ranges (absent when there are none)
+//	segment-NNNNNNNNNN.bfj   segment files, numbered from 0
+//
+// # Segment file format
+//
+// A segment starts with a 16-byte header, followed by frames:
+//
+//	offset  size  field
+//	0       8     magic "BATFLSEG"
+//	8       2     segment format version, u16 LE (1)
+//	10      2     reserved, zero
+//	12      4     CRC-32C of bytes 0-11, u32 LE
+//
+// Every frame is a length, a checksum and a body; all integers are little
+// endian:
+//
+//	offset  size  field
+//	0       4     body length L (2 <= L <= 2^28)
+//	4       4     CRC-32C (Castagnoli) of the body
+//	8       1     frame type: 1 event, 2 batch begin, 3 batch commit, 4 fence commit
+//	9       1     frame format version (1)
+//	10      L-2   type-specific fields below
+//
+// Event body (after type and version):
+//
+//	offset  size  field
+//	2       1     flags: bit 0 fenced, bit 1 keyed (id is the idempotency key)
+//	3       1     reserved, zero
+//	4       2     kind
+//	6       2     entity length E (<= 1024)
+//	8       2     scope length S (<= 1024)
+//	10      4     clock
+//	14      8     seq
+//	22      8     wall_ms
+//	30      16    id
+//	46      4     payload length P
+//	50      E     entity (UTF-8)
+//	50+E    S     scope (UTF-8)
+//	50+E+S  P     payload
+//
+// Batch begin, batch commit and fence commit bodies (after type and
+// version): 2 reserved zero bytes, then two u64 values: (first seq, count)
+// for the batch markers, [lo, hi) for a fence commit.
+//
+// A single-event append is one event frame. An append of n >= 2 events is
+// batch begin, n event frames, batch commit. Fenced appends carry the
+// fenced flag and become visible only when a fence commit frame covering
+// their sequences follows.
+//
+// # Recovery
+//
+// Open checks every frame. In the last segment, a frame that runs past the
+// end of the file, a final frame whose checksum fails, or a zero-filled
+// rest of the file is a torn tail: it is truncated. A batch begin without
+// its commit, and fenced events without a fence commit, are cancelled:
+// their range is written to the ranges file (before the truncation, so a
+// crash in between repeats the same recovery) and never becomes visible.
+// Any other damage — a bad frame followed by more data, a bad frame in an
+// earlier segment, a garbage segment header — is corruption: Open fails
+// with an error matching ErrJournalCorrupt and changes nothing.
+//
+// Entity clocks are rebuilt from every event frame on disk, hidden ones
+// included, so a clock value is never handed out twice for an entity's
+// durable frames. Payloads are not cached in memory: reads go to the
+// segment files (the OS page cache), coalescing nearby payloads into one
+// read.
+package engine

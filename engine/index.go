@@ -1,0 +1,323 @@
+package engine
+
+import (
+	"sort"
+	"strings"
+	"sync"
+)
+
+// The index maps sequences to small fixed-size metadata records and keeps
+// sequence-ordered postings so a region query touches only candidates:
+//
+//   - entries: a seq-addressed chunked array of entryMeta (48 bytes each);
+//   - an entity trie keyed by ":"-separated segments, whose every node keeps
+//     the postings of all entities at or below it, so an entity-prefix
+//     region is one posting list;
+//   - postings per scope and per exact kind.
+//
+// Coordinates are interned: an entry refers to its coordinate by a 32-bit
+// id. Payloads stay in the segment files.
+
+const (
+	chunkShift = 16
+	chunkSize  = 1 << chunkShift
+
+	metaPresent = 1 << 0
+	metaKeyed   = 1 << 1
+	metaHidden  = 1 << 2 // staged in a fence that was cancelled
+	// metaFencedPending marks a recovered fenced entry awaiting its fence
+	// commit; it never reaches the index.
+	metaFencedPending = 1 << 3
+)
+
+type entryMeta struct {
+	id     [16]byte
+	wallMs int64
+	coord  uint32
+	clock  uint32
+	seg    uint32
+	off    uint32 // payload offset in the segment file
+	plen   uint32
+	kind   Kind
+	flags  uint8
+}
+
+type coordInfo struct {
+	entity uint32
+	scope  uint32
+	c      Coordinate
+}
+
+type entityInfo struct {
+	name  string
+	chain []*trieNode // the trie nodes from the top segment down to this entity
+}
+
+type trieNode struct {
+	children map[string]*trieNode
+	postings []uint64
+}
+
+type scopeInfo struct {
+	name     string
+	postings []uint64
+}
+
+type index struct {
+	mu sync.RWMutex
+
+	chunks [][]entryMeta
+	count  int // present entries (hidden included)
+
+	coords   []coordInfo
+	coordIDs map[[2]uint32]uint32
+
+	entities  []entityInfo
+	entityIDs map[string]uint32
+	root      trieNode
+
+	scopes   []scopeInfo
+	scopeIDs map[string]uint32
+
+	kinds map[Kind][]uint64
+}
+
+func newIndex() *index {
+	return &index{
+		coordIDs:  make(map[[2]uint32]uint32),
+		entityIDs: make(map[string]uint32),
+		scopeIDs:  make(map[string]uint32),
+		kinds:     make(map[Kind][]uint64),
+	}
+}
+
+// internCoord returns the id of the coordinate (entity, scope), interning
+// the entity, the scope and the pair as needed. Caller holds mu for writing
+// (or is recovery, before the store is shared).
+func (ix *index) internCoord(entity, scope string) uint32 {
+	e, ok := ix.entityIDs[entity]
+	if !ok {
+		e = ix.newEntity(entity)
+	}
+	sc, ok := ix.scopeIDs[scope]
+	if !ok {
+		sc = ix.newScope(scope)
+	}
+	return ix.coordOf(e, sc)
+}
+
+// internCoordBytes is internCoord for byte slices; it allocates only for
+// names seen for the first time.
+func (ix *index) internCoordBytes(entity, scope []byte) uint32 {
+	e, ok := ix.entityIDs[string(entity)]
+	if !ok {
+		e = ix.newEntity(string(entity))
+	}
+	sc, ok := ix.scopeIDs[string(scope)]
+	if !ok {
+		sc = ix.newScope(string(scope))
+	}
+	return ix.coordOf(e, sc)
+}
+
+func (ix *index) newEntity(s string) uint32 {
+	id := uint32(len(ix.entities))
+	node := &ix.root
+	var chain []*trieNode
+	for rest := s; ; {
+		seg, tail, more := strings.Cut(rest, ":")
+		if node.children == nil {
+			node.children = make(map[string]*trieNode)
+		}
+		child := node.children[seg]
+		if child == nil {
+			child = &trieNode{}
+			node.children[seg] = child
+		}
+		chain = append(chain, child)
+		node = child
+		if !more {
+			break
+		}
+		rest = tail
+	}
+	ix.entities = append(ix.entities, entityInfo{name: s, chain: chain})
+	ix.entityIDs[s] = id
+	return id
+}
+
+func (ix *index) newScope(s string) uint32 {
+	id := uint32(len(ix.scopes))
+	ix.scopes = append(ix.scopes, scopeInfo{name: s})
+	ix.scopeIDs[s] = id
+	return id
+}
+
+func (ix *index) coordOf(e, sc uint32) uint32 {
+	key := [2]uint32{e, sc}
+	if id, ok := ix.coordIDs[key]; ok {
+		return id
+	}
+	id := uint32(len(ix.coords))
+	ix.coords = append(ix.coords, coordInfo{
+		entity: e, scope: sc,
+		c: Coordinate{entity: ix.entities[e].name, scope: ix.scopes[sc].name},
+	})
+	ix.coordIDs[key] = id
+	return id
+}
+
+// slot returns the metadata slot for seq, growing the array as needed.
+func (ix *index) slot(seq uint64) *entryMeta {
+	ci := int(seq >> chunkShift)
+	for len(ix.chunks) <= ci {
+		ix.chunks = append(ix.chunks, make([]entryMeta, chunkSize))
+	}
+	return &ix.chunks[ci][seq&(chunkSize-1)]
+}
+
+// get returns the metadata of seq, or nil if nothing is indexed there.
+func (ix *index) get(seq uint64) *entryMeta {
+	ci := int(seq >> chunkShift)
+	if ci >= len(ix.chunks) {
+		return nil
+	}
+	m := &ix.chunks[ci][seq&(chunkSize-1)]
+	if m.flags&metaPresent == 0 {
+		return nil
+	}
+	return m
+}
+
+// insert indexes one entry. Sequences must be inserted in ascending order.
+// Caller holds mu for writing (or is recovery).
+func (ix *index) insert(seq uint64, m entryMeta) {
+	m.flags |= metaPresent
+	*ix.slot(seq) = m
+	ix.count++
+	ci := ix.coords[m.coord]
+	for _, n := range ix.entities[ci.entity].chain {
+		n.postings = append(n.postings, seq)
+	}
+	sc := &ix.scopes[ci.scope]
+	sc.postings = append(sc.postings, seq)
+	ix.kinds[m.kind] = append(ix.kinds[m.kind], seq)
+}
+
+// hide marks the entries of r as hidden (a cancelled fence's staged writes).
+func (ix *index) hide(r Range) {
+	for s := r.Start; s < r.End; s++ {
+		if m := ix.get(s); m != nil {
+			m.flags |= metaHidden
+		}
+	}
+}
+
+// entityNode returns the trie node for an entity prefix, or nil.
+func (ix *index) entityNode(prefix string) *trieNode {
+	node := &ix.root
+	for rest := prefix; ; {
+		seg, tail, more := strings.Cut(rest, ":")
+		node = node.children[seg]
+		if node == nil {
+			return nil
+		}
+		if !more {
+			return node
+		}
+		rest = tail
+	}
+}
+
+// hit is one query result: a sequence and a copy of its metadata.
+type hit struct {
+	seq  uint64
+	meta entryMeta
+}
+
+// query appends to out up to max entries of region r with seq >= from and
+// seq < visible, skipping cancelled seqs and hidden entries. Caller holds
+// mu for reading. The cost is proportional to the candidates examined: the
+// shortest posting list among the region's entity prefix, scope and exact
+// kind, or the sequence array when the region names none of them.
+func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max int, out []hit) []hit {
+	if max <= 0 || from >= visible {
+		return out
+	}
+	var list []uint64
+	useList := false
+	pick := func(l []uint64) {
+		if !useList || len(l) < len(list) {
+			list, useList = l, true
+		}
+	}
+	if p, ok := r.EntityPrefix(); ok {
+		n := ix.entityNode(p)
+		if n == nil {
+			return out
+		}
+		pick(n.postings)
+	}
+	if s, ok := r.Scope(); ok {
+		id, found := ix.scopeIDs[s]
+		if !found {
+			return out
+		}
+		pick(ix.scopes[id].postings)
+	}
+	if kf := r.Kind(); kf.Mode() == KindFilterExact {
+		l, found := ix.kinds[kf.Kind()]
+		if !found {
+			return out
+		}
+		pick(l)
+	}
+
+	ri := sort.Search(len(cancelled), func(i int) bool { return cancelled[i].End > from })
+	accept := func(seq uint64) bool {
+		for ri < len(cancelled) && cancelled[ri].End <= seq {
+			ri++
+		}
+		if ri < len(cancelled) && cancelled[ri].Start <= seq {
+			return false
+		}
+		m := ix.get(seq)
+		if m == nil || m.flags&metaHidden != 0 {
+			return false
+		}
+		ci := &ix.coords[m.coord]
+		if !r.Matches(ix.entities[ci.entity].name, ix.scopes[ci.scope].name, m.kind, m.clock) {
+			return false
+		}
+		out = append(out, hit{seq: seq, meta: *m})
+		return true
+	}
+
+	n := 0
+	if useList {
+		i := sort.Search(len(list), func(i int) bool { return list[i] >= from })
+		for ; i < len(list) && n < max; i++ {
+			seq := list[i]
+			if seq >= visible {
+				break
+			}
+			if accept(seq) {
+				n++
+			}
+		}
+		return out
+	}
+	for seq := from; seq < visible && n < max; seq++ {
+		for ri < len(cancelled) && cancelled[ri].End <= seq {
+			ri++
+		}
+		if ri < len(cancelled) && cancelled[ri].Start <= seq {
+			seq = cancelled[ri].End - 1 // jump over the cancelled range
+			continue
+		}
+		if accept(seq) {
+			n++
+		}
+	}
+	return out
+}

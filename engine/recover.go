@@ -1,0 +1,370 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// recovery rebuilds a Store's state from its directory: it checks every
+// frame, truncates a torn tail, cancels uncommitted batches and fences,
+// and rebuilds the index, the entity clocks and the idempotency keys.
+type recovery struct {
+	s       *Store
+	ranges  []Range // loaded from the ranges file
+	added   []Range // cancelled by this recovery
+	maxEnd  uint64  // one past the highest seq seen in any frame
+	anySeq  bool
+	batch   *openBatch
+	fenced  []pendingEntry // fenced entries awaiting a fence commit
+	segNum  uint32
+	indexed int
+}
+
+type openBatch struct {
+	first, count uint64
+	seg          uint32
+	beginOff     int64
+	entries      []pendingEntry
+}
+
+type pendingEntry struct {
+	seq  uint64
+	meta entryMeta
+}
+
+// recover runs recovery. It leaves s.segs, s.active*, the index, the
+// clocks, the keys and the gate ready for the committer.
+func (s *Store) recover() error {
+	rc := &recovery{s: s}
+	rs, err := loadRanges(s.dir)
+	if err != nil {
+		return err
+	}
+	rc.ranges = rs
+
+	nums, err := listSegments(s.dir)
+	if err != nil {
+		return err
+	}
+	if len(nums) == 0 {
+		f, err := createSegment(s.dir, 0)
+		if err != nil {
+			return fmt.Errorf("engine: create first segment: %w", err)
+		}
+		s.segs = []*os.File{f}
+		s.activeNum, s.activeSize = 0, segmentHeaderLen
+	}
+	for i, num := range nums {
+		last := i == len(nums)-1
+		path := filepath.Join(s.dir, segmentName(num))
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("engine: open segment: %w", err)
+		}
+		s.segs = append(s.segs, f)
+		if nums[0] != 0 {
+			return &CorruptionError{Path: path, Reason: "segment numbering does not start at 0"}
+		}
+		rc.segNum = num
+		truncateAt, err := rc.scanSegment(f, path, last)
+		if err != nil {
+			return err
+		}
+		if last {
+			if rc.batch != nil {
+				// The tail batch never committed: cancel its range and cut it off.
+				rc.cancel(Range{rc.batch.first, rc.batch.first + rc.batch.count})
+				if rc.batch.seg == num && rc.batch.beginOff < truncateAt {
+					truncateAt = rc.batch.beginOff
+				}
+				rc.batch = nil
+			}
+			if len(rc.fenced) > 0 {
+				lo, hi := rc.fenced[0].seq, rc.fenced[len(rc.fenced)-1].seq+1
+				rc.cancel(Range{lo, hi})
+				rc.fenced = nil
+			}
+			if err := rc.persistRanges(); err != nil {
+				return err
+			}
+			if err := rc.truncate(f, path, truncateAt); err != nil {
+				return err
+			}
+			s.activeNum, s.activeSize = num, truncateAt
+		}
+	}
+
+	allocated := rc.maxEnd
+	all := rc.allRanges()
+	if n := len(all); n > 0 && all[n-1].End > allocated {
+		allocated = all[n-1].End
+	}
+	s.gate.setRanges(all)
+	s.gate.resume(allocated)
+	if err := s.gate.publish(allocated); err != nil {
+		return err
+	}
+	s.evictKeys(allocated)
+	s.log.Debug("journal recovered", "segments", len(s.segs), "entries", rc.indexed,
+		"allocated", allocated, "cancelled-ranges", len(all))
+	return nil
+}
+
+func (rc *recovery) allRanges() []Range {
+	all, _ := NormalizeRanges(append(append([]Range(nil), rc.ranges...), rc.added...))
+	return all
+}
+
+func (rc *recovery) cancel(r Range) {
+	if r.Start < r.End {
+		rc.added = append(rc.added, r)
+	}
+}
+
+// persistRanges writes the ranges file when recovery cancelled anything not
+// already recorded. It runs before any truncation, so a crash in between
+// repeats the same recovery.
+func (rc *recovery) persistRanges() error {
+	all := rc.allRanges()
+	if slices.Equal(all, rc.ranges) {
+		return nil
+	}
+	if err := saveRanges(rc.s.dir, all); err != nil {
+		return fmt.Errorf("engine: persist cancelled ranges: %w", err)
+	}
+	rc.ranges, rc.added = all, nil
+	return nil
+}
+
+func (rc *recovery) truncate(f *os.File, path string, at int64) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() == at {
+		return nil
+	}
+	rc.s.log.Warn("truncating torn journal tail", "path", path, "offset", at, "bytes", st.Size()-at)
+	if at < segmentHeaderLen {
+		return writeSegmentHeader(f)
+	}
+	if err := f.Truncate(at); err != nil {
+		return fmt.Errorf("engine: truncate torn tail: %w", err)
+	}
+	return f.Sync()
+}
+
+func (rc *recovery) cancelled(seq uint64) bool {
+	for _, set := range [][]Range{rc.ranges, rc.added} {
+		if len(intersecting(set, seq, seq+1)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// scanSegment checks and applies every frame of one segment. It returns
+// the offset where valid data ends (where a torn tail starts).
+func (rc *recovery) scanSegment(f *os.File, path string, last bool) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := st.Size()
+	if size < segmentHeaderLen {
+		if last {
+			return 0, nil // torn header of a segment that never got a frame
+		}
+		return 0, &CorruptionError{Path: path, Reason: "segment shorter than its header"}
+	}
+	hdr := make([]byte, segmentHeaderLen)
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		return 0, fmt.Errorf("engine: read segment header: %w", err)
+	}
+	if err := checkSegmentHeader(path, hdr); err != nil {
+		return 0, err
+	}
+
+	buf := make([]byte, 0, 4<<20)
+	base := int64(segmentHeaderLen) // file offset of buf[0]
+	pos := 0
+	eof := false
+	fill := func() error {
+		n := copy(buf[:cap(buf)], buf[pos:])
+		base += int64(pos)
+		pos = 0
+		buf = buf[:n]
+		if n == cap(buf) {
+			nb := make([]byte, n, 2*cap(buf))
+			copy(nb, buf)
+			buf = nb
+		}
+		m, err := f.ReadAt(buf[n:cap(buf)], base+int64(n))
+		buf = buf[:n+m]
+		if errors.Is(err, io.EOF) || base+int64(n+m) >= size {
+			eof = true
+			return nil
+		}
+		return err
+	}
+	if err := fill(); err != nil {
+		return 0, err
+	}
+	var fr decodedFrame
+	for {
+		off := base + int64(pos)
+		if off == size {
+			return off, nil
+		}
+		err := decodeFrame(buf[pos:], &fr)
+		if errors.Is(err, errFrameShort) && !eof {
+			if err := fill(); err != nil {
+				return 0, fmt.Errorf("engine: read segment: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return rc.badFrame(f, path, last, off, size, buf[pos:], err)
+		}
+		rc.apply(&fr, off)
+		pos += fr.size
+	}
+}
+
+// badFrame decides whether a frame that does not decode is a torn tail
+// (crash while appending: truncate) or corruption (refuse to open).
+func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64, rest []byte, cause error) (int64, error) {
+	corrupt := &CorruptionError{Path: path, Offset: off, Reason: cause.Error()}
+	if !last {
+		return 0, corrupt
+	}
+	if errors.Is(cause, errFrameShort) {
+		return off, nil // truncated frame at the end of the file
+	}
+	if errors.Is(cause, errFrameCRC) && len(rest) >= frameHeaderLen {
+		total := int64(frameHeaderLen) + int64(uint32(rest[0])|uint32(rest[1])<<8|uint32(rest[2])<<16|uint32(rest[3])<<24)
+		if off+total == size {
+			return off, nil // the last frame was only partly written
+		}
+	}
+	zero, err := allZero(f, off, size)
+	if err != nil {
+		return 0, fmt.Errorf("engine: read segment tail: %w", err)
+	}
+	if zero {
+		return off, nil // zero-filled tail (preallocated or lost pages)
+	}
+	return 0, corrupt
+}
+
+func allZero(f *os.File, from, to int64) (bool, error) {
+	buf := make([]byte, 64<<10)
+	for off := from; off < to; {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), to-off)], off)
+		for _, b := range buf[:n] {
+			if b != 0 {
+				return false, nil
+			}
+		}
+		off += int64(n)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, err
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return true, nil
+}
+
+func (rc *recovery) seen(end uint64) {
+	if end > rc.maxEnd {
+		rc.maxEnd = end
+	}
+}
+
+func (rc *recovery) apply(fr *decodedFrame, off int64) {
+	s := rc.s
+	switch fr.typ {
+	case frameEvent:
+		r := &fr.rec
+		rc.seen(r.seq + 1)
+		coord := s.ix.internCoordBytes(r.entity, r.scope)
+		s.observeClock(s.ix.coords[coord].entity, r.clock, r.wallMs)
+		pe := pendingEntry{seq: r.seq, meta: entryMeta{
+			id: r.id, wallMs: r.wallMs, coord: coord, clock: r.clock,
+			seg: rc.segNum, off: uint32(off) + uint32(fr.payloadOff), plen: uint32(len(r.payload)), kind: r.kind,
+		}}
+		if r.flags&eventFlagKeyed != 0 {
+			pe.meta.flags |= metaKeyed
+		}
+		fenced := r.flags&eventFlagFenced != 0
+		if fenced {
+			pe.meta.flags |= metaFencedPending
+		}
+		if b := rc.batch; b != nil {
+			if r.seq == b.first+uint64(len(b.entries)) && r.seq < b.first+b.count {
+				b.entries = append(b.entries, pe)
+				return
+			}
+			rc.cancel(Range{b.first, b.first + b.count}) // interrupted batch
+			rc.batch = nil
+		}
+		if fenced {
+			rc.fenced = append(rc.fenced, pe)
+			return
+		}
+		rc.commit(pe)
+	case frameBatchBegin:
+		if b := rc.batch; b != nil {
+			rc.cancel(Range{b.first, b.first + b.count})
+		}
+		rc.seen(fr.a + fr.b)
+		rc.batch = &openBatch{first: fr.a, count: fr.b, seg: rc.segNum, beginOff: off}
+	case frameBatchCommit:
+		b := rc.batch
+		rc.batch = nil
+		if b == nil || b.first != fr.a || b.count != fr.b || uint64(len(b.entries)) != b.count {
+			if b != nil {
+				rc.cancel(Range{b.first, b.first + b.count})
+			}
+			s.log.Warn("batch commit without its batch; ignored", "segment", rc.segNum, "offset", off)
+			return
+		}
+		for _, pe := range b.entries {
+			if pe.meta.flags&metaFencedPending != 0 {
+				rc.fenced = append(rc.fenced, pe)
+				continue
+			}
+			rc.commit(pe)
+		}
+	case frameFenceCommit:
+		keep := rc.fenced[:0]
+		for _, pe := range rc.fenced {
+			if pe.seq >= fr.a && pe.seq < fr.b {
+				rc.commit(pe)
+			} else {
+				keep = append(keep, pe)
+			}
+		}
+		rc.fenced = keep
+	}
+}
+
+// commit indexes one recovered entry unless its seq is cancelled.
+func (rc *recovery) commit(pe pendingEntry) {
+	if rc.cancelled(pe.seq) {
+		return
+	}
+	s := rc.s
+	pe.meta.flags &^= metaFencedPending
+	s.ix.insert(pe.seq, pe.meta)
+	rc.indexed++
+	if pe.meta.flags&metaKeyed != 0 {
+		s.keys[IdempotencyKey(pe.meta.id)] = pe.seq
+	}
+}

@@ -1,0 +1,163 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Segment header (16 bytes):
+//
+//	bytes 0-7   magic "BATFLSEG"
+//	bytes 8-9   segment format version, u16 LE (1)
+//	bytes 10-11 reserved, zero
+//	bytes 12-15 CRC-32C of bytes 0-11, u32 LE
+const (
+	segmentMagic     = "BATFLSEG"
+	segmentVersion   = 1
+	segmentHeaderLen = 16
+	segmentPrefix    = "segment-"
+	segmentSuffix    = ".bfj"
+	journalIDFile    = "journal_id"
+	lockFile         = "LOCK"
+)
+
+func segmentName(num uint32) string {
+	return fmt.Sprintf("%s%010d%s", segmentPrefix, num, segmentSuffix)
+}
+
+func segmentHeader() []byte {
+	h := make([]byte, segmentHeaderLen)
+	copy(h, segmentMagic)
+	binary.LittleEndian.PutUint16(h[8:], segmentVersion)
+	binary.LittleEndian.PutUint32(h[12:], crc32.Checksum(h[:12], castagnoli))
+	return h
+}
+
+// checkSegmentHeader validates a segment header.
+func checkSegmentHeader(path string, h []byte) error {
+	bad := func(reason string) error { return &CorruptionError{Path: path, Offset: 0, Reason: reason} }
+	if !bytes.Equal(h[:8], []byte(segmentMagic)) {
+		return bad("bad segment magic")
+	}
+	if crc32.Checksum(h[:12], castagnoli) != binary.LittleEndian.Uint32(h[12:]) {
+		return bad("segment header checksum mismatch")
+	}
+	if v := binary.LittleEndian.Uint16(h[8:]); v != segmentVersion {
+		return bad(fmt.Sprintf("unsupported segment version %d", v))
+	}
+	return nil
+}
+
+// listSegments returns the segment numbers in dir, ascending. Numbers must
+// be contiguous from the first.
+func listSegments(dir string) ([]uint32, error) {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var nums []uint32
+	for _, de := range des {
+		name := de.Name()
+		if !strings.HasPrefix(name, segmentPrefix) || !strings.HasSuffix(name, segmentSuffix) {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(name, segmentPrefix), segmentSuffix), 10, 32)
+		if err != nil {
+			return nil, &CorruptionError{Path: filepath.Join(dir, name), Reason: "unparsable segment file name"}
+		}
+		nums = append(nums, uint32(n))
+	}
+	sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
+	for i := 1; i < len(nums); i++ {
+		if nums[i] != nums[i-1]+1 {
+			return nil, &CorruptionError{Path: filepath.Join(dir, segmentName(nums[i-1]+1)), Reason: "segment file missing"}
+		}
+	}
+	return nums, nil
+}
+
+// createSegment creates a new segment file with its header, fsyncs it and
+// the directory.
+func createSegment(dir string, num uint32) (*os.File, error) {
+	path := filepath.Join(dir, segmentName(num))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSegmentHeader(f); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return nil, err
+	}
+	if err := syncDir(dir); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func writeSegmentHeader(f *os.File) error {
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(segmentHeader(), 0); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// lockDir takes an exclusive, non-blocking flock on dir/LOCK.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrJournalLocked, dir)
+		}
+		return nil, fmt.Errorf("engine: lock %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+func unlockDir(f *os.File) error {
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return f.Close()
+}
+
+// loadJournalID reads dir/journal_id, creating it when the directory holds
+// no segments yet.
+func loadJournalID(dir string, fresh bool) (ID128, error) {
+	path := filepath.Join(dir, journalIDFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if !fresh {
+			return ID128{}, &CorruptionError{Path: path, Reason: "journal id file missing next to existing segments"}
+		}
+		id := newID128()
+		if err := writeFileAtomic(dir, journalIDFile, []byte(id.String()+"\n")); err != nil {
+			return ID128{}, fmt.Errorf("engine: create journal id: %w", err)
+		}
+		return id, nil
+	}
+	if err != nil {
+		return ID128{}, fmt.Errorf("engine: read journal id: %w", err)
+	}
+	id, err := ParseID128(strings.TrimSpace(string(data)))
+	if err != nil {
+		return ID128{}, &CorruptionError{Path: path, Reason: err.Error()}
+	}
+	return id, nil
+}

@@ -1,0 +1,437 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Store is one journal: an append-only, globally sequenced, durable event
+// log in a directory, with its index and visibility gate. A Store is safe
+// for concurrent use. All writes go through one committer goroutine that
+// the Store owns; Close stops it and waits for it.
+type Store struct {
+	dir         string
+	cfg         Config
+	log         hclog.Logger
+	lock        *os.File
+	journalID   ID128
+	incarnation ID128
+	startedMs   int64
+
+	gate *gate
+	ix   *index // ix.mu also guards segs
+
+	segs []*os.File // by segment number; the last is active
+
+	// Committer-owned state (the committer goroutine, or Open before it starts).
+	activeNum  uint32
+	activeSize int64
+	clocks     []entityClock
+	keys       map[IdempotencyKey]uint64 // visible keyed entries
+	evictNext  uint64                    // next seq the key evictor looks at
+	inflight   map[IdempotencyKey]*request
+	fence      *fenceState
+	failed     bool
+	uuids      *uuidGen
+	buf        []byte
+	syncAvg    time.Duration
+	lastGroup  int
+
+	reqs      chan *request
+	closing   atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	stop      chan struct{} // closed when Close begins: releases parked readers
+	done      chan struct{} // closed when the committer has exited
+}
+
+type entityClock struct {
+	next     uint64 // next clock to hand out; 1<<32 means exhausted
+	lastWall int64
+}
+
+// Open opens (or creates) the journal in dir. It takes an exclusive lock on
+// the directory, loads or creates the journal id, makes a fresh
+// incarnation id, recovers the segments (see doc.go), rebuilds the index
+// and appends the OPEN_COMPLETED lifecycle event.
+func Open(dir string, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("engine: create journal directory: %w", err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		dir:         dir,
+		cfg:         cfg,
+		log:         cfg.Logger.Named("engine"),
+		lock:        lock,
+		incarnation: newID128(),
+		startedMs:   time.Now().UnixMilli(),
+		gate:        newGate(),
+		ix:          newIndex(),
+		keys:        make(map[IdempotencyKey]uint64),
+		inflight:    make(map[IdempotencyKey]*request),
+		uuids:       newUUIDGen(),
+		reqs:        make(chan *request, 1024),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	fail := func(err error) (*Store, error) {
+		for _, f := range s.segs {
+			_ = f.Close()
+		}
+		_ = unlockDir(lock)
+		return nil, err
+	}
+	nums, err := listSegments(dir)
+	if err != nil {
+		return fail(err)
+	}
+	if s.journalID, err = loadJournalID(dir, len(nums) == 0); err != nil {
+		return fail(err)
+	}
+	if err := s.recover(); err != nil {
+		return fail(err)
+	}
+	go s.run()
+	payload, _ := msgpack.Marshal(map[string]any{
+		"incarnation": s.incarnation.String(),
+		"journal_id":  s.journalID.String(),
+	})
+	if _, err := s.appendSystem(KindOpenCompleted, payload); err != nil {
+		s.shutdownCommitter()
+		return fail(fmt.Errorf("engine: append open event: %w", err))
+	}
+	s.log.Info("journal opened", "dir", dir, "journal-id", s.journalID.String(),
+		"incarnation", s.incarnation.String(), "visible", s.Visible())
+	return s, nil
+}
+
+// lifecycleCoordinate is where lifecycle events are appended.
+var lifecycleCoordinate = Coordinate{entity: "batfleet:store", scope: "batfleet:lifecycle"}
+
+// LifecycleCoordinate returns batfleet:store@batfleet:lifecycle, where
+// OPEN_COMPLETED and CLOSE_COMPLETED are appended.
+func LifecycleCoordinate() Coordinate { return lifecycleCoordinate }
+
+func (s *Store) appendSystem(kind Kind, payload []byte) (Receipt, error) {
+	r := &request{kind: reqAppend, system: true, done: make(chan struct{}),
+		events: []Event{{Coordinate: lifecycleCoordinate, Kind: kind, Payload: payload}}}
+	s.reqs <- r
+	<-r.done
+	if r.err != nil {
+		return Receipt{}, r.err
+	}
+	return r.receipts[0], nil
+}
+
+// Close cancels an active fence, appends CLOSE_COMPLETED, stops the
+// committer, syncs and closes the segment files and releases the lock.
+// Appends after Close fail ErrClosed; parked readers are released. Close is
+// idempotent and returns the same result to every call.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closing.Store(true)
+		close(s.stop)
+		r := &request{kind: reqClose, done: make(chan struct{})}
+		s.reqs <- r
+		<-r.done
+		<-s.done
+		s.failQueued()
+		var errs []error
+		if r.err != nil {
+			errs = append(errs, r.err)
+		}
+		s.ix.mu.Lock()
+		for _, f := range s.segs {
+			if err := f.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		s.ix.mu.Unlock()
+		if err := unlockDir(s.lock); err != nil {
+			errs = append(errs, err)
+		}
+		s.closeErr = errors.Join(errs...)
+		s.log.Info("journal closed", "dir", s.dir)
+	})
+	return s.closeErr
+}
+
+// shutdownCommitter stops the committer without the close event (Open
+// failures).
+func (s *Store) shutdownCommitter() {
+	s.closing.Store(true)
+	close(s.stop)
+	r := &request{kind: reqStop, done: make(chan struct{})}
+	s.reqs <- r
+	<-s.done
+	s.failQueued()
+	for _, f := range s.segs {
+		_ = f.Close()
+	}
+}
+
+// failQueued answers requests still queued after the committer exited.
+func (s *Store) failQueued() {
+	for {
+		select {
+		case r := <-s.reqs:
+			r.finish(nil, ErrClosed)
+		default:
+			return
+		}
+	}
+}
+
+// Dir returns the journal directory.
+func (s *Store) Dir() string { return s.dir }
+
+// JournalID returns the journal's permanent random id.
+func (s *Store) JournalID() ID128 { return s.journalID }
+
+// Incarnation returns this writer start's random id.
+func (s *Store) Incarnation() ID128 { return s.incarnation }
+
+// StartedMs returns when this incarnation started, in unix milliseconds.
+func (s *Store) StartedMs() int64 { return s.startedMs }
+
+// Epoch returns the current visibility epoch (0 at open, +1 per publish).
+func (s *Store) Epoch() uint64 { return s.gate.epoch.Load() }
+
+// Visible returns the visibility watermark: seq s is visible iff s <
+// Visible() and s lies in no cancelled range.
+func (s *Store) Visible() uint64 {
+	v, _ := s.gate.snapshot()
+	return v
+}
+
+// CancelledRanges returns the normalised cancelled ranges.
+func (s *Store) CancelledRanges() []Range {
+	_, rs := s.gate.snapshot()
+	return append([]Range(nil), rs...)
+}
+
+// Stats is a snapshot of a Store's counters.
+type Stats struct {
+	Allocated uint64 // next sequence to hand out
+	Visible   uint64 // visibility watermark
+	Epoch     uint64
+	Entries   int // indexed entries (fence-hidden ones included)
+	Cancelled []Range
+}
+
+// Stats returns a snapshot of the store's counters.
+func (s *Store) Stats() Stats {
+	epoch := s.Epoch()
+	alloc, vis := s.gate.frontiers()
+	s.ix.mu.RLock()
+	n := s.ix.count
+	s.ix.mu.RUnlock()
+	return Stats{Allocated: alloc, Visible: vis, Epoch: epoch, Entries: n, Cancelled: s.CancelledRanges()}
+}
+
+// Changed returns the current epoch and a channel that is closed when the
+// epoch next moves. The fleet writer uses it to publish epoch messages.
+func (s *Store) Changed() (uint64, <-chan struct{}) { return s.gate.changed() }
+
+// Park waits until the epoch is newer than snapshot, timeout passes, ctx is
+// done or the store closes. It returns at once when the epoch is already
+// newer (the lost-wakeup guard), and reports whether the epoch moved.
+func (s *Store) Park(ctx context.Context, snapshot uint64, timeout time.Duration) bool {
+	return s.gate.park(ctx, snapshot, timeout, s.stop)
+}
+
+// Append appends one event and returns once it is durable and visible.
+func (s *Store) Append(ctx context.Context, ev Event) (Receipt, error) {
+	rs, err := s.AppendBatch(ctx, []Event{ev})
+	if err != nil {
+		return Receipt{}, err
+	}
+	return rs[0], nil
+}
+
+// AppendBatch appends events atomically: once it returns nil they are all
+// durable and visible together; on error none of them ever becomes visible
+// (a failure after reservation leaves a cancelled range). Batches are
+// all-keyed or all-unkeyed. If ctx ends while the append is in flight, the
+// outcome is unknown to the caller: retry with idempotency keys.
+func (s *Store) AppendBatch(ctx context.Context, events []Event) ([]Receipt, error) {
+	r, err := s.newAppend(events)
+	if err != nil {
+		return nil, err
+	}
+	return s.do(ctx, r)
+}
+
+// do hands r to the committer and waits for its outcome.
+func (s *Store) do(ctx context.Context, r *request) ([]Receipt, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if s.closing.Load() {
+		return nil, ErrClosed
+	}
+	select {
+	case s.reqs <- r:
+	case <-s.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-r.done:
+	case <-s.done:
+		select {
+		case <-r.done:
+		default:
+			return nil, ErrClosed
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return r.receipts, r.err
+}
+
+// newAppend validates events and builds the request: coordinates, kinds,
+// sizes and idempotency keys are checked here, before anything is reserved.
+func (s *Store) newAppend(events []Event) (*request, error) {
+	if len(events) == 0 {
+		return nil, ErrEmptyBatch
+	}
+	if len(events) > s.cfg.MaxBatchEvents {
+		return nil, fmt.Errorf("%w: %d events (max %d)", ErrBatchTooLarge, len(events), s.cfg.MaxBatchEvents)
+	}
+	keyed := !events[0].Key.IsZero()
+	total := 0
+	for i := range events {
+		ev := &events[i]
+		if err := ev.Coordinate.validate(); err != nil {
+			return nil, &InvalidCoordinateError{Index: i, Reason: err}
+		}
+		if err := ev.Kind.checkAppendable(i); err != nil {
+			return nil, err
+		}
+		size := eventFrameLen(len(ev.Coordinate.entity), len(ev.Coordinate.scope), len(ev.Payload))
+		if size > s.cfg.MaxEntryBytes {
+			return nil, fmt.Errorf("%w: event %d: %d bytes (max %d)", ErrEntryTooLarge, i, size, s.cfg.MaxEntryBytes)
+		}
+		total += size
+		if ev.Key.IsZero() == keyed {
+			return nil, ErrIdempotencyPartialBatch
+		}
+	}
+	if total > s.cfg.MaxBatchBytes {
+		return nil, fmt.Errorf("%w: %d bytes (max %d)", ErrBatchTooLarge, total, s.cfg.MaxBatchBytes)
+	}
+	if keyed && len(events) > 1 {
+		seen := make(map[IdempotencyKey]struct{}, len(events))
+		for _, ev := range events {
+			if _, dup := seen[ev.Key]; dup {
+				return nil, fmt.Errorf("%w: key %s repeated in one batch", ErrIdempotencyConflict, ev.Key)
+			}
+			seen[ev.Key] = struct{}{}
+		}
+	}
+	return &request{kind: reqAppend, events: events, keyed: keyed, size: total, done: make(chan struct{})}, nil
+}
+
+// BeginFence starts a visibility fence: until CommitFence, appends go
+// through AppendFenced, are durable and indexed, but stay invisible;
+// unfenced appends fail ErrFenceActive. Fences are an engine-level API.
+func (s *Store) BeginFence(ctx context.Context) error {
+	_, err := s.do(ctx, &request{kind: reqFenceBegin, done: make(chan struct{})})
+	return err
+}
+
+// CommitFence makes every write staged in the fence visible at once: it
+// records the commit durably, then publishes (the epoch moves only now).
+func (s *Store) CommitFence(ctx context.Context) error {
+	_, err := s.do(ctx, &request{kind: reqFenceCommit, done: make(chan struct{})})
+	return err
+}
+
+// CancelFence cancels the active fence: its staged writes stay on disk,
+// hidden forever, their range is persisted as cancelled, pending fenced
+// appends fail ErrFenceCancelled, and the epoch does not move.
+func (s *Store) CancelFence(ctx context.Context) error {
+	_, err := s.do(ctx, &request{kind: reqFenceCancel, done: make(chan struct{})})
+	return err
+}
+
+// FencedAppend is an append staged in a fence.
+type FencedAppend struct {
+	s *Store
+	r *request
+}
+
+// AppendFenced stages events in the active fence and returns once they are
+// durable. Wait returns their receipts when the fence commits, or
+// ErrFenceCancelled when it is cancelled.
+func (s *Store) AppendFenced(ctx context.Context, events []Event) (*FencedAppend, error) {
+	r, err := s.newAppend(events)
+	if err != nil {
+		return nil, err
+	}
+	r.fenced = true
+	r.staged = make(chan struct{})
+	if s.closing.Load() {
+		return nil, ErrClosed
+	}
+	select {
+	case s.reqs <- r:
+	case <-s.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-r.staged:
+		return &FencedAppend{s: s, r: r}, nil
+	case <-r.done:
+		return nil, r.err
+	case <-s.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Wait returns the receipts once the fence commits, or the error that
+// ended the append (ErrFenceCancelled when the fence was cancelled).
+func (f *FencedAppend) Wait(ctx context.Context) ([]Receipt, error) {
+	select {
+	case <-f.r.done:
+		return f.r.receipts, f.r.err
+	case <-f.s.done:
+		select {
+		case <-f.r.done:
+			return f.r.receipts, f.r.err
+		default:
+			return nil, ErrClosed
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// validate re-checks a coordinate at the append boundary (a zero
+// Coordinate, for one, has an empty entity).
+func (c Coordinate) validate() error {
+	_, err := NewCoordinate(c.entity, c.scope)
+	return err
+}
