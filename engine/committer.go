@@ -390,7 +390,7 @@ func (s *Store) indexRequest(r *request, groupOff int64) {
 // writeAt writes the group at off in the active segment.
 func (s *Store) writeAt(p []byte, off int64) (int, error) {
 	if s.cfg.faults != nil && s.cfg.faults.write != nil {
-		return s.cfg.faults.write(p, off)
+		return s.cfg.faults.write(s.segs[s.activeNum], p, off)
 	}
 	return s.segs[s.activeNum].WriteAt(p, off)
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -59,8 +60,8 @@ type Config struct {
 
 // faults lets tests inject I/O failures and stalls. Every hook is optional.
 type faults struct {
-	// write replaces the write of one group's bytes at offset off.
-	write func(p []byte, off int64) (int, error)
+	// write replaces the write of one group's bytes at offset off of f.
+	write func(f *os.File, p []byte, off int64) (int, error)
 	// sync runs before each fsync of the active segment; an error fails it.
 	sync func() error
 	// persistRanges runs before the cancelled-ranges file is written.
