@@ -105,6 +105,36 @@ var (
 
 	// ErrEntryUnreadable: a visible entry's payload could not be read (see EntryUnreadableError).
 	ErrEntryUnreadable = errors.New("engine: entry unreadable")
+	// ErrTransient: a source failure worth retrying (writer unavailable or
+	// closing, no responders, timeout, connection lost). Remote sources wrap
+	// such errors with it; the worker backs off and re-polls.
+	ErrTransient = errors.New("engine: transient source error")
+
+	// ErrCheckpointNotFound: the checkpoint store holds no record for the id.
+	ErrCheckpointNotFound = errors.New("engine: checkpoint not found")
+	// ErrCheckpointIO: the checkpoint store could not be read or written;
+	// the stored record is intact.
+	ErrCheckpointIO = errors.New("engine: checkpoint store I/O error")
+	// ErrCheckpointConflict: a compare-and-swap save lost: the record exists
+	// (create) or its revision moved (update).
+	ErrCheckpointConflict = errors.New("engine: checkpoint revision conflict")
+	// ErrCheckpointCorrupt: a stored record does not decode (see CheckpointCorruptError).
+	ErrCheckpointCorrupt = errors.New("engine: checkpoint corrupt")
+	// ErrCheckpointRegionMismatch: the record belongs to another region (see RegionMismatchError).
+	ErrCheckpointRegionMismatch = errors.New("engine: checkpoint region mismatch")
+	// ErrCheckpointJournalMismatch: the record belongs to another journal (see JournalMismatchError).
+	ErrCheckpointJournalMismatch = errors.New("engine: checkpoint journal mismatch")
+	// ErrCheckpointAhead: the record is past the source's visible bound (see AheadError).
+	ErrCheckpointAhead = errors.New("engine: checkpoint ahead of the journal")
+	// ErrCheckpointWriteFailed: a worker's checkpoint save failed or
+	// conflicted; the worker stopped (see CheckpointWriteError).
+	ErrCheckpointWriteFailed = errors.New("engine: checkpoint write failed")
+	// ErrWorkerCrashed: a panic outside the handler (in a source, say)
+	// stopped the worker.
+	ErrWorkerCrashed = errors.New("engine: worker crashed")
+	// ErrRestartBudgetExhausted: the handler panicked more often than the
+	// restart policy allows (see BudgetExhaustedError).
+	ErrRestartBudgetExhausted = errors.New("engine: restart budget exhausted")
 )
 
 // LengthError reports a string over its byte limit. It matches Limit
@@ -318,3 +348,98 @@ func (e *EntryUnreadableError) Unwrap() []error { return []error{ErrEntryUnreada
 func IsCorruption(err error) bool {
 	return errors.Is(err, ErrJournalCorrupt) || errors.Is(err, ErrCancelledRangesCorrupt)
 }
+
+// CheckpointCorruptError reports a stored checkpoint that does not decode.
+// It matches ErrCheckpointCorrupt.
+type CheckpointCorruptError struct {
+	ID       string // the checkpoint id
+	Location string // file path, or bucket and key
+	Reason   string
+}
+
+func (e *CheckpointCorruptError) Error() string {
+	return fmt.Sprintf("%v: id %q at %s: %s", ErrCheckpointCorrupt, e.ID, e.Location, e.Reason)
+}
+
+func (e *CheckpointCorruptError) Unwrap() error { return ErrCheckpointCorrupt }
+
+// RegionMismatchError reports a checkpoint saved for another region. It
+// matches ErrCheckpointRegionMismatch.
+type RegionMismatchError struct {
+	Location string
+	Stored   *string // the stored region identity; nil when the record has none
+	Expected string  // the worker's region identity
+}
+
+func (e *RegionMismatchError) Error() string {
+	stored := "none"
+	if e.Stored != nil {
+		stored = *e.Stored
+	}
+	return fmt.Sprintf("%v at %s: stored %s, expected %s", ErrCheckpointRegionMismatch, e.Location, stored, e.Expected)
+}
+
+func (e *RegionMismatchError) Unwrap() error { return ErrCheckpointRegionMismatch }
+
+// JournalMismatchError reports a checkpoint bound to another journal. It
+// matches ErrCheckpointJournalMismatch.
+type JournalMismatchError struct {
+	Stored, Current string
+}
+
+func (e *JournalMismatchError) Error() string {
+	return fmt.Sprintf("%v: checkpoint journal %s, source journal %s", ErrCheckpointJournalMismatch, e.Stored, e.Current)
+}
+
+func (e *JournalMismatchError) Unwrap() error { return ErrCheckpointJournalMismatch }
+
+// AheadError reports a checkpoint position at or past the visible bound.
+// It matches ErrCheckpointAhead.
+type AheadError struct {
+	Position, Visible uint64
+}
+
+func (e *AheadError) Error() string {
+	return fmt.Sprintf("%v: position %d, visible bound %d", ErrCheckpointAhead, e.Position, e.Visible)
+}
+
+func (e *AheadError) Unwrap() error { return ErrCheckpointAhead }
+
+// CheckpointWriteError reports a failed or conflicting checkpoint save by
+// a worker. It matches ErrCheckpointWriteFailed and its Cause (so a
+// conflict also matches ErrCheckpointConflict).
+type CheckpointWriteError struct {
+	ID    string
+	Cause error
+}
+
+func (e *CheckpointWriteError) Error() string {
+	return fmt.Sprintf("%v: id %q: %v", ErrCheckpointWriteFailed, e.ID, e.Cause)
+}
+
+func (e *CheckpointWriteError) Unwrap() []error { return []error{ErrCheckpointWriteFailed, e.Cause} }
+
+// BudgetExhaustedError reports a worker that stopped because its handler
+// panicked more often than its restart policy allows. It matches
+// ErrRestartBudgetExhausted.
+type BudgetExhaustedError struct {
+	LastPanic string
+}
+
+func (e *BudgetExhaustedError) Error() string {
+	return fmt.Sprintf("%v: last panic: %s", ErrRestartBudgetExhausted, e.LastPanic)
+}
+
+func (e *BudgetExhaustedError) Unwrap() error { return ErrRestartBudgetExhausted }
+
+// WorkerCrashedError reports a panic outside the handler. It matches
+// ErrWorkerCrashed.
+type WorkerCrashedError struct {
+	Panic string
+}
+
+func (e *WorkerCrashedError) Error() string {
+	return fmt.Sprintf("%v: %s", ErrWorkerCrashed, e.Panic)
+}
+
+func (e *WorkerCrashedError) Unwrap() error { return ErrWorkerCrashed }

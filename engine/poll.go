@@ -10,10 +10,10 @@ import (
 
 // PollResult is one answer of the pull primitive (SPEC §6.2).
 type PollResult struct {
-	Entries   []Entry // ascending by seq
-	Epoch     uint64  // the epoch read before the query: the park snapshot
-	Visible   uint64  // the visible bound of the snapshot the query used
-	Cancelled []Range // cancelled ranges intersecting the scanned interval
+	Entries   []Entry  // ascending by seq
+	Snapshot  Snapshot // read before the query: the snapshot to park on
+	Visible   uint64   // the visible bound of the snapshot the query used
+	Cancelled []Range  // cancelled ranges intersecting the scanned interval
 }
 
 // maxCoalesceGap is the largest hole between two payloads that one read
@@ -37,7 +37,7 @@ func (s *Store) Poll(ctx context.Context, region Region, position uint64, starte
 	if err := ctx.Err(); err != nil {
 		return PollResult{}, err
 	}
-	res := PollResult{Epoch: s.gate.epoch.Load()}
+	res := PollResult{Snapshot: s.Latest()}
 	visible, ranges := s.gate.snapshot()
 	res.Visible = visible
 	expected := uint64(0)

@@ -249,13 +249,6 @@ func (s *Store) Stats() Stats {
 // epoch next moves. The fleet writer uses it to publish epoch messages.
 func (s *Store) Changed() (uint64, <-chan struct{}) { return s.gate.changed() }
 
-// Park waits until the epoch is newer than snapshot, timeout passes, ctx is
-// done or the store closes. It returns at once when the epoch is already
-// newer (the lost-wakeup guard), and reports whether the epoch moved.
-func (s *Store) Park(ctx context.Context, snapshot uint64, timeout time.Duration) bool {
-	return s.gate.park(ctx, snapshot, timeout, s.stop)
-}
-
 // Append appends one event and returns once it is durable and visible.
 func (s *Store) Append(ctx context.Context, ev Event) (Receipt, error) {
 	rs, err := s.AppendBatch(ctx, []Event{ev})

@@ -191,7 +191,7 @@ func TestVIS02_PublishBounds(t *testing.T) {
 
 func TestVIS03_ParkedReaderWakesOnPublish(t *testing.T) {
 	s := openTestStore(t, Config{})
-	snap := s.Epoch()
+	snap := s.Latest()
 	woke := make(chan time.Duration, 1)
 	start := time.Now()
 	go func() {
@@ -211,7 +211,7 @@ func TestVIS03_ParkedReaderWakesOnPublish(t *testing.T) {
 
 func TestVIS04_StaleSnapshotReturnsAtOnce(t *testing.T) {
 	s := openTestStore(t, Config{})
-	snap := s.Epoch()
+	snap := s.Latest()
 	mustAppend(t, s, ev("a", "s", "x"))
 	start := time.Now()
 	if moved := s.Park(context.Background(), snap, 5*time.Second); !moved {
@@ -225,7 +225,7 @@ func TestVIS04_StaleSnapshotReturnsAtOnce(t *testing.T) {
 func TestVIS05_ParkTimesOut(t *testing.T) {
 	s := openTestStore(t, Config{})
 	start := time.Now()
-	if moved := s.Park(context.Background(), s.Epoch(), 50*time.Millisecond); moved {
+	if moved := s.Park(context.Background(), s.Latest(), 50*time.Millisecond); moved {
 		t.Fatal("park reported an epoch move with no publish")
 	}
 	if d := time.Since(start); d < 20*time.Millisecond {
@@ -239,7 +239,7 @@ func TestParkReleasedByClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan bool, 1)
-	go func() { done <- s.Park(context.Background(), s.Epoch(), time.Minute) }()
+	go func() { done <- s.Park(context.Background(), s.Latest(), time.Minute) }()
 	time.Sleep(10 * time.Millisecond) // let it park; the assertion below does not depend on it
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
