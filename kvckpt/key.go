@@ -1,0 +1,43 @@
+package kvckpt
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+)
+
+// encodeID maps a checkpoint id to the id part of a KV key.
+func encodeID(id string) string {
+	if isVerbatim(id) {
+		return id
+	}
+	return "=" + base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+// decodeID reverses encodeID.
+func decodeID(s string) (string, error) {
+	if rest, ok := strings.CutPrefix(s, "="); ok {
+		b, err := base64.RawURLEncoding.DecodeString(rest)
+		if err != nil {
+			return "", fmt.Errorf("kvckpt: key part %q: %w", s, err)
+		}
+		return string(b), nil
+	}
+	if s == "" || !isVerbatim(s) {
+		return "", fmt.Errorf("kvckpt: key part %q is not an encoded checkpoint id", s)
+	}
+	return s, nil
+}
+
+func isVerbatim(id string) bool {
+	if id == "" {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

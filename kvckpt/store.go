@@ -1,0 +1,262 @@
+package kvckpt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/batfleet/batfleet/engine"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultBucket  = "batfleet_checkpoints"
+	DefaultHistory = 8
+	DefaultTimeout = 5 * time.Second
+)
+
+var journalRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Config selects and shapes the bucket. Zero values mean the defaults.
+type Config struct {
+	// Journal is the journal name the keys belong to (required;
+	// [A-Za-z0-9_-]{1,64}).
+	Journal string
+	// Bucket is the KV bucket (default "batfleet_checkpoints").
+	Bucket string
+	// Replicas for a bucket this call creates (default 1; 3 in a cluster).
+	Replicas int
+	// History kept per key for a bucket this call creates (default 8,
+	// 8..64); an existing bucket must keep at least 8.
+	History int
+	// Timeout bounds each call whose context has no deadline (default 5 s).
+	Timeout time.Duration
+}
+
+// Validate reports every problem of c at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, rule string) { errs = append(errs, fmt.Errorf("%w: %s %s", ErrInvalidConfig, field, rule)) }
+	if !journalRe.MatchString(c.Journal) {
+		bad("Journal", "must match [A-Za-z0-9_-]{1,64}")
+	}
+	if c.Bucket != "" && !regexp.MustCompile(`^[A-Za-z0-9_-]+$`).MatchString(c.Bucket) {
+		bad("Bucket", "must match [A-Za-z0-9_-]+")
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		bad("Replicas", "must be between 0 (default 1) and 5")
+	}
+	if c.History != 0 && (c.History < DefaultHistory || c.History > 64) {
+		bad("History", "must be between 8 and 64")
+	}
+	if c.Timeout < 0 {
+		bad("Timeout", "must be >= 0 (0 means 5s)")
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Bucket == "" {
+		c.Bucket = DefaultBucket
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.History == 0 {
+		c.History = DefaultHistory
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	return c
+}
+
+// Store is an engine.CheckpointStore on a JetStream KV bucket. It is safe
+// for concurrent use.
+type Store struct {
+	kv      jetstream.KeyValue
+	cfg     Config
+	journal string
+}
+
+var _ engine.CheckpointStore = (*Store)(nil)
+
+// Open creates the bucket, or binds an existing one after checking that
+// its settings can hold checkpoints safely (file storage, no TTL, at
+// least 8 revisions of history): ErrBucketUnusable otherwise.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	ctx, cancel := withTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Bucket,
+			Description: "batfleet durable checkpoints",
+			History:     uint8(cfg.History),
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket) // another process created it first
+		}
+		if err != nil {
+			return nil, fmt.Errorf("kvckpt: create bucket %q: %w", cfg.Bucket, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("kvckpt: bind bucket %q: %w", cfg.Bucket, err)
+	}
+	if err := checkBucket(ctx, kv); err != nil {
+		return nil, err
+	}
+	return &Store{kv: kv, cfg: cfg, journal: cfg.Journal}, nil
+}
+
+func checkBucket(ctx context.Context, kv jetstream.KeyValue) error {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("kvckpt: bucket %q status: %w", kv.Bucket(), err)
+	}
+	var problems []string
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
+		if bs.StreamInfo().Config.Storage != jetstream.FileStorage {
+			problems = append(problems, "memory storage (checkpoints would not survive a server restart)")
+		}
+	}
+	if st.TTL() > 0 {
+		problems = append(problems, fmt.Sprintf("a TTL of %s (checkpoints would expire and workers rewind)", st.TTL()))
+	}
+	if st.History() < DefaultHistory {
+		problems = append(problems, fmt.Sprintf("history %d (at least %d revisions are kept as an audit trail)", st.History(), DefaultHistory))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %q has %s", ErrBucketUnusable, kv.Bucket(), strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// Key returns the KV key of checkpoint id: "<journal>.<encoded id>".
+func (s *Store) Key(id string) string { return s.journal + "." + encodeID(id) }
+
+// Location names the bucket and key of id.
+func (s *Store) Location(id string) string { return "kv:" + s.kv.Bucket() + "/" + s.Key(id) }
+
+// Bucket returns the bucket name.
+func (s *Store) Bucket() string { return s.kv.Bucket() }
+
+// Load returns the record of id and its KV revision. A missing, deleted or
+// purged key is engine.ErrCheckpointNotFound; a value that does not decode
+// is engine.ErrCheckpointCorrupt (fail closed: never a rewind); anything
+// else is engine.ErrCheckpointIO.
+func (s *Store) Load(ctx context.Context, id string) (engine.CheckpointRecord, engine.Revision, error) {
+	if err := engine.ValidateCheckpointID(id); err != nil {
+		return engine.CheckpointRecord{}, 0, err
+	}
+	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	e, err := s.kv.Get(ctx, s.Key(id))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return engine.CheckpointRecord{}, 0, engine.ErrCheckpointNotFound
+	case err != nil:
+		return engine.CheckpointRecord{}, 0, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
+	}
+	rec, err := engine.DecodeCheckpoint(e.Value())
+	if err != nil {
+		return engine.CheckpointRecord{}, 0, &engine.CheckpointCorruptError{ID: id, Location: s.Location(id), Reason: err.Error()}
+	}
+	return rec, engine.Revision(e.Revision()), nil
+}
+
+// Save stores rec under id: a create when expected is 0, else an update
+// against expected. A lost compare-and-swap is engine.ErrCheckpointConflict
+// (wrapping the KV error); other failures are engine.ErrCheckpointIO.
+func (s *Store) Save(ctx context.Context, id string, rec engine.CheckpointRecord, expected engine.Revision) (engine.Revision, error) {
+	if err := engine.ValidateCheckpointID(id); err != nil {
+		return 0, err
+	}
+	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	value := engine.EncodeCheckpoint(rec)
+	var rev uint64
+	var err error
+	if expected == 0 {
+		rev, err = s.kv.Create(ctx, s.Key(id), value)
+	} else {
+		rev, err = s.kv.Update(ctx, s.Key(id), value, uint64(expected))
+	}
+	switch {
+	case err == nil:
+		return engine.Revision(rev), nil
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		return 0, fmt.Errorf("%w: %s (expected revision %d): %w", engine.ErrCheckpointConflict, s.Location(id), expected, err)
+	default:
+		return 0, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
+	}
+}
+
+// Listed is one checkpoint of a journal.
+type Listed struct {
+	ID       string
+	Record   engine.CheckpointRecord
+	Revision engine.Revision
+	Created  time.Time // when this revision was written
+	Err      error     // set when the value does not decode (the other fields but ID are zero)
+}
+
+// List returns every checkpoint of the store's journal, in key order.
+func (s *Store) List(ctx context.Context) ([]Listed, error) {
+	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	lister, err := s.kv.ListKeysFiltered(ctx, s.journal+".>")
+	if err != nil {
+		return nil, fmt.Errorf("%w: list %s: %w", engine.ErrCheckpointIO, s.kv.Bucket(), err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	if err := lister.Stop(); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: list %s: %w", engine.ErrCheckpointIO, s.kv.Bucket(), err)
+	}
+	var out []Listed
+	for _, k := range keys {
+		id, err := decodeID(strings.TrimPrefix(k, s.journal+"."))
+		if err != nil {
+			continue // not ours: a key some other tool wrote
+		}
+		e, err := s.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue // deleted since it was listed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
+		}
+		rec, derr := engine.DecodeCheckpoint(e.Value())
+		if derr != nil {
+			out = append(out, Listed{ID: id, Err: &engine.CheckpointCorruptError{ID: id, Location: s.Location(id), Reason: derr.Error()}})
+			continue
+		}
+		out = append(out, Listed{ID: id, Record: rec, Revision: engine.Revision(e.Revision()), Created: e.Created()})
+	}
+	return out, nil
+}
