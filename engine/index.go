@@ -229,6 +229,14 @@ func (ix *index) entityNode(prefix string) *trieNode {
 	}
 }
 
+// byteLimit bounds a query by the size of what it returns: each entry
+// costs its payload, entity and scope plus perEntry; the first entry is
+// always returned. budget 0 means no bound.
+type byteLimit struct {
+	budget   int
+	perEntry int
+}
+
 // hit is one query result: a sequence and a copy of its metadata.
 type hit struct {
 	seq  uint64
@@ -240,7 +248,7 @@ type hit struct {
 // mu for reading. The cost is proportional to the candidates examined: the
 // shortest posting list among the region's entity prefix, scope and exact
 // kind, or the sequence array when the region names none of them.
-func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max int, out []hit) []hit {
+func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max int, lim byteLimit, out []hit) []hit {
 	if max <= 0 || from >= visible {
 		return out
 	}
@@ -274,6 +282,8 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 	}
 
 	ri := sort.Search(len(cancelled), func(i int) bool { return cancelled[i].End > from })
+	cost := 0
+	full := false
 	accept := func(seq uint64) bool {
 		for ri < len(cancelled) && cancelled[ri].End <= seq {
 			ri++
@@ -286,8 +296,17 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 			return false
 		}
 		ci := &ix.coords[m.coord]
-		if !r.Matches(ix.entities[ci.entity].name, ix.scopes[ci.scope].name, m.kind, m.clock) {
+		entity, scope := ix.entities[ci.entity].name, ix.scopes[ci.scope].name
+		if !r.Matches(entity, scope, m.kind, m.clock) {
 			return false
+		}
+		if lim.budget > 0 {
+			c := int(m.plen) + len(entity) + len(scope) + lim.perEntry
+			if len(out) > 0 && cost+c > lim.budget {
+				full = true
+				return false
+			}
+			cost += c
 		}
 		out = append(out, hit{seq: seq, meta: *m})
 		return true
@@ -296,7 +315,7 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 	n := 0
 	if useList {
 		i := sort.Search(len(list), func(i int) bool { return list[i] >= from })
-		for ; i < len(list) && n < max; i++ {
+		for ; i < len(list) && n < max && !full; i++ {
 			seq := list[i]
 			if seq >= visible {
 				break
@@ -307,7 +326,7 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 		}
 		return out
 	}
-	for seq := from; seq < visible && n < max; seq++ {
+	for seq := from; seq < visible && n < max && !full; seq++ {
 		for ri < len(cancelled) && cancelled[ri].End <= seq {
 			ri++
 		}

@@ -28,6 +28,19 @@ const maxCoalesceGap = 1024
 // started, else 0. A pull changes no store state. Any payload that cannot
 // be read fails the whole poll with ErrEntryUnreadable.
 func (s *Store) Poll(ctx context.Context, region Region, position uint64, started bool, max int) (PollResult, error) {
+	return s.poll(ctx, region, position, started, max, byteLimit{})
+}
+
+// PollWithin is Poll that also stops before the returned entries' size
+// passes maxBytes, counting each entry as its payload, entity and scope
+// plus perEntry bytes; it always returns the first match. The fleet writer
+// uses it to fit replies under the NATS max payload. maxBytes 0 means no
+// bound.
+func (s *Store) PollWithin(ctx context.Context, region Region, position uint64, started bool, max, maxBytes, perEntry int) (PollResult, error) {
+	return s.poll(ctx, region, position, started, max, byteLimit{budget: maxBytes, perEntry: perEntry})
+}
+
+func (s *Store) poll(ctx context.Context, region Region, position uint64, started bool, max int, lim byteLimit) (PollResult, error) {
 	if err := region.Validate(); err != nil {
 		return PollResult{}, err
 	}
@@ -52,7 +65,7 @@ func (s *Store) Poll(ctx context.Context, region Region, position uint64, starte
 	}
 
 	s.ix.mu.RLock()
-	hits := s.ix.query(&region, expected, visible, ranges, max, make([]hit, 0, min(max, 1024)))
+	hits := s.ix.query(&region, expected, visible, ranges, max, lim, make([]hit, 0, min(max, 1024)))
 	coords := make([]Coordinate, len(hits))
 	for i := range hits {
 		coords[i] = s.ix.coords[hits[i].meta.coord].c

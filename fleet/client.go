@@ -1,0 +1,327 @@
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/batfleet/batfleet/engine"
+)
+
+// ClientConfig configures a Client. Zero values mean the defaults.
+type ClientConfig struct {
+	// Journal is the journal to talk to (required).
+	Journal string
+	// Timeout bounds each request whose context has no deadline (default 5 s).
+	Timeout time.Duration
+	// AppendAttempts is how often Append sends a request whose outcome is
+	// unknown (timeout, no writer, connection lost) before giving up; the
+	// idempotency keys make resending safe (default 5).
+	AppendAttempts int
+	// Logger receives the client's logs; nil means none.
+	Logger hclog.Logger
+}
+
+func (c ClientConfig) withDefaults() ClientConfig {
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.AppendAttempts == 0 {
+		c.AppendAttempts = 5
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return c
+}
+
+// Client talks to a journal's writer over NATS: appends, info, and an
+// engine.Source for cursors and workers. It subscribes to the journal's
+// epoch subject when created — before its first pull — and parks on
+// epoch messages with the lost-wakeup guard (a newer epoch, or any new
+// incarnation, wakes it; the park timeout is only the safety net). A
+// Client is safe for concurrent use.
+type Client struct {
+	nc   *nats.Conn
+	cfg  ClientConfig
+	log  hclog.Logger
+	subj Subjects
+	sub  *nats.Subscription
+
+	mu      sync.Mutex
+	latest  engine.Snapshot
+	known   bool                      // latest holds a real snapshot
+	retired map[engine.ID128]struct{} // incarnations superseded by a newer one
+	wake    chan struct{}             // closed and replaced when latest moves
+	dropped bool                      // test hook: ignore epoch messages
+}
+
+var _ engine.Source = (*Client)(nil)
+
+// NewClient subscribes to the journal's epoch subject and returns the
+// client. It does not contact the writer.
+func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
+	if err := ValidJournal(cfg.Journal); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	c := &Client{
+		nc: nc, cfg: cfg, subj: SubjectsFor(cfg.Journal),
+		log:     cfg.Logger.Named("client").With("journal", cfg.Journal),
+		retired: make(map[engine.ID128]struct{}),
+		wake:    make(chan struct{}),
+	}
+	sub, err := nc.Subscribe(c.subj.Epoch, c.onEpoch)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: subscribe %s: %w", c.subj.Epoch, err)
+	}
+	// Make sure the server has the subscription before any pull is sent:
+	// an epoch published after the pull's reply must reach us.
+	if err := nc.FlushTimeout(cfg.Timeout); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("fleet: subscribe %s: %w", c.subj.Epoch, err)
+	}
+	c.sub = sub
+	return c, nil
+}
+
+// Close unsubscribes from epoch messages. Parked callers return at their
+// timeout or context.
+func (c *Client) Close() error {
+	err := c.sub.Unsubscribe()
+	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+		return nil
+	}
+	return err
+}
+
+func (c *Client) onEpoch(m *nats.Msg) {
+	em, err := DecodeEpoch(m.Data)
+	if err != nil {
+		c.log.Debug("ignoring malformed epoch message", "error", err)
+		return
+	}
+	c.mu.Lock()
+	drop := c.dropped
+	c.mu.Unlock()
+	if drop {
+		return
+	}
+	c.observe(engine.Snapshot{Incarnation: em.Incarnation, Epoch: em.Epoch})
+}
+
+// observe folds a snapshot seen in an epoch message or a reply into
+// latest, waking parkers when it is newer. Snapshots of incarnations that
+// were superseded are ignored, so a late message cannot move latest back.
+func (c *Client) observe(s engine.Snapshot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, old := c.retired[s.Incarnation]; old {
+		return
+	}
+	if c.known && !s.NewerThan(c.latest) {
+		return
+	}
+	if c.known && s.Incarnation != c.latest.Incarnation {
+		c.retired[c.latest.Incarnation] = struct{}{}
+	}
+	c.latest, c.known = s, true
+	close(c.wake)
+	c.wake = make(chan struct{})
+}
+
+// DropEpochs makes the client ignore epoch messages (drop true) or heed
+// them again: for tests of the idle-timeout safety net.
+func (c *Client) DropEpochs(drop bool) {
+	c.mu.Lock()
+	c.dropped = drop
+	c.mu.Unlock()
+}
+
+// Latest returns the newest snapshot seen in a reply or epoch message.
+func (c *Client) Latest() engine.Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.latest
+}
+
+// Park waits until a snapshot newer than snap arrives (an epoch message or
+// a reply of another caller), timeout passes or ctx is done. It returns at
+// once when one already arrived.
+func (c *Client) Park(ctx context.Context, snap engine.Snapshot, timeout time.Duration) bool {
+	c.mu.Lock()
+	if c.known && c.latest.NewerThan(snap) {
+		c.mu.Unlock()
+		return true
+	}
+	ch := c.wake
+	c.mu.Unlock()
+	if timeout <= 0 {
+		return false
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// request sends one request and maps failures: no writer, timeouts and
+// connection trouble wrap engine.ErrTransient; error replies become
+// *RemoteError.
+func (c *Client) request(ctx context.Context, subject string, body []byte) ([]byte, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	rctx, cancel := ctx, context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		rctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+	}
+	defer cancel()
+	msg, err := c.nc.RequestWithContext(rctx, subject, body)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // the caller gave up: not the writer's fault
+		}
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			return nil, fmt.Errorf("%w: no writer answers %s: %w", ErrUnavailable, subject, engine.ErrTransient)
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+			errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
+			errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting):
+			return nil, fmt.Errorf("%w: %s: %w", engine.ErrTransient, subject, err)
+		case errors.Is(err, nats.ErrMaxPayload):
+			return nil, fmt.Errorf("%w: %s: %w", ErrTooLarge, subject, err)
+		}
+		return nil, fmt.Errorf("fleet: %s: %w", subject, err)
+	}
+	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return nil, remoteError(code, msg.Header.Get(micro.ErrorHeader))
+	}
+	return msg.Data, nil
+}
+
+// Poll is the pull primitive over NATS (SPEC §6.2). The reply may hold
+// fewer than max entries to fit the max payload, but at least one if any
+// match.
+func (c *Client) Poll(ctx context.Context, region engine.Region, position uint64, started bool, max int) (engine.PollResult, error) {
+	if max <= 0 {
+		return engine.PollResult{Snapshot: c.Latest()}, nil
+	}
+	data, err := c.request(ctx, c.subj.Pull, EncodePullRequest(PullRequest{
+		Region: region, Position: position, Started: started, Max: min(max, MaxPullEntries),
+	}))
+	if err != nil {
+		return engine.PollResult{}, err
+	}
+	reply, err := DecodePullReply(data)
+	if err != nil {
+		return engine.PollResult{}, fmt.Errorf("%w: %w", ErrRemote, err)
+	}
+	snap := engine.Snapshot{Incarnation: reply.Incarnation, Epoch: reply.Epoch}
+	c.observe(snap)
+	return engine.PollResult{Entries: reply.Entries, Snapshot: snap, Visible: reply.Visible, Cancelled: reply.Cancelled}, nil
+}
+
+// Info asks the writer for its journal's state.
+func (c *Client) Info(ctx context.Context) (engine.SourceInfo, error) {
+	in, err := c.Describe(ctx)
+	if err != nil {
+		return engine.SourceInfo{}, err
+	}
+	return engine.SourceInfo{JournalID: in.JournalID, Incarnation: in.Incarnation, Visible: in.Visible}, nil
+}
+
+// Describe returns the writer's full info reply.
+func (c *Client) Describe(ctx context.Context) (Info, error) {
+	data, err := c.request(ctx, c.subj.Info, EncodeInfoRequest())
+	if err != nil {
+		return Info{}, err
+	}
+	in, err := DecodeInfo(data)
+	if err != nil {
+		return Info{}, fmt.Errorf("%w: %w", ErrRemote, err)
+	}
+	c.observe(engine.Snapshot{Incarnation: in.Incarnation, Epoch: in.Epoch})
+	return in, nil
+}
+
+// EncodeInfoRequest encodes an info request ({v: 1}).
+func EncodeInfoRequest() []byte {
+	return appendUint(appendStr(appendMapLen(nil, 1), "v"), ProtocolVersion)
+}
+
+// Append appends events atomically and returns their receipts once they
+// are durable and visible. Events without idempotency keys get random
+// ones, so resending a request whose outcome is unknown (a timeout, a
+// lost connection, no writer for a moment) never duplicates: Append
+// resends up to AppendAttempts times while ctx allows. A batch must be
+// all keyed or all unkeyed.
+func (c *Client) Append(ctx context.Context, events []engine.Event) ([]engine.Receipt, error) {
+	if len(events) == 0 {
+		return nil, engine.ErrEmptyBatch
+	}
+	if events[0].Key.IsZero() {
+		keyed := make([]engine.Event, len(events))
+		copy(keyed, events)
+		keys := make([]byte, 16*len(keyed))
+		_, _ = rand.Read(keys)
+		for i := range keyed {
+			if !keyed[i].Key.IsZero() {
+				return nil, engine.ErrIdempotencyPartialBatch
+			}
+			copy(keyed[i].Key[:], keys[16*i:])
+		}
+		events = keyed
+	}
+	body := EncodeAppendRequest(events)
+	backoff := 50 * time.Millisecond
+	var lastErr error
+	for attempt := 1; attempt <= c.cfg.AppendAttempts; attempt++ {
+		data, err := c.request(ctx, c.subj.Append, body)
+		if err == nil {
+			receipts, err := DecodeAppendReply(data)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrRemote, err)
+			}
+			if len(receipts) != len(events) {
+				return nil, fmt.Errorf("%w: %d receipts for %d events", ErrRemote, len(receipts), len(events))
+			}
+			return receipts, nil
+		}
+		if !errors.Is(err, engine.ErrTransient) || ctx.Err() != nil {
+			return nil, err
+		}
+		lastErr = err
+		c.log.Debug("append outcome unknown; resending with the same keys", "attempt", attempt, "error", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+	return nil, lastErr
+}
+
+// StartWorker starts an engine cursor worker that pulls region from the
+// writer through c and commits to checkpoints (typically a kvckpt.Store):
+// the same loop, actions and restart rules as a local worker.
+func StartWorker(ctx context.Context, c *Client, checkpoints engine.CheckpointStore, region engine.Region, cfg engine.WorkerConfig, h engine.Handler) (*engine.Worker, error) {
+	if checkpoints != nil {
+		cfg.Checkpoints = checkpoints
+	}
+	return engine.StartWorker(ctx, c, region, cfg, h)
+}

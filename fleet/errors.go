@@ -1,0 +1,66 @@
+package fleet
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/batfleet/batfleet/engine"
+)
+
+// Sentinels for the writer's error replies (micro error codes).
+var (
+	// ErrBadRequest (400): malformed or invalid request; the description
+	// names the field and the rule.
+	ErrBadRequest = errors.New("fleet: bad request")
+	// ErrUnknownJournal (404): the writer does not serve that journal.
+	ErrUnknownJournal = errors.New("fleet: unknown journal")
+	// ErrTooLarge (413): a request or batch over a limit.
+	ErrTooLarge = errors.New("fleet: request too large")
+	// ErrUnavailable (503): the writer is closing, not ready, or busy; no
+	// writer answered. Matches engine.ErrTransient: retry.
+	ErrUnavailable = errors.New("fleet: writer unavailable")
+	// ErrRemote (500): anything else went wrong at the writer.
+	ErrRemote = errors.New("fleet: writer error")
+)
+
+// RemoteError is an error reply from the writer. It matches the sentinel
+// of its code (and ErrUnavailable also matches engine.ErrTransient).
+type RemoteError struct {
+	Code        int
+	Description string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("%v (%d): %s", e.sentinel(), e.Code, e.Description)
+}
+
+func (e *RemoteError) sentinel() error {
+	switch e.Code {
+	case 400:
+		return ErrBadRequest
+	case 404:
+		return ErrUnknownJournal
+	case 413:
+		return ErrTooLarge
+	case 503:
+		return ErrUnavailable
+	default:
+		return ErrRemote
+	}
+}
+
+func (e *RemoteError) Unwrap() []error {
+	if e.Code == 503 {
+		return []error{ErrUnavailable, engine.ErrTransient}
+	}
+	return []error{e.sentinel()}
+}
+
+func remoteError(code, description string) *RemoteError {
+	c, err := strconv.Atoi(code)
+	if err != nil {
+		c = 500
+	}
+	return &RemoteError{Code: c, Description: description}
+}

@@ -1,0 +1,383 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/batfleet/batfleet/engine"
+)
+
+// WriterConfig configures a Writer. Zero values mean the defaults.
+type WriterConfig struct {
+	// Journal is the journal name served (required; [A-Za-z0-9_-]{1,64}).
+	Journal string
+	// Version is the micro service version, semver (default "0.1.0").
+	Version string
+	// MaxInFlight caps requests being handled at once; more are answered
+	// 503 at once rather than queued without bound (default 4096).
+	MaxInFlight int
+	// AppendTimeout bounds one append (default 30 s).
+	AppendTimeout time.Duration
+	// Logger receives the writer's logs; nil means none.
+	Logger hclog.Logger
+}
+
+func (c WriterConfig) withDefaults() WriterConfig {
+	if c.Version == "" {
+		c.Version = "0.1.0"
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 4096
+	}
+	if c.AppendTimeout == 0 {
+		c.AppendTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return c
+}
+
+// WriterStats are a writer's counters.
+type WriterStats struct {
+	Pulls        uint64 // pull requests answered with entries or empty
+	PullEntries  uint64
+	PullBytes    uint64 // reply bytes
+	Appends      uint64 // append requests that succeeded
+	AppendEvents uint64
+	AppendBytes  uint64 // request bytes
+	Infos        uint64
+	Epochs       uint64            // epoch messages published
+	Errors       map[string]uint64 // error replies by code
+}
+
+// Writer serves an engine.Store over NATS as the micro service
+// "batfleet-writer": endpoints pull, append and info on
+// batfleet.<journal>.*, and epoch messages on batfleet.<journal>.epoch
+// after each visibility advance (coalesced). Requests are handed to
+// goroutines the Writer owns, so a slow append (waiting for its group
+// commit) never holds up pulls; Close drains them.
+type Writer struct {
+	nc    *nats.Conn
+	store *engine.Store
+	cfg   WriterConfig
+	log   hclog.Logger
+	subj  Subjects
+	svc   micro.Service
+
+	maxPayload int
+
+	mu       sync.Mutex // guards closing and wg.Add
+	closing  bool
+	inflight sync.WaitGroup
+	sem      chan struct{}
+
+	quit      chan struct{}
+	pubDone   chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
+	stats struct {
+		pulls, pullEntries, pullBytes, appends, appendEvents, appendBytes, infos, epochs atomic.Uint64
+		errMu                                                                            sync.Mutex
+		errs                                                                             map[string]uint64
+	}
+}
+
+// NewWriter registers the service on nc and starts publishing epochs. The
+// store stays the caller's: Close the Writer before the store.
+func NewWriter(nc *nats.Conn, store *engine.Store, cfg WriterConfig) (*Writer, error) {
+	if err := ValidJournal(cfg.Journal); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	w := &Writer{
+		nc: nc, store: store, cfg: cfg,
+		log:        cfg.Logger.Named("writer").With("journal", cfg.Journal),
+		subj:       SubjectsFor(cfg.Journal),
+		maxPayload: int(nc.MaxPayload()),
+		sem:        make(chan struct{}, cfg.MaxInFlight),
+		quit:       make(chan struct{}),
+		pubDone:    make(chan struct{}),
+	}
+	w.stats.errs = make(map[string]uint64)
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        ServiceName,
+		Version:     cfg.Version,
+		Description: "batfleet journal writer",
+		Metadata:    map[string]string{"journal": cfg.Journal, "journal_id": store.JournalID().String()},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fleet: register service: %w", err)
+	}
+	w.svc = svc
+	for _, ep := range []struct {
+		name, subject string
+		handle        func(micro.Request)
+	}{
+		{"pull", w.subj.Pull, w.handlePull},
+		{"append", w.subj.Append, w.handleAppend},
+		{"info", w.subj.Info, w.handleInfo},
+	} {
+		handle := ep.handle
+		if err := svc.AddEndpoint(ep.name, micro.HandlerFunc(func(r micro.Request) { w.dispatch(r, handle) }),
+			micro.WithEndpointSubject(ep.subject)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("fleet: add endpoint %s: %w", ep.name, err)
+		}
+	}
+	go w.publishEpochs()
+	w.log.Info("writer serving", "subjects", "batfleet."+cfg.Journal+".*",
+		"journal-id", store.JournalID().String(), "incarnation", store.Incarnation().String(), "max-payload", w.maxPayload)
+	return w, nil
+}
+
+// Close stops taking requests (new ones are answered 503), waits for the
+// ones in flight to be answered (or ctx to end), then stops the service
+// and the epoch publisher. It is idempotent.
+func (w *Writer) Close(ctx context.Context) error {
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.closing = true
+		w.mu.Unlock()
+		drained := make(chan struct{})
+		go func() { w.inflight.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			w.closeErr = fmt.Errorf("fleet: writer close: requests still in flight: %w", ctx.Err())
+		}
+		if err := w.svc.Stop(); err != nil && w.closeErr == nil {
+			w.closeErr = err
+		}
+		close(w.quit)
+		<-w.pubDone
+		w.log.Info("writer stopped")
+	})
+	return w.closeErr
+}
+
+// Stats returns a snapshot of the writer's counters.
+func (w *Writer) Stats() WriterStats {
+	st := WriterStats{
+		Pulls: w.stats.pulls.Load(), PullEntries: w.stats.pullEntries.Load(), PullBytes: w.stats.pullBytes.Load(),
+		Appends: w.stats.appends.Load(), AppendEvents: w.stats.appendEvents.Load(), AppendBytes: w.stats.appendBytes.Load(),
+		Infos: w.stats.infos.Load(), Epochs: w.stats.epochs.Load(), Errors: map[string]uint64{},
+	}
+	w.stats.errMu.Lock()
+	for k, v := range w.stats.errs {
+		st.Errors[k] = v
+	}
+	w.stats.errMu.Unlock()
+	return st
+}
+
+// dispatch hands a request to a goroutine of the writer's, or answers 503
+// when closing or over MaxInFlight.
+func (w *Writer) dispatch(r micro.Request, handle func(micro.Request)) {
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		w.fail(r, 503, "writer closing")
+		return
+	}
+	select {
+	case w.sem <- struct{}{}:
+	default:
+		w.mu.Unlock()
+		w.fail(r, 503, fmt.Sprintf("writer busy: %d requests in flight", w.cfg.MaxInFlight))
+		return
+	}
+	w.inflight.Add(1)
+	w.mu.Unlock()
+	go func() {
+		defer w.inflight.Done()
+		defer func() { <-w.sem }()
+		defer func() {
+			if p := recover(); p != nil {
+				w.log.Error("request handler panicked", "subject", r.Subject(), "panic", p)
+				w.fail(r, 500, "internal error")
+			}
+		}()
+		handle(r)
+	}()
+}
+
+func (w *Writer) fail(r micro.Request, code int, description string) {
+	c := strconv.Itoa(code)
+	w.stats.errMu.Lock()
+	w.stats.errs[c]++
+	w.stats.errMu.Unlock()
+	if code >= 500 {
+		w.log.Warn("request failed", "subject", r.Subject(), "code", code, "error", description)
+	} else {
+		w.log.Debug("request refused", "subject", r.Subject(), "code", code, "error", description)
+	}
+	if err := r.Error(c, description, nil); err != nil {
+		w.log.Warn("could not send error reply", "error", err)
+	}
+}
+
+func (w *Writer) failRequest(r micro.Request, err error) {
+	var re *RequestError
+	if errors.As(err, &re) {
+		w.fail(r, re.Code, re.Error())
+		return
+	}
+	w.fail(r, 400, err.Error())
+}
+
+// failEngine answers an engine error with its code.
+func (w *Writer) failEngine(r micro.Request, err error) {
+	switch {
+	case errors.Is(err, engine.ErrClosed), errors.Is(err, engine.ErrFenceActive), errors.Is(err, context.DeadlineExceeded):
+		w.fail(r, 503, err.Error())
+	case errors.Is(err, engine.ErrEntryTooLarge), errors.Is(err, engine.ErrBatchTooLarge):
+		w.fail(r, 413, err.Error())
+	case errors.Is(err, engine.ErrEmptyBatch), errors.Is(err, engine.ErrReservedKind),
+		errors.Is(err, engine.ErrIdempotencyPartialBatch), errors.Is(err, engine.ErrIdempotencyConflict),
+		errors.Is(err, engine.ErrInvalidRegion), isInvalidCoordinate(err):
+		w.fail(r, 400, err.Error())
+	default:
+		w.fail(r, 500, err.Error())
+	}
+}
+
+func isInvalidCoordinate(err error) bool {
+	var ic *engine.InvalidCoordinateError
+	return errors.As(err, &ic)
+}
+
+func (w *Writer) handlePull(r micro.Request) {
+	req, err := DecodePullRequest(r.Data())
+	if err != nil {
+		w.failRequest(r, err)
+		return
+	}
+	limit := w.maxPayload - replyOverhead
+	if req.MaxBytes > 0 && req.MaxBytes < limit {
+		limit = req.MaxBytes
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.AppendTimeout)
+	defer cancel()
+	res, err := w.store.PollWithin(ctx, req.Region, req.Position, req.Started, req.Max, limit, entryOverhead)
+	if err != nil {
+		w.failEngine(r, err)
+		return
+	}
+	reply := EncodePullReply(&PullReply{
+		JournalID: w.store.JournalID(), Incarnation: res.Snapshot.Incarnation,
+		Epoch: res.Snapshot.Epoch, Visible: res.Visible, Entries: res.Entries, Cancelled: res.Cancelled,
+	})
+	if len(reply) > w.maxPayload {
+		// Cannot happen while MaxEntryBytes fits the payload; never send an
+		// oversized reply (the requester would only see a timeout).
+		w.fail(r, 500, fmt.Sprintf("reply of %d bytes over the max payload %d", len(reply), w.maxPayload))
+		return
+	}
+	if err := r.Respond(reply); err != nil {
+		w.log.Warn("could not send pull reply", "error", err)
+		return
+	}
+	w.stats.pulls.Add(1)
+	w.stats.pullEntries.Add(uint64(len(res.Entries)))
+	w.stats.pullBytes.Add(uint64(len(reply)))
+}
+
+func (w *Writer) handleAppend(r micro.Request) {
+	if len(r.Data()) > w.maxPayload {
+		w.fail(r, 413, "request over the max payload")
+		return
+	}
+	events, err := DecodeAppendRequest(r.Data(), engine.DefaultMaxBatchEvents)
+	if err != nil {
+		w.failRequest(r, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.AppendTimeout)
+	defer cancel()
+	receipts, err := w.store.AppendBatch(ctx, events)
+	if err != nil {
+		w.failEngine(r, err)
+		return
+	}
+	if err := r.Respond(EncodeAppendReply(receipts)); err != nil {
+		w.log.Warn("could not send append reply", "error", err)
+		return
+	}
+	w.stats.appends.Add(1)
+	w.stats.appendEvents.Add(uint64(len(events)))
+	w.stats.appendBytes.Add(uint64(len(r.Data())))
+}
+
+func (w *Writer) handleInfo(r micro.Request) {
+	if len(r.Data()) > 0 {
+		// An info request body is optional; when present it must carry v.
+		rd := &reader{b: r.Data()}
+		n := rd.mapLen()
+		hasV := false
+		for i := 0; i < n && rd.err == nil; i++ {
+			if rd.str() == "v" {
+				if err := checkVersion(rd); err != nil {
+					w.failRequest(r, err)
+					return
+				}
+				hasV = true
+				continue
+			}
+			rd.skip()
+		}
+		if rd.err != nil || !hasV {
+			w.failRequest(r, badField("v", "is required (body must be a map with v, or empty)"))
+			return
+		}
+	}
+	st := w.store.Stats()
+	snap := w.store.Latest()
+	if err := r.Respond(EncodeInfo(Info{
+		Journal: w.cfg.Journal, JournalID: w.store.JournalID(), Incarnation: snap.Incarnation,
+		Epoch: st.Epoch, Visible: st.Visible, Events: uint64(st.Entries),
+		CancelledRanges: st.Cancelled, StartedMs: w.store.StartedMs(),
+	})); err != nil {
+		w.log.Warn("could not send info reply", "error", err)
+		return
+	}
+	w.stats.infos.Add(1)
+}
+
+// publishEpochs sends one epoch message per observed epoch change; changes
+// that happen while a message is being sent coalesce into the next one.
+func (w *Writer) publishEpochs() {
+	defer close(w.pubDone)
+	var last uint64
+	sent := false
+	for {
+		epoch, changed := w.store.Changed()
+		if !sent || epoch != last {
+			msg := EncodeEpoch(EpochMessage{
+				JournalID: w.store.JournalID(), Incarnation: w.store.Incarnation(),
+				Epoch: epoch, Visible: w.store.Visible(),
+			})
+			if err := w.nc.Publish(w.subj.Epoch, msg); err != nil {
+				w.log.Debug("epoch publish failed (workers fall back to their idle timeout)", "error", err)
+			} else {
+				w.stats.epochs.Add(1)
+			}
+			last, sent = epoch, true
+		}
+		select {
+		case <-changed:
+		case <-w.quit:
+			return
+		}
+	}
+}
