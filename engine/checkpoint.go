@@ -112,7 +112,14 @@ func DecodeCheckpoint(data []byte) (CheckpointRecord, error) {
 			rec.Position, err = decodeUint(dec)
 			hasPos = true
 		case "started":
-			rec.Started, err = dec.DecodeBool()
+			var c byte
+			if c, err = dec.PeekCode(); err == nil {
+				if c != msgpcode.True && c != msgpcode.False {
+					err = fmt.Errorf("want a boolean, found code %#x", c)
+				} else {
+					rec.Started, err = dec.DecodeBool()
+				}
+			}
 			hasStarted = true
 		case "region_identity":
 			var s *string

@@ -13,6 +13,7 @@ type MemoryCheckpointStore struct {
 	mu      sync.Mutex
 	records map[string]memRecord
 	rev     Revision // last revision handed out (store-global, like KV)
+	broken  map[string]bool
 }
 
 type memRecord struct {
@@ -37,7 +38,11 @@ func (m *MemoryCheckpointStore) Load(ctx context.Context, id string) (Checkpoint
 	}
 	m.mu.Lock()
 	r, ok := m.records[id]
+	broken := m.broken[id]
 	m.mu.Unlock()
+	if broken {
+		return CheckpointRecord{}, 0, fmt.Errorf("%w: %s: injected fault", ErrCheckpointIO, m.Location(id))
+	}
 	if !ok {
 		return CheckpointRecord{}, 0, ErrCheckpointNotFound
 	}
@@ -59,6 +64,9 @@ func (m *MemoryCheckpointStore) Save(ctx context.Context, id string, rec Checkpo
 	data := EncodeCheckpoint(rec)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.broken[id] {
+		return 0, fmt.Errorf("%w: %s: injected fault", ErrCheckpointIO, m.Location(id))
+	}
 	cur, ok := m.records[id]
 	switch {
 	case expected == 0 && ok:
@@ -79,4 +87,20 @@ func (m *MemoryCheckpointStore) PutRaw(id string, data []byte) Revision {
 	m.rev++
 	m.records[id] = memRecord{data: append([]byte(nil), data...), rev: m.rev}
 	return m.rev
+}
+
+// Break makes Load and Save of id fail with ErrCheckpointIO until the
+// returned repair function is called: tests use it to inject I/O faults.
+func (m *MemoryCheckpointStore) Break(id string) (repair func()) {
+	m.mu.Lock()
+	if m.broken == nil {
+		m.broken = make(map[string]bool)
+	}
+	m.broken[id] = true
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		delete(m.broken, id)
+		m.mu.Unlock()
+	}
 }
