@@ -156,6 +156,9 @@ func decodeFrame(buf []byte, f *decodedFrame) error {
 		if len(body) < eventFixedLen {
 			return &frameError{"event body too short"}
 		}
+		if body[3] != 0 || body[2]&^(eventFlagFenced|eventFlagKeyed) != 0 {
+			return &frameError{"reserved event bits set"}
+		}
 		r := &f.rec
 		r.flags = body[2]
 		r.kind = Kind(binary.LittleEndian.Uint16(body[4:]))
@@ -179,6 +182,9 @@ func decodeFrame(buf []byte, f *decodedFrame) error {
 	case frameBatchBegin, frameBatchCommit, frameFenceCommit:
 		if len(body) != markerBodyLen {
 			return &frameError{fmt.Sprintf("marker body length %d", len(body))}
+		}
+		if body[2] != 0 || body[3] != 0 {
+			return &frameError{"reserved marker bytes set"}
 		}
 		f.a = binary.LittleEndian.Uint64(body[4:])
 		f.b = binary.LittleEndian.Uint64(body[12:])

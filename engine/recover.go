@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -94,7 +95,7 @@ func (s *Store) recover() error {
 			if err := rc.truncate(f, path, truncateAt); err != nil {
 				return err
 			}
-			s.activeNum, s.activeSize = num, truncateAt
+			s.activeNum, s.activeSize = num, max(truncateAt, segmentHeaderLen)
 		}
 	}
 
@@ -145,13 +146,17 @@ func (rc *recovery) truncate(f *os.File, path string, at int64) error {
 	if err != nil {
 		return err
 	}
+	if at < segmentHeaderLen {
+		rc.s.log.Warn("rewriting a torn segment header", "path", path)
+		if err := writeSegmentHeader(f); err != nil {
+			return fmt.Errorf("engine: rewrite segment header: %w", err)
+		}
+		return nil
+	}
 	if st.Size() == at {
 		return nil
 	}
 	rc.s.log.Warn("truncating torn journal tail", "path", path, "offset", at, "bytes", st.Size()-at)
-	if at < segmentHeaderLen {
-		return writeSegmentHeader(f)
-	}
 	if err := f.Truncate(at); err != nil {
 		return fmt.Errorf("engine: truncate torn tail: %w", err)
 	}
@@ -243,6 +248,12 @@ func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64
 		return 0, corrupt
 	}
 	if errors.Is(cause, errFrameShort) {
+		// A torn write leaves a prefix of the frames it wrote: nothing
+		// valid can follow the cut-off frame. A valid frame after it means
+		// the length field itself is damaged, and the data after it real.
+		if validFrameAfter(rest) {
+			return 0, &CorruptionError{Path: path, Offset: off, Reason: "frame length runs past the end of the file, but valid frames follow"}
+		}
 		return off, nil // truncated frame at the end of the file
 	}
 	if errors.Is(cause, errFrameCRC) && len(rest) >= frameHeaderLen {
@@ -259,6 +270,26 @@ func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64
 		return off, nil // zero-filled tail (preallocated or lost pages)
 	}
 	return 0, corrupt
+}
+
+// validFrameAfter reports whether a checksum-valid frame starts anywhere
+// in rest after its first byte. rest is the remainder of the segment.
+func validFrameAfter(rest []byte) bool {
+	var fr decodedFrame
+	for i := 1; i+frameHeaderLen+2 <= len(rest); i++ {
+		b := rest[i:]
+		n := int(binary.LittleEndian.Uint32(b))
+		if n < 2 || n > len(b)-frameHeaderLen {
+			continue
+		}
+		if t, v := b[frameHeaderLen], b[frameHeaderLen+1]; t < frameEvent || t > frameFenceCommit || v != frameVersion {
+			continue
+		}
+		if decodeFrame(b, &fr) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func allZero(f *os.File, from, to int64) (bool, error) {

@@ -471,7 +471,12 @@ func (w *Worker) loop() {
 func (w *Worker) fetchInfo() (SourceInfo, bool) {
 	backoff := time.Duration(0)
 	for {
-		info, err := w.src.Info(w.stopCtx)
+		// Not the stop context: a stop requested during startup must not
+		// skip the journal and bound checks (§9.3 step 1); Stop still
+		// interrupts the backoff below.
+		ctx, cancel := context.WithTimeout(w.baseCtx, w.cfg.SaveTimeout)
+		info, err := w.src.Info(ctx)
+		cancel()
 		if err == nil {
 			return info, true
 		}

@@ -1,0 +1,127 @@
+package engine_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io/fs"
+	"os"
+	"testing"
+
+	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/enginetest"
+)
+
+// TestWorkerScenariosMemory runs the worker scenarios on a local store with
+// the in-memory checkpoint store (no BreakRecord: it cannot fail I/O).
+func TestWorkerScenariosMemory(t *testing.T) {
+	enginetest.RunWorkerScenarios(t, func(t testing.TB) enginetest.Env {
+		ck := engine.NewMemoryCheckpointStore()
+		return scenarioLocalEnv(t, t.TempDir(), ck, scenarioBackend{
+			plant: func(t testing.TB, id string, record []byte) { ck.PutRaw(id, record) },
+		})
+	})
+}
+
+// TestWorkerScenariosFile runs the worker scenarios on a local store with
+// the file checkpoint store.
+func TestWorkerScenariosFile(t *testing.T) {
+	enginetest.RunWorkerScenarios(t, func(t testing.TB) enginetest.Env {
+		ck := engine.NewFileCheckpointStore(t.TempDir())
+		return scenarioLocalEnv(t, t.TempDir(), ck, scenarioBackend{
+			plant: func(t testing.TB, id string, record []byte) {
+				t.Helper()
+				if err := ck.PutRecord(id, record, scenarioFileRevision(t, ck.Location(id))+1); err != nil {
+					t.Fatalf("plant record %q: %v", id, err)
+				}
+			},
+			breakRecord: func(t testing.TB, id string) func() {
+				t.Helper()
+				return scenarioBreakFile(t, ck.Location(id))
+			},
+		})
+	})
+}
+
+// scenarioBackend is what differs between checkpoint stores.
+type scenarioBackend struct {
+	plant       func(t testing.TB, id string, record []byte)
+	breakRecord func(t testing.TB, id string) (repair func()) // nil: cannot
+}
+
+// scenarioLocalEnv opens the journal in dir and describes it as an Env over
+// ck. The store is closed when the test ends (an earlier Close, as in
+// WRK-10, is fine: Close is idempotent). Reopen closes it and opens the same
+// directory again, keeping ck.
+func scenarioLocalEnv(t testing.TB, dir string, ck engine.CheckpointStore, b scenarioBackend) enginetest.Env {
+	t.Helper()
+	s, err := engine.Open(dir, engine.Config{})
+	if err != nil {
+		t.Fatalf("open journal %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close journal %s: %v", dir, err)
+		}
+	})
+	return enginetest.Env{
+		Source:      s,
+		Store:       s,
+		Checkpoints: ck,
+		PlantRecord: b.plant,
+		BreakRecord: b.breakRecord,
+		Reopen: func(t testing.TB) enginetest.Env {
+			t.Helper()
+			if err := s.Close(); err != nil {
+				t.Fatalf("close journal for reopen: %v", err)
+			}
+			return scenarioLocalEnv(t, dir, ck, b)
+		},
+	}
+}
+
+// scenarioFileRevision reads the revision in a file-store record's header
+// ("BFCK", version, 3 zero bytes, revision u64 LE); 0 when there is no
+// readable header.
+func scenarioFileRevision(t testing.TB, path string) engine.Revision {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0
+	}
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	if len(data) < 16 || !bytes.Equal(data[:4], []byte("BFCK")) {
+		return 0
+	}
+	return engine.Revision(binary.LittleEndian.Uint64(data[8:16]))
+}
+
+// scenarioBreakFile puts a directory at a file-store record's path, so
+// saves fail with an I/O error; an existing record is moved aside and put
+// back by the returned repair.
+func scenarioBreakFile(t testing.TB, path string) (repair func()) {
+	t.Helper()
+	aside := path + ".aside"
+	_, err := os.Stat(path)
+	hadRecord := err == nil
+	if hadRecord {
+		if err := os.Rename(path, aside); err != nil {
+			t.Fatalf("move record aside: %v", err)
+		}
+	}
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		t.Fatalf("break record: %v", err)
+	}
+	return func() {
+		if err := os.RemoveAll(path); err != nil {
+			t.Errorf("repair record: %v", err)
+		}
+		if hadRecord {
+			if err := os.Rename(aside, path); err != nil {
+				t.Errorf("restore record: %v", err)
+			}
+		}
+	}
+}
