@@ -41,9 +41,9 @@ fuzz:
 	  done; \
 	done
 
-demo:
-	@echo "make demo: not yet — the writer and worker binaries land with the cmd/ issue."
-	@echo "Until then, 'make test' exercises the journal engine."
+# The whole fleet on one machine: DEMO_EVENTS=20000 make demo for a quick one.
+demo: build
+	bash scripts/demo.sh
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,99 @@
+// Command worker runs a batfleet worker ("worker run", the default): it
+// pulls a region of a journal from its writer over NATS, hands batches to
+// a handler (--out or --exec) and commits its checkpoint to JetStream KV.
+// "worker status" prints every checkpoint of a journal. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/internal/cli"
+	"github.com/batfleet/batfleet/internal/workerapp"
+	"github.com/batfleet/batfleet/kvckpt"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	cmd := "run"
+	if len(args) > 0 && (args[0] == "run" || args[0] == "status") {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("worker "+cmd, flag.ContinueOnError)
+	var logf cli.LogFlags
+	var natsf cli.NATSFlags
+	logf.Register(fs)
+	natsf.Register(fs, "nats://127.0.0.1:4222", "NATS URL of the fleet (a no-URL writer listens on the default)")
+	journal := fs.String("journal", "main", "journal name")
+	bucket := fs.String("bucket", kvckpt.DefaultBucket, "JetStream KV bucket of checkpoints")
+	var rc workerapp.RunConfig
+	var asJSON bool
+	switch cmd {
+	case "run":
+		fs.StringVar(&rc.Region, "region", "", "region: entity=PREFIX,scope=SCOPE,kind=KIND|category=CAT,clock=LO-HI (empty: everything)")
+		fs.StringVar(&rc.Checkpoint, "checkpoint", "", "durable checkpoint id (omit for an in-memory worker)")
+		fs.IntVar(&rc.Replicas, "replicas", 1, "replicas of the checkpoint bucket, if this worker creates it")
+		fs.IntVar(&rc.Batch, "batch", 64, "most entries per handler call")
+		fs.DurationVar(&rc.Idle, "idle", time.Second, "idle timeout: the safety net for a lost epoch message")
+		fs.StringVar(&rc.Restart, "restart", "once", "handler failure policy: once or bounded:N/DURATION")
+		fs.StringVar(&rc.ID, "id", "", "owner name written into checkpoints (default host-pid-random)")
+		fs.StringVar(&rc.Out, "out", "", "handler: append one JSON line per entry to FILE (or - for stdout)")
+		fs.StringVar(&rc.Exec, "exec", "", "handler: a long-running command fed batches on stdin (see README)")
+		fs.DurationVar(&rc.ExecTimeout, "exec-timeout", 30*time.Second, "how long --exec may take to answer a batch")
+		fs.StringVar(&rc.HTTP, "http", "", "address serving /metrics and /healthz (e.g. 127.0.0.1:9101)")
+	case "status":
+		fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	}
+	synopsis := "worker [run] --region SPEC [--checkpoint ID] (--out FILE|- | --exec CMD) [flags]  |  worker status [--json]"
+	if err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			cli.Usage(os.Stdout, fs, synopsis)
+			return cli.ExitOK
+		}
+		fmt.Fprintf(os.Stderr, "worker: %v (see worker %s --help)\n", err, cmd)
+		return cli.ExitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "worker: unexpected argument %q (see worker %s --help)\n", fs.Arg(0), cmd)
+		return cli.ExitUsage
+	}
+	log, err := logf.Logger("worker", os.Stderr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		return cli.ExitUsage
+	}
+	ctx, stop := cli.SignalContext(context.Background(), log)
+	defer stop()
+
+	switch cmd {
+	case "run":
+		rc.NATS, rc.Journal, rc.Bucket, rc.Log, rc.Stdout, rc.Stderr = natsf, *journal, *bucket, log, os.Stdout, os.Stderr
+		err = workerapp.Run(ctx, rc)
+	case "status":
+		_, err = workerapp.Status(ctx, workerapp.StatusConfig{NATS: natsf, Journal: *journal, Bucket: *bucket, JSON: asJSON, Out: os.Stdout, Log: log})
+	}
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var natsErr *workerapp.NATSError
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+		return cli.ExitOK
+	case errors.Is(err, cli.ErrUsage), errors.Is(err, engine.ErrInvalidConfig):
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		return cli.ExitUsage
+	case errors.As(err, &natsErr):
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		return cli.ExitNoNATS
+	default:
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		return cli.ExitFailure
+	}
+}

@@ -1,0 +1,223 @@
+// Package cli holds what the writer and worker binaries share: flags with
+// environment fallbacks, logging, NATS connection options, the metrics
+// and health HTTP server, signal handling and exit codes.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+)
+
+// Exit codes of both binaries.
+const (
+	ExitOK       = 0   // finished, or stopped gracefully by a signal
+	ExitFailure  = 1   // failed while running (the error is logged)
+	ExitUsage    = 2   // bad flags, arguments or configuration
+	ExitNoNATS   = 3   // could not connect to NATS
+	ExitSignaled = 130 // a second signal: stopped at once
+)
+
+// ErrUsage marks errors in flags, arguments or configuration.
+var ErrUsage = errors.New("usage")
+
+// Usagef returns an error matching ErrUsage.
+func Usagef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+// EnvName returns the environment variable backing a flag: BATFLEET_ and
+// the flag name upper-cased with dashes as underscores (NATS_URL for
+// "nats").
+func EnvName(flagName string) string {
+	if flagName == "nats" {
+		return "NATS_URL"
+	}
+	return "BATFLEET_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ApplyEnv sets every flag of fs not given on the command line from its
+// environment variable, if set. It returns an error naming the variable
+// when a value does not parse.
+func ApplyEnv(fs *flag.FlagSet) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, Usagef("%s=%q: %v", EnvName(f.Name), v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Parse parses args into fs (which must use flag.ContinueOnError), then
+// applies environment fallbacks.
+func Parse(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return Usagef("%v", err)
+	}
+	return ApplyEnv(fs)
+}
+
+// Usage writes fs's flags, with their environment variables, to w.
+func Usage(w io.Writer, fs *flag.FlagSet, synopsis string) {
+	fmt.Fprintf(w, "usage: %s\n\nflags (environment variable in brackets):\n", synopsis)
+	fs.VisitAll(func(f *flag.Flag) {
+		def := ""
+		if f.DefValue != "" {
+			def = " (default " + strconv.Quote(f.DefValue) + ")"
+		}
+		fmt.Fprintf(w, "  --%s [%s]\n      %s%s\n", f.Name, EnvName(f.Name), f.Usage, def)
+	})
+}
+
+// LogFlags are the logging flags of both binaries.
+type LogFlags struct {
+	Level string
+	JSON  bool
+}
+
+// Register adds --log-level and --log-json to fs.
+func (l *LogFlags) Register(fs *flag.FlagSet) {
+	fs.StringVar(&l.Level, "log-level", "info", "log level: trace, debug, info, warn, error")
+	fs.BoolVar(&l.JSON, "log-json", false, "log JSON lines instead of text")
+}
+
+// Logger builds the hclog logger writing to w.
+func (l LogFlags) Logger(name string, w io.Writer) (hclog.Logger, error) {
+	level := hclog.LevelFromString(l.Level)
+	if level == hclog.NoLevel {
+		return nil, Usagef("--log-level %q: want trace, debug, info, warn or error", l.Level)
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: level, JSONFormat: l.JSON, Output: w}), nil
+}
+
+// NATSFlags are the NATS connection flags of both binaries.
+type NATSFlags struct {
+	URL      string
+	Creds    string
+	NKey     string
+	User     string
+	Password string
+	TLSCA    string
+	TLSCert  string
+	TLSKey   string
+}
+
+// Register adds the NATS flags to fs; defaultURL is --nats's default.
+func (n *NATSFlags) Register(fs *flag.FlagSet, defaultURL, urlHelp string) {
+	fs.StringVar(&n.URL, "nats", defaultURL, urlHelp)
+	fs.StringVar(&n.Creds, "creds", "", "NATS credentials file (JWT + nkey)")
+	fs.StringVar(&n.NKey, "nkey", "", "NATS nkey seed file")
+	fs.StringVar(&n.User, "user", "", "NATS user")
+	fs.StringVar(&n.Password, "password", "", "NATS password")
+	fs.StringVar(&n.TLSCA, "tls-ca", "", "CA certificate file for the NATS server")
+	fs.StringVar(&n.TLSCert, "tls-cert", "", "client certificate file for NATS")
+	fs.StringVar(&n.TLSKey, "tls-key", "", "client key file for NATS")
+}
+
+// Options returns the nats.Options for the flags: reconnect forever,
+// logging disconnects and reconnects.
+func (n NATSFlags) Options(name string, log hclog.Logger) ([]nats.Option, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.Timeout(5 * time.Second),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if n.Creds != "" {
+		opts = append(opts, nats.UserCredentials(n.Creds))
+	}
+	if n.NKey != "" {
+		o, err := nats.NkeyOptionFromSeed(n.NKey)
+		if err != nil {
+			return nil, Usagef("--nkey %s: %v", n.NKey, err)
+		}
+		opts = append(opts, o)
+	}
+	if n.User != "" || n.Password != "" {
+		opts = append(opts, nats.UserInfo(n.User, n.Password))
+	}
+	if n.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(n.TLSCA))
+	}
+	if (n.TLSCert == "") != (n.TLSKey == "") {
+		return nil, Usagef("--tls-cert and --tls-key go together")
+	}
+	if n.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(n.TLSCert, n.TLSKey))
+	}
+	return opts, nil
+}
+
+// Connect connects to url with the flags' options, giving up after
+// timeout (the first connection is not retried forever: a wrong URL
+// should fail fast with one clear line).
+func (n NATSFlags) Connect(url, name string, log hclog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	opts, err := n.Options(name, log)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url, append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// SignalContext returns a context cancelled by the first SIGINT or
+// SIGTERM; a second one exits the process at once with ExitSignaled.
+// stop releases the signal handlers.
+func SignalContext(parent context.Context, log hclog.Logger) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(parent)
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-ch:
+			log.Info("signal received; finishing the work in hand (send again to stop at once)", "signal", sig.String())
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-ch:
+			log.Warn("second signal; exiting now", "signal", sig.String())
+			os.Exit(ExitSignaled)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel()
+	}
+}

@@ -1,0 +1,162 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Metrics are collected at scrape time from the counters the packages
+// already keep (fleet.WriterStats, engine.WorkerStats), and written in the
+// Prometheus text exposition format (version 0.0.4). A dozen counters do
+// not justify the client_golang dependency tree.
+
+// Sample is one value of a metric, with its labels.
+type Sample struct {
+	Labels [][2]string
+	Value  float64
+}
+
+type metric struct {
+	name, help, typ string
+	collect         func() []Sample
+}
+
+// Registry holds the metrics of one process. It is safe for concurrent use.
+type Registry struct {
+	mu      sync.Mutex
+	metrics []metric
+}
+
+// Counter registers a monotonically increasing value.
+func (r *Registry) Counter(name, help string, f func() float64) {
+	r.add(metric{name, help, "counter", func() []Sample { return []Sample{{Value: f()}} }})
+}
+
+// Gauge registers a value that goes up and down.
+func (r *Registry) Gauge(name, help string, f func() float64) {
+	r.add(metric{name, help, "gauge", func() []Sample { return []Sample{{Value: f()}} }})
+}
+
+// CounterVec registers a counter with labels.
+func (r *Registry) CounterVec(name, help string, f func() []Sample) {
+	r.add(metric{name, help, "counter", f})
+}
+
+// GaugeVec registers a gauge with labels.
+func (r *Registry) GaugeVec(name, help string, f func() []Sample) {
+	r.add(metric{name, help, "gauge", f})
+}
+
+func (r *Registry) add(m metric) {
+	r.mu.Lock()
+	r.metrics = append(r.metrics, m)
+	r.mu.Unlock()
+}
+
+// WriteText writes every metric in the Prometheus text format, sorted by
+// name.
+func (r *Registry) WriteText(w io.Writer) error {
+	r.mu.Lock()
+	ms := append([]metric(nil), r.metrics...)
+	r.mu.Unlock()
+	sort.Slice(ms, func(i, j int) bool { return ms[i].name < ms[j].name })
+	var b strings.Builder
+	for _, m := range ms {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", m.name, escapeHelp(m.help), m.name, m.typ)
+		for _, s := range m.collect() {
+			b.WriteString(m.name)
+			if len(s.Labels) > 0 {
+				b.WriteByte('{')
+				for i, l := range s.Labels {
+					if i > 0 {
+						b.WriteByte(',')
+					}
+					fmt.Fprintf(&b, "%s=\"%s\"", l[0], escapeLabel(l[1]))
+				}
+				b.WriteByte('}')
+			}
+			b.WriteByte(' ')
+			b.WriteString(strconv.FormatFloat(s.Value, 'g', -1, 64))
+			b.WriteByte('\n')
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func escapeHelp(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(s)
+}
+
+func escapeLabel(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`).Replace(s)
+}
+
+// HTTPServer serves /metrics and /healthz. healthy returns nil when the
+// process is connected and serving (or consuming); /healthz answers 200
+// then, 503 with the reason otherwise.
+type HTTPServer struct {
+	srv  *http.Server
+	ln   net.Listener
+	done chan struct{}
+	err  error
+}
+
+// StartHTTP listens on addr and serves until Stop.
+func StartHTTP(addr string, reg *Registry, healthy func() error, log hclog.Logger) (*HTTPServer, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		if err := reg.WriteText(w); err != nil {
+			log.Debug("metrics write failed", "error", err)
+		}
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := healthy(); err != nil {
+			http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, Usagef("--http %s: %v", addr, err)
+	}
+	h := &HTTPServer{
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		ln:   ln,
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(h.done)
+		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			h.err = err
+			log.Error("http server failed", "error", err)
+		}
+	}()
+	log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
+	return h, nil
+}
+
+// Addr returns the listening address.
+func (h *HTTPServer) Addr() string { return h.ln.Addr().String() }
+
+// Stop shuts the server down and waits for it.
+func (h *HTTPServer) Stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := h.srv.Shutdown(ctx)
+	<-h.done
+	return errors.Join(err, h.err)
+}

@@ -1,0 +1,340 @@
+package workerapp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/fleet"
+	"github.com/batfleet/batfleet/internal/cli"
+	"github.com/batfleet/batfleet/kvckpt"
+)
+
+// RunConfig configures `worker run`.
+type RunConfig struct {
+	NATS        cli.NATSFlags
+	Journal     string
+	Region      string
+	Checkpoint  string // "" runs an in-memory worker
+	Bucket      string // KV bucket of checkpoints
+	Replicas    int    // replicas of a bucket this worker creates
+	Batch       int
+	Idle        time.Duration
+	Restart     string
+	ID          string
+	Out         string // file path, or "-" for stdout
+	Exec        string // shell command line of a long-running handler
+	ExecTimeout time.Duration
+	HTTP        string
+	Stdout      io.Writer
+	Stderr      io.Writer
+	Log         hclog.Logger
+}
+
+// NATSError reports a failure to reach NATS (exit code 3).
+type NATSError struct{ Err error }
+
+func (e *NATSError) Error() string { return e.Err.Error() }
+func (e *NATSError) Unwrap() error { return e.Err }
+
+// Run runs a remote worker until its handler stops it, it fails, or ctx
+// is cancelled (then the batch in hand is finished and committed).
+func Run(ctx context.Context, cfg RunConfig) error {
+	log := cfg.Log
+	region, err := ParseRegion(cfg.Region)
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	policy, err := ParseRestart(cfg.Restart)
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if (cfg.Out == "") == (cfg.Exec == "") {
+		return cli.Usagef("give exactly one handler: --out FILE|- or --exec 'CMD ARGS'")
+	}
+	wcfg := engine.DefaultWorkerConfig()
+	wcfg.BatchSize, wcfg.IdleTimeout, wcfg.Restart = cfg.Batch, cfg.Idle, policy
+	wcfg.CheckpointID, wcfg.WorkerID, wcfg.Logger = cfg.Checkpoint, cfg.ID, log
+	if cfg.Checkpoint != "" {
+		if err := engine.ValidateCheckpointID(cfg.Checkpoint); err != nil {
+			return cli.Usagef("--checkpoint: %v", err)
+		}
+		wcfg.Checkpoints = engine.NewMemoryCheckpointStore() // replaced by KV below; satisfies Validate
+	}
+	if err := wcfg.Validate(); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if cfg.ExecTimeout <= 0 {
+		return cli.Usagef("--exec-timeout must be > 0")
+	}
+
+	nc, err := cfg.NATS.Connect(cfg.NATS.URL, "batfleet-worker", log)
+	if err != nil {
+		return &NATSError{Err: err}
+	}
+	defer nc.Close()
+	client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: cfg.Journal, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	var ckpts *kvckpt.Store
+	if cfg.Checkpoint != "" {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		ckpts, err = kvckpt.Open(ctx, js, kvckpt.Config{Journal: cfg.Journal, Bucket: cfg.Bucket, Replicas: cfg.Replicas})
+		if err != nil {
+			return fmt.Errorf("checkpoint bucket: %w", err)
+		}
+		wcfg.Checkpoints = ckpts
+	}
+
+	var handler engine.Handler
+	var closeHandler func() error
+	if cfg.Out != "" {
+		h, err := newOutHandler(cfg.Out, cfg.Stdout)
+		if err != nil {
+			return cli.Usagef("%v", err)
+		}
+		handler, closeHandler = h.handle, h.Close
+	} else {
+		h := newExecHandler(cfg.Exec, cfg.ExecTimeout, cfg.Stderr, log)
+		handler, closeHandler = h.handle, h.Close
+	}
+	defer closeHandler()
+
+	var lastBatch atomic.Int64
+	counted := func(ctx context.Context, b []engine.Entry, d *engine.Delivery) engine.Action {
+		a := handler(ctx, b, d)
+		lastBatch.Store(time.Now().UnixMilli())
+		return a
+	}
+	w, err := fleet.StartWorker(ctx, client, nil, region, wcfg, counted)
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if cfg.HTTP != "" {
+		reg := &cli.Registry{}
+		registerWorkerMetrics(reg, w, client)
+		hs, err := cli.StartHTTP(cfg.HTTP, reg, func() error {
+			select {
+			case <-w.Done():
+				return errors.New("worker stopped")
+			default:
+			}
+			if !nc.IsConnected() {
+				return errors.New("not connected to NATS")
+			}
+			return nil
+		}, log)
+		if err != nil {
+			w.Stop()
+			_ = w.Join()
+			return err
+		}
+		defer hs.Stop()
+	}
+	log.Info("worker running", "journal", cfg.Journal, "region", region.Identity(),
+		"checkpoint-id", cfg.Checkpoint, "batch", cfg.Batch)
+	err = w.Join()
+	st := w.Stats()
+	log.Info("worker stopped", "events", st.Events, "batches", st.Batches, "committed", st.Committed, "error", err)
+	return err
+}
+
+func registerWorkerMetrics(reg *cli.Registry, w *engine.Worker, c *fleet.Client) {
+	c64 := func(name, help string, f func(engine.WorkerStats) uint64) {
+		reg.Counter(name, help, func() float64 { return float64(f(w.Stats())) })
+	}
+	c64("batfleet_worker_batches_total", "Batches handed to the handler.", func(s engine.WorkerStats) uint64 { return s.Batches })
+	c64("batfleet_worker_events_total", "Entries handed to the handler.", func(s engine.WorkerStats) uint64 { return s.Events })
+	c64("batfleet_worker_checkpoint_saves_total", "Successful checkpoint saves.", func(s engine.WorkerStats) uint64 { return s.Saves })
+	c64("batfleet_worker_checkpoint_failures_total", "Failed checkpoint saves.", func(s engine.WorkerStats) uint64 { return s.SaveFailures })
+	c64("batfleet_worker_checkpoint_conflicts_total", "Checkpoint saves that lost a compare-and-swap.", func(s engine.WorkerStats) uint64 { return s.Conflicts })
+	c64("batfleet_worker_gaps_observed_total", "Gap observations (cancelled ranges skipped).", func(s engine.WorkerStats) uint64 { return s.GapObservations })
+	c64("batfleet_worker_gap_sequences_total", "Sequences covered by gap observations.", func(s engine.WorkerStats) uint64 { return s.GapSequences })
+	c64("batfleet_worker_restarts_total", "Handler failures that restarted the worker.", func(s engine.WorkerStats) uint64 { return s.Restarts })
+	c64("batfleet_worker_source_errors_total", "Transient source errors retried.", func(s engine.WorkerStats) uint64 { return s.TransientErrors })
+	reg.Gauge("batfleet_worker_committed_position", "Last committed sequence.", func() float64 { return float64(w.Stats().Committed) })
+	reg.Gauge("batfleet_worker_lag_sequences", "Sequences between the committed position and the newest epoch's visible bound (an upper bound on the region's lag).", func() float64 {
+		st := w.Stats()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		info, err := c.Info(ctx)
+		if err != nil || info.Visible == 0 {
+			return 0
+		}
+		pos := int64(-1)
+		if st.CommittedStarted {
+			pos = int64(st.Committed)
+		}
+		return float64(max(int64(info.Visible)-1-pos, 0))
+	})
+}
+
+// StatusConfig configures `worker status`.
+type StatusConfig struct {
+	NATS    cli.NATSFlags
+	Journal string
+	Bucket  string
+	JSON    bool
+	Out     io.Writer
+	Log     hclog.Logger
+}
+
+// CheckpointStatus is one row of `worker status`.
+type CheckpointStatus struct {
+	ID          string  `json:"id"`
+	Region      string  `json:"region"`
+	Position    uint64  `json:"position"`
+	Started     bool    `json:"started"`
+	LagEvents   int64   `json:"lag_events"`   // matching events after the position (-1: unknown)
+	LagCapped   bool    `json:"lag_capped"`   // LagEvents is a lower bound
+	LagSeconds  float64 `json:"lag_seconds"`  // age of the oldest undelivered matching event
+	Owner       string  `json:"owner"`        // the worker that saved it
+	UpdatedMs   uint64  `json:"updated_ms"`   // when it was saved
+	Revision    uint64  `json:"revision"`     // KV revision
+	JournalID   string  `json:"journal_id"`   // the journal it is bound to
+	Problem     string  `json:"problem"`      // why it cannot be used, if so
+	LastCommit  string  `json:"last_commit"`  // UpdatedMs as RFC 3339
+	VisibleSeqs uint64  `json:"visible_seqs"` // the writer's visible bound
+}
+
+// lagCap bounds how many events status counts per checkpoint.
+const lagCap = 1_000_000
+
+// Status prints every checkpoint of the journal with its lag.
+func Status(ctx context.Context, cfg StatusConfig) ([]CheckpointStatus, error) {
+	nc, err := cfg.NATS.Connect(cfg.NATS.URL, "batfleet-worker-status", cfg.Log)
+	if err != nil {
+		return nil, &NATSError{Err: err}
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	store, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: cfg.Journal, Bucket: cfg.Bucket})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint bucket: %w", err)
+	}
+	client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: cfg.Journal, Logger: cfg.Log})
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	info, err := client.Describe(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ask the writer of journal %q: %w", cfg.Journal, err)
+	}
+	listed, err := store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	var rows []CheckpointStatus
+	for _, l := range listed {
+		row := CheckpointStatus{ID: l.ID, LagEvents: -1, VisibleSeqs: info.Visible, Revision: uint64(l.Revision)}
+		if l.Err != nil {
+			row.Problem = l.Err.Error()
+			rows = append(rows, row)
+			continue
+		}
+		rec := l.Record
+		row.Position, row.Started, row.Owner, row.UpdatedMs, row.JournalID = rec.Position, rec.Started, rec.Owner, rec.UpdatedMs, rec.JournalID
+		row.LastCommit = time.UnixMilli(int64(rec.UpdatedMs)).UTC().Format(time.RFC3339)
+		if rec.RegionIdentity != nil {
+			row.Region = *rec.RegionIdentity
+		}
+		switch {
+		case rec.JournalID != "" && rec.JournalID != info.JournalID.String():
+			row.Problem = "bound to another journal " + rec.JournalID
+		case rec.RegionIdentity == nil:
+			row.Problem = "no region identity"
+		default:
+			region, err := engine.ParseRegionIdentity(*rec.RegionIdentity)
+			if err != nil {
+				row.Problem = err.Error()
+				break
+			}
+			n, capped, oldest, err := countLag(ctx, client, region, rec.Position, rec.Started)
+			if err != nil {
+				row.Problem = "lag: " + err.Error()
+				break
+			}
+			row.LagEvents, row.LagCapped = n, capped
+			if n > 0 {
+				row.LagSeconds = max(0, now.Sub(time.UnixMilli(oldest)).Seconds())
+			}
+		}
+		rows = append(rows, row)
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
+	if cfg.JSON {
+		enc := json.NewEncoder(cfg.Out)
+		enc.SetIndent("", "  ")
+		if rows == nil {
+			rows = []CheckpointStatus{}
+		}
+		return rows, enc.Encode(rows)
+	}
+	return rows, printTable(cfg.Out, rows)
+}
+
+// countLag counts matching events after a position, up to lagCap, and
+// returns the wall time of the first one.
+func countLag(ctx context.Context, c *fleet.Client, region engine.Region, pos uint64, started bool) (int64, bool, int64, error) {
+	var n int64
+	var oldest int64
+	for n < lagCap {
+		res, err := c.Poll(ctx, region, pos, started, 4096)
+		if err != nil {
+			return 0, false, 0, err
+		}
+		if len(res.Entries) == 0 {
+			return n, false, oldest, nil
+		}
+		if n == 0 {
+			oldest = res.Entries[0].WallMs
+		}
+		n += int64(len(res.Entries))
+		pos, started = res.Entries[len(res.Entries)-1].Seq, true
+	}
+	return n, true, oldest, nil
+}
+
+func printTable(w io.Writer, rows []CheckpointStatus) error {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tREGION\tPOSITION\tLAG EVENTS\tLAG SECONDS\tOWNER\tLAST COMMIT\tPROBLEM")
+	for _, r := range rows {
+		pos := "-"
+		if r.Started {
+			pos = fmt.Sprint(r.Position)
+		}
+		lag := "?"
+		if r.LagEvents >= 0 {
+			lag = fmt.Sprint(r.LagEvents)
+			if r.LagCapped {
+				lag += "+"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\n", r.ID, r.Region, pos, lag, r.LagSeconds, r.Owner, r.LastCommit, strings.TrimSpace(r.Problem))
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(tw, "(no checkpoints)")
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,325 @@
+package writerapp
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/fleet"
+	"github.com/batfleet/batfleet/internal/cli"
+)
+
+// AppendConfig configures `writer append`.
+type AppendConfig struct {
+	NATS     cli.NATSFlags
+	Journal  string
+	Batch    int     // events per append request
+	Gen      int     // synthetic events to generate; 0 reads JSON lines from In
+	Entities int     // synthetic: distinct entities
+	Scopes   int     // synthetic: distinct scopes
+	Rate     float64 // synthetic: events per second; 0 means as fast as possible
+	Size     int     // synthetic: payload bytes
+	InFlight int     // append requests in flight at once
+	In       io.Reader
+	Progress io.Writer // progress bar / summary
+	Log      hclog.Logger
+}
+
+// Summary is what an append run did.
+type Summary struct {
+	Events  int
+	Errors  int
+	Elapsed time.Duration
+}
+
+func (s Summary) String() string {
+	rate := 0.0
+	if s.Elapsed > 0 {
+		rate = float64(s.Events) / s.Elapsed.Seconds()
+	}
+	return fmt.Sprintf("appended %d events in %.2fs (%.0f events/s), %d errors", s.Events, s.Elapsed.Seconds(), rate, s.Errors)
+}
+
+// jsonEvent is one input line of `writer append`.
+type jsonEvent struct {
+	Entity        string          `json:"entity"`
+	Scope         string          `json:"scope"`
+	Kind          json.RawMessage `json:"kind"`
+	Payload       *string         `json:"payload"`
+	PayloadBase64 *string         `json:"payload_base64"`
+}
+
+// ParseEventLine parses one JSON line: entity, scope, kind (a number, or a
+// string such as "0x1001"; default 0x1000), and payload as text or
+// payload_base64 as base64. Errors name the field and the rule.
+func ParseEventLine(line []byte) (engine.Event, error) {
+	var je jsonEvent
+	dec := json.NewDecoder(strings.NewReader(string(line)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&je); err != nil {
+		return engine.Event{}, fmt.Errorf("not a JSON event object: %v", err)
+	}
+	c, err := engine.NewCoordinate(je.Entity, je.Scope)
+	if err != nil {
+		return engine.Event{}, fmt.Errorf("entity/scope: %w", err)
+	}
+	ev := engine.Event{Coordinate: c, Kind: engine.KindData}
+	if len(je.Kind) > 0 {
+		k, err := parseKind(je.Kind)
+		if err != nil {
+			return engine.Event{}, fmt.Errorf("kind: %w", err)
+		}
+		ev.Kind = k
+	}
+	switch {
+	case je.Payload != nil && je.PayloadBase64 != nil:
+		return engine.Event{}, errors.New("payload and payload_base64 are exclusive")
+	case je.Payload != nil:
+		ev.Payload = []byte(*je.Payload)
+	case je.PayloadBase64 != nil:
+		p, err := base64.StdEncoding.DecodeString(*je.PayloadBase64)
+		if err != nil {
+			return engine.Event{}, fmt.Errorf("payload_base64: %v", err)
+		}
+		ev.Payload = p
+	}
+	if ev.Kind.IsReserved() {
+		return engine.Event{}, fmt.Errorf("kind: %v is reserved (categories 0x0 and 0xD)", ev.Kind)
+	}
+	return ev, nil
+}
+
+func parseKind(raw json.RawMessage) (engine.Kind, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		s = string(raw)
+	}
+	v, err := strconv.ParseUint(s, 0, 16)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a 16-bit kind (use a number or hex like \"0x1001\")", s)
+	}
+	return engine.Kind(v), nil
+}
+
+// Append runs `writer append`.
+func Append(ctx context.Context, cfg AppendConfig) (Summary, error) {
+	log := cfg.Log
+	if err := fleet.ValidJournal(cfg.Journal); err != nil {
+		return Summary{}, cli.Usagef("--journal: %v", err)
+	}
+	if cfg.Batch <= 0 {
+		return Summary{}, cli.Usagef("--batch must be > 0")
+	}
+	if cfg.Gen > 0 && (cfg.Entities <= 0 || cfg.Scopes <= 0 || cfg.Size < 0 || cfg.Rate < 0) {
+		return Summary{}, cli.Usagef("--gen needs --entities > 0, --scopes > 0, --size >= 0 and --rate >= 0")
+	}
+	if cfg.InFlight <= 0 {
+		cfg.InFlight = 1
+	}
+	nc, err := cfg.NATS.Connect(cfg.NATS.URL, "batfleet-writer-append", log)
+	if err != nil {
+		return Summary{}, &NATSError{Err: err}
+	}
+	defer nc.Close()
+	client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: cfg.Journal, Logger: log})
+	if err != nil {
+		return Summary{}, err
+	}
+	defer client.Close()
+
+	batches := make(chan []engine.Event, cfg.InFlight)
+	var sum Summary
+	var mu sync.Mutex
+	var firstErr error
+	prog := newProgress(cfg.Progress, cfg.Gen)
+	start := time.Now()
+
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.InFlight; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for batch := range batches {
+				_, err := client.Append(ctx, batch)
+				mu.Lock()
+				if err != nil {
+					sum.Errors += len(batch)
+					if firstErr == nil {
+						firstErr = err
+					}
+					log.Error("append failed", "events", len(batch), "error", err)
+				} else {
+					sum.Events += len(batch)
+				}
+				prog.update(sum.Events, time.Since(start))
+				mu.Unlock()
+			}
+		}()
+	}
+
+	produceErr := func() error {
+		defer close(batches)
+		send := func(b []engine.Event) bool {
+			select {
+			case batches <- b:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		if cfg.Gen > 0 {
+			return generate(ctx, cfg, send)
+		}
+		return readLines(ctx, cfg, send, func(n int) {
+			mu.Lock()
+			sum.Errors += n
+			mu.Unlock()
+		})
+	}()
+	wg.Wait()
+	sum.Elapsed = time.Since(start)
+	prog.done(sum)
+	if produceErr != nil {
+		return sum, produceErr
+	}
+	if firstErr != nil {
+		return sum, fmt.Errorf("%d events not appended; first error: %w", sum.Errors, firstErr)
+	}
+	if sum.Errors > 0 {
+		return sum, fmt.Errorf("%d input lines rejected", sum.Errors)
+	}
+	return sum, ctx.Err()
+}
+
+func generate(ctx context.Context, cfg AppendConfig, send func([]engine.Event) bool) error {
+	payload := make([]byte, cfg.Size)
+	for i := range payload {
+		payload[i] = 'a' + byte(i%26)
+	}
+	coords := make([]engine.Coordinate, 0, cfg.Entities)
+	for i := 0; i < cfg.Entities; i++ {
+		// Two entity families (order:*, user:*) so regions can pick one.
+		family := []string{"order", "user"}[i%2]
+		coords = append(coords, engine.MustCoordinate(fmt.Sprintf("%s:%d", family, i), fmt.Sprintf("scope-%d", i%cfg.Scopes)))
+	}
+	var interval time.Duration
+	if cfg.Rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(cfg.Batch) / cfg.Rate)
+	}
+	next := time.Now()
+	for i := 0; i < cfg.Gen; {
+		n := min(cfg.Batch, cfg.Gen-i)
+		batch := make([]engine.Event, n)
+		for j := range batch {
+			seq := i + j
+			kind := engine.Kind(0x1001)
+			if seq%3 == 0 {
+				kind = 0x2001 // a second category, for category regions
+			}
+			batch[j] = engine.Event{Coordinate: coords[seq%len(coords)], Kind: kind, Payload: payload}
+		}
+		if !send(batch) {
+			return ctx.Err()
+		}
+		i += n
+		if interval > 0 {
+			next = next.Add(interval)
+			select {
+			case <-time.After(time.Until(next)):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+func readLines(ctx context.Context, cfg AppendConfig, send func([]engine.Event) bool, rejected func(int)) error {
+	sc := bufio.NewScanner(cfg.In)
+	sc.Buffer(make([]byte, 64<<10), 2<<20)
+	var batch []engine.Event
+	line := 0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" {
+			continue
+		}
+		ev, err := ParseEventLine([]byte(text))
+		if err != nil {
+			cfg.Log.Error("rejected input line", "line", line, "error", err)
+			rejected(1)
+			continue
+		}
+		batch = append(batch, ev)
+		if len(batch) == cfg.Batch {
+			if !send(batch) {
+				return ctx.Err()
+			}
+			batch = nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read input at line %d: %w", line+1, err)
+	}
+	if len(batch) > 0 && !send(batch) {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// progress draws a bar on a terminal and a one-line summary otherwise.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	total int
+	last  time.Time
+}
+
+func newProgress(w io.Writer, total int) *progress {
+	p := &progress{w: w, total: total}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			p.tty = true
+		}
+	}
+	return p
+}
+
+func (p *progress) update(events int, elapsed time.Duration) {
+	if !p.tty || p.w == nil || time.Since(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.last = time.Now()
+	rate := float64(events) / max(elapsed.Seconds(), 1e-9)
+	if p.total > 0 {
+		const width = 30
+		done := width * events / p.total
+		fmt.Fprintf(p.w, "\r[%s%s] %3d%% %d/%d events %.0f/s ", strings.Repeat("#", done), strings.Repeat(".", width-done),
+			100*events/p.total, events, p.total, rate)
+		return
+	}
+	fmt.Fprintf(p.w, "\r%d events %.0f/s ", events, rate)
+}
+
+func (p *progress) done(s Summary) {
+	if p.w == nil {
+		return
+	}
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+	fmt.Fprintln(p.w, s.String())
+}
