@@ -288,6 +288,7 @@ func ckptExpectCorrupt(t testing.TB, err error, store CheckpointStore, id string
 
 // ---- CKP-01 ---------------------------------------------------------------
 
+// Catalogue: CKP-01.
 func TestCKP01_RecordRoundTrip(t *testing.T) {
 	ident := RegionEntity("entity:roundtrip").Identity()
 	if ident != "entity=entity:roundtrip|scope=*|fact=none|clock=*" {
@@ -361,6 +362,7 @@ func TestCKP01_RecordRoundTrip(t *testing.T) {
 
 // ---- CKP-02 ---------------------------------------------------------------
 
+// Catalogue: CKP-02.
 func TestCKP02_RecordEncoding(t *testing.T) {
 	t.Run("goldens decode", func(t *testing.T) {
 		for _, g := range []struct {
@@ -556,6 +558,7 @@ func TestCheckpointDecodeTable(t *testing.T) {
 
 // ---- CKP-06 ---------------------------------------------------------------
 
+// Catalogue: CKP-06.
 func TestCKP06_ZeroLengthRecordIsCorrupt(t *testing.T) {
 	for _, sc := range ckptStores(t) {
 		t.Run(sc.name, func(t *testing.T) {
@@ -579,6 +582,7 @@ func TestCKP06_ZeroLengthRecordIsCorrupt(t *testing.T) {
 
 // ---- CKP-08 ---------------------------------------------------------------
 
+// Catalogue: CKP-08.
 func TestCKP08_RecordWithoutRegionIdentity(t *testing.T) {
 	region := RegionEntity("entity:cursor-b")
 	for _, sc := range ckptStores(t) {
@@ -632,6 +636,7 @@ func TestCKP08_RecordWithoutRegionIdentity(t *testing.T) {
 
 // ---- CKP-09 ---------------------------------------------------------------
 
+// Catalogue: CKP-09.
 func TestCKP09_DirectoryAtRecordPathIsIO(t *testing.T) {
 	s := NewFileCheckpointStore(t.TempDir())
 	for _, id := range []string{"blocked", "a b", strings.Repeat("é", 512)} {
@@ -659,6 +664,7 @@ func TestCKP09_DirectoryAtRecordPathIsIO(t *testing.T) {
 
 // ---- CKP-12 ---------------------------------------------------------------
 
+// Catalogue: CKP-12.
 func TestCKP12_ProcessBootNsIgnoredAndRewrittenNil(t *testing.T) {
 	ident := RegionAll().Identity()
 	data := ckptMap(
@@ -695,6 +701,7 @@ func TestCKP12_ProcessBootNsIgnoredAndRewrittenNil(t *testing.T) {
 
 // ---- CKP-15 (unit) --------------------------------------------------------
 
+// Catalogue: CKP-15.
 func TestCKP15_CheckAgainstSourceUnit(t *testing.T) {
 	jid := newID128()
 	info := SourceInfo{JournalID: jid, Visible: 10}
@@ -776,6 +783,7 @@ func ckptRandomID(r *rand.Rand) string {
 	return b.String()
 }
 
+// Catalogue: CK-03.
 func TestCK03_FileKeyMapping(t *testing.T) {
 	kib := strings.Repeat("x", 1024)
 	ids := []string{

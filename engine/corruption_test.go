@@ -385,6 +385,7 @@ func TestTornTail(t *testing.T) {
 // follows the range and no seq of it is ever reused. The tail is made by
 // cutting a cleanly closed journal, which leaves exactly the bytes a crash
 // at that point would have left.
+// Catalogue: VIS-14.
 func TestVIS14_TornBatch(t *testing.T) {
 	// open 0, e1, e2, batch e3-e5, close 6.
 	appends := [][]Event{
@@ -494,6 +495,7 @@ func TestVIS14_TornBatch(t *testing.T) {
 // TestVIS14_TornFence: writes staged in a fence that never committed (the
 // process died with the fence active) are cancelled on reopen, like a torn
 // batch; a fence whose commit frame reached the disk is visible.
+// Catalogue: VIS-14.
 func TestVIS14_TornFence(t *testing.T) {
 	cases := []struct {
 		name      string
@@ -849,6 +851,7 @@ func encodeMsgpack(t testing.TB, v any) []byte {
 
 type msgRange = map[string]any
 
+// Catalogue: VIS-11.
 func TestVIS11_RangesFile(t *testing.T) {
 	// open 0, e1, e2, close 3.
 	appends := [][]Event{{journalEvent(1, false)}, {journalEvent(2, false)}}

@@ -221,6 +221,7 @@ func (s *curStaticSource) Info(context.Context) (SourceInfo, error) {
 	return SourceInfo{Visible: s.visible}, nil
 }
 
+// Catalogue: CUR-01.
 func TestCUR01_FreshCursorFirstPollIsSeqZero(t *testing.T) {
 	s := openTestStore(t, Config{})
 	c := curNewCursor(t, s, RegionAll(), 0)
@@ -234,6 +235,7 @@ func TestCUR01_FreshCursorFirstPollIsSeqZero(t *testing.T) {
 	curCheckpoint(t, c, 0, true)
 }
 
+// Catalogue: CUR-02.
 func TestCUR02_PollToExhaustion(t *testing.T) {
 	s := openTestStore(t, Config{})
 	mustAppend(t, s, ev("other", "s", "noise"))
@@ -266,6 +268,7 @@ func TestCUR02_PollToExhaustion(t *testing.T) {
 	}
 }
 
+// Catalogue: CUR-03.
 func TestCUR03_ExactBatchSizing(t *testing.T) {
 	s := openTestStore(t, Config{})
 	for i := 0; i < 10; i++ {
@@ -302,6 +305,7 @@ func TestCUR03_ExactBatchSizing(t *testing.T) {
 	}
 }
 
+// Catalogue: CUR-04.
 func TestCUR04_EmptyRegionStaysEmpty(t *testing.T) {
 	s := openTestStore(t, Config{})
 	mustAppend(t, s, ev("busy", "s", "x"))
@@ -325,6 +329,7 @@ func TestCUR04_EmptyRegionStaysEmpty(t *testing.T) {
 	}
 }
 
+// Catalogue: CUR-05.
 func TestCUR05_ExhaustionIsNotSticky(t *testing.T) {
 	s := openTestStore(t, Config{})
 	mustAppend(t, s, ev("ns", "s", "1"))
@@ -343,6 +348,7 @@ func TestCUR05_ExhaustionIsNotSticky(t *testing.T) {
 	}
 }
 
+// Catalogue: CUR-06.
 func TestCUR06_CursorBeforeAnyUserEvent(t *testing.T) {
 	s := openTestStore(t, Config{})
 	c := curNewCursor(t, s, RegionEntity("early"), 0)
@@ -355,6 +361,7 @@ func TestCUR06_CursorBeforeAnyUserEvent(t *testing.T) {
 	}
 }
 
+// Catalogue: CUR-07.
 func TestCUR07_PollBatchZero(t *testing.T) {
 	s := openTestStore(t, Config{})
 	mustAppend(t, s, ev("z", "s", "1"))
@@ -376,6 +383,7 @@ func TestCUR07_PollBatchZero(t *testing.T) {
 	curCheckpoint(t, c, first[0].Seq, true)
 }
 
+// Catalogue: CUR-08.
 func TestCUR08_ConcurrentAppendersDrainingCursor(t *testing.T) {
 	s := openTestStore(t, Config{})
 	ctx := context.Background()
@@ -435,6 +443,7 @@ func TestCUR08_ConcurrentAppendersDrainingCursor(t *testing.T) {
 	}
 }
 
+// Catalogue: CUR-09.
 func TestCUR09_OtherEntitySkippedWithoutObservation(t *testing.T) {
 	s := openTestStore(t, Config{})
 	var wantA []uint64
@@ -466,6 +475,7 @@ func TestCUR09_OtherEntitySkippedWithoutObservation(t *testing.T) {
 	curCheckGaps(t, "TakeGaps", c.TakeGaps(), nil)
 }
 
+// Catalogue: CUR-10.
 func TestCUR10_PollBatchOneStepsOverCancelledRange(t *testing.T) {
 	s := openTestStore(t, Config{})
 	first := mustAppend(t, s, ev("x", "room", "first"))
@@ -483,6 +493,7 @@ func TestCUR10_PollBatchOneStepsOverCancelledRange(t *testing.T) {
 	}
 }
 
+// Catalogue: CUR-11.
 func TestCUR11_WaitSemantics(t *testing.T) {
 	s := openTestStore(t, Config{})
 	// A Wait that never ends would end here, empty, and fail the timing
@@ -528,6 +539,7 @@ func TestCUR11_WaitSemantics(t *testing.T) {
 	curCheckpoint(t, c, three[2], true)
 }
 
+// Catalogue: CUR-12.
 func TestCUR12_WaitWakesOnMatchingPublish(t *testing.T) {
 	s := openTestStore(t, Config{})
 	ctx := context.Background()
@@ -617,6 +629,7 @@ func TestCUR12_WaitWakesOnMatchingPublish(t *testing.T) {
 	}
 }
 
+// Catalogue: CUR-13.
 func TestCUR13_CursorsKeepSeparatePositions(t *testing.T) {
 	s := openTestStore(t, Config{})
 	var want []uint64
@@ -641,6 +654,7 @@ func TestCUR13_CursorsKeepSeparatePositions(t *testing.T) {
 	}
 }
 
+// Catalogue: CUR-14.
 func TestCUR14_UnreadablePayload(t *testing.T) {
 	var bad atomic.Uint64
 	bad.Store(^uint64(0))
@@ -692,6 +706,7 @@ func TestCUR14_UnreadablePayload(t *testing.T) {
 	})
 }
 
+// Catalogue: CUR-15.
 func TestCUR15_RestoreAndCheckpoint(t *testing.T) {
 	s := openTestStore(t, Config{})
 	// seqs 1-3 on A, 4-5 on B, 6 on A.
@@ -760,6 +775,7 @@ func TestGAPExtra_WithGapConfig(t *testing.T) {
 	curCheckGaps(t, "after WithGapConfig", c.TakeGaps(), nil)
 }
 
+// Catalogue: GAP-01.
 func TestGAP01_ObservationInBuffer(t *testing.T) {
 	s := openTestStore(t, Config{})
 	r0 := mustAppend(t, s, ev("g", "s", "r0"))
@@ -778,6 +794,7 @@ func TestGAP01_ObservationInBuffer(t *testing.T) {
 	curCheckGaps(t, "second TakeGaps", c.TakeGaps(), nil)
 }
 
+// Catalogue: GAP-02.
 func TestGAP02_DisabledBufferWorkerStillSees(t *testing.T) {
 	s := openTestStore(t, Config{})
 	r0 := mustAppend(t, s, ev("g", "s", "r0"))
@@ -801,6 +818,7 @@ func TestGAP02_DisabledBufferWorkerStillSees(t *testing.T) {
 	curCheckGaps(t, "disabled buffer after pollBatch", w.TakeGaps(), nil)
 }
 
+// Catalogue: GAP-03.
 func TestGAP03_CapacityOneKeepsNewest(t *testing.T) {
 	s := openTestStore(t, Config{})
 	r0 := mustAppend(t, s, ev("g", "s", "r0"))
@@ -834,6 +852,7 @@ func TestGAP03_CapacityOneKeepsNewest(t *testing.T) {
 	})
 }
 
+// Catalogue: GAP-04.
 func TestGAP04_ClipToGap(t *testing.T) {
 	got := observeGaps(7, true, curEntries(12), []Range{{5, 20}})
 	curCheckGaps(t, "cancelled [5,20), expected 8, delivered 12", got, []GapObservation{
@@ -841,6 +860,7 @@ func TestGAP04_ClipToGap(t *testing.T) {
 	})
 }
 
+// Catalogue: GAP-05.
 func TestGAP05_NotStartedCancelledSeqZero(t *testing.T) {
 	got := observeGaps(0, false, curEntries(1), []Range{{0, 1}})
 	want := []GapObservation{{Expected: 0, Delivered: 1, Ranges: []Range{{0, 1}}}}
@@ -856,6 +876,7 @@ func TestGAP05_NotStartedCancelledSeqZero(t *testing.T) {
 	curCheckGaps(t, "cursor", c.TakeGaps(), want)
 }
 
+// Catalogue: GAP-06.
 func TestGAP06_NonMatchingJumpsAreNoObservation(t *testing.T) {
 	want := []GapObservation{
 		{Expected: 2, Delivered: 3, Ranges: []Range{{2, 3}}},
@@ -884,6 +905,7 @@ func TestGAP06_NonMatchingJumpsAreNoObservation(t *testing.T) {
 	curCheckGaps(t, "cursor", c.TakeGaps(), want)
 }
 
+// Catalogue: GAP-07.
 func TestGAP07_FailedBatchObservedWhole(t *testing.T) {
 	g := &syncGate{}
 	s := openTestStore(t, Config{faults: &faults{sync: g.hook}})
@@ -902,6 +924,7 @@ func TestGAP07_FailedBatchObservedWhole(t *testing.T) {
 	})
 }
 
+// Catalogue: GAP-08.
 func TestGAP08_OtherEntitysCancelledRangeObserved(t *testing.T) {
 	s := openTestStore(t, Config{})
 	a1 := mustAppend(t, s, ev("A", "s", "1"))
@@ -920,6 +943,7 @@ func TestGAP08_OtherEntitysCancelledRangeObserved(t *testing.T) {
 	})
 }
 
+// Catalogue: GAP-09.
 func TestGAP09_FenceCancelAndFailedBatchMerge(t *testing.T) {
 	g := &syncGate{}
 	s := openTestStore(t, Config{faults: &faults{sync: g.hook}})
@@ -947,6 +971,7 @@ func TestGAP09_FenceCancelAndFailedBatchMerge(t *testing.T) {
 	})
 }
 
+// Catalogue: GAP-11.
 func TestGAP11_RedeliveredBatchRecomputesObservations(t *testing.T) {
 	s := openTestStore(t, Config{})
 	r0 := mustAppend(t, s, ev("g", "s", "r0"))

@@ -118,6 +118,7 @@ func runCoordinateCases(t *testing.T, prefix string) {
 	}
 }
 
+// Catalogue: DM-01.
 func TestDM01_CoordinateDisplay(t *testing.T) {
 	runCoordinateCases(t, "DM01")
 	c := MustCoordinate("a:b", "s")
@@ -135,10 +136,12 @@ func TestDM01_CoordinateDisplay(t *testing.T) {
 	}
 }
 
+// Catalogue: DM-02.
 func TestDM02_EmptyComponents(t *testing.T) {
 	runCoordinateCases(t, "DM02")
 }
 
+// Catalogue: DM-03.
 func TestDM03_EntityLengthIsBytes(t *testing.T) {
 	runCoordinateCases(t, "DM03")
 
@@ -174,14 +177,17 @@ func TestDM03_EntityLengthIsBytes(t *testing.T) {
 	})
 }
 
+// Catalogue: DM-04.
 func TestDM04_PathTraversal(t *testing.T) {
 	runCoordinateCases(t, "DM04")
 }
 
+// Catalogue: DM-05.
 func TestDM05_ForbiddenSeparator(t *testing.T) {
 	runCoordinateCases(t, "DM05")
 }
 
+// Catalogue: DM-06.
 func TestDM06_ByteScanOrder(t *testing.T) {
 	runCoordinateCases(t, "DM06")
 	runCoordinateCases(t, "allowed")
@@ -350,6 +356,7 @@ func coordinateDecodeCases(t testing.TB) []decodeCase {
 // errAny in a table means "some error".
 var errAny = errors.New("any error")
 
+// Catalogue: DM-07.
 func TestDM07_CoordinateMsgpack(t *testing.T) {
 	t.Run("wire form is byte-exact", func(t *testing.T) {
 		got := mustMarshal(t, MustCoordinate(modelEntity, modelScope))
@@ -414,6 +421,7 @@ func TestDM07_CoordinateMsgpack(t *testing.T) {
 	})
 }
 
+// Catalogue: DM-08.
 func TestDM08_EntityPrefixMatch(t *testing.T) {
 	r := RegionEntity("alice")
 	tests := []struct {
@@ -447,6 +455,7 @@ func TestDM08_EntityPrefixMatch(t *testing.T) {
 	}
 }
 
+// Catalogue: DM-09.
 func TestDM09_EntityAndScopeMatch(t *testing.T) {
 	r := RegionEntity("alpha:a").WithScope("room")
 	tests := []struct {
@@ -473,6 +482,7 @@ func TestDM09_EntityAndScopeMatch(t *testing.T) {
 	}
 }
 
+// Catalogue: DM-10.
 func TestDM10_KindFilterMatch(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -531,6 +541,7 @@ func TestDM10_KindFilterMatch(t *testing.T) {
 	})
 }
 
+// Catalogue: DM-11.
 func TestDM11_ClockRangeAndCategory(t *testing.T) {
 	t.Run("inverted", func(t *testing.T) {
 		_, err := NewClockRange(9, 3)
@@ -643,6 +654,7 @@ func mustKind(category, typeID uint16) Kind {
 	return k
 }
 
+// Catalogue: DM-13.
 func TestDM13_RegionIdentity(t *testing.T) {
 	for _, tc := range identityCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -686,6 +698,7 @@ func TestDM13_RegionIdentity(t *testing.T) {
 	})
 }
 
+// Catalogue: DM-14.
 func TestDM14_RegionValidation(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -734,6 +747,7 @@ func TestDM14_RegionValidation(t *testing.T) {
 	})
 }
 
+// Catalogue: DM-15.
 func TestDM15_KindConstruction(t *testing.T) {
 	tests := []struct {
 		name             string
@@ -868,6 +882,7 @@ func runCheckpointIDCases(t *testing.T, prefix string) {
 	}
 }
 
+// Catalogue: CK-01.
 func TestCK01_CheckpointIDLength(t *testing.T) {
 	runCheckpointIDCases(t, "CK01")
 	t.Run("length error fields", func(t *testing.T) {
@@ -879,6 +894,7 @@ func TestCK01_CheckpointIDLength(t *testing.T) {
 	})
 }
 
+// Catalogue: CK-02.
 func TestCK02_CheckpointIDCharacters(t *testing.T) {
 	runCheckpointIDCases(t, "CK02")
 	t.Run("component error fields", func(t *testing.T) {
@@ -890,6 +906,7 @@ func TestCK02_CheckpointIDCharacters(t *testing.T) {
 	})
 }
 
+// Catalogue: CK-03.
 func TestCK03_CheckpointIDValid(t *testing.T) {
 	runCheckpointIDCases(t, "CK03")
 }

@@ -18,6 +18,7 @@ var rstEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // RestartBounded{1, 100ms}: a panic at 0 is allowed; the next at 100 ms or
 // 100.9 ms (not strictly past the window in whole ms) exhausts; at 101 ms
 // the window resets and it is allowed.
+// Catalogue: RST-06.
 func TestRST06_BoundedWindowInjectedClock(t *testing.T) {
 	p := RestartBounded{MaxRestarts: 1, Within: 100 * time.Millisecond}
 	for _, tc := range []struct {
@@ -63,6 +64,7 @@ func TestRST06_BoundedWindowInjectedClock(t *testing.T) {
 // TestRST07_OnceNeverResets: RestartOnce at t=0 and t=1h ⇒ the second
 // exhausts (nothing between two panics, successes included, resets it:
 // the policy is only consulted on panics).
+// Catalogue: RST-07.
 func TestRST07_OnceNeverResets(t *testing.T) {
 	var p RestartOnce
 	st := restartState{windowStart: rstEpoch}
@@ -76,6 +78,7 @@ func TestRST07_OnceNeverResets(t *testing.T) {
 
 // TestRST09_PanicText: a string as is, an error by Error(), anything else
 // by fmt.Sprint.
+// Catalogue: RST-09.
 func TestRST09_PanicText(t *testing.T) {
 	for _, tc := range []struct {
 		value any
@@ -96,6 +99,7 @@ func TestRST09_PanicText(t *testing.T) {
 
 // TestWRK13_FirstErrorWins: error A recorded, then failure B ⇒ Join
 // returns A, to every call.
+// Catalogue: WRK-13.
 func TestWRK13_FirstErrorWins(t *testing.T) {
 	w := &Worker{log: hclog.NewNullLogger(), done: make(chan struct{})}
 	a, b := errors.New("A"), errors.New("B")
@@ -130,6 +134,7 @@ func (c *rstClock) advance(d time.Duration) {
 // TestRST06_WorkerRestartWindowFakeClock drives the restart policies through
 // real handler panics with an injected clock: the handler moves the clock
 // before it panics, and the worker consults the policy at that time.
+// Catalogue: RST-06.
 func TestRST06_WorkerRestartWindowFakeClock(t *testing.T) {
 	// step is what the handler does on one call: move the clock by
 	// advance, then panic or return Continue.

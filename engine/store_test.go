@@ -144,6 +144,7 @@ func (g *syncGate) failNext(n int, err error) {
 	g.mu.Unlock()
 }
 
+// Catalogue: VIS-01.
 func TestVIS01_FreshGateEpochs(t *testing.T) {
 	g := newGate()
 	if e := g.epoch.Load(); e != 0 {
@@ -160,6 +161,7 @@ func TestVIS01_FreshGateEpochs(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-02.
 func TestVIS02_PublishBounds(t *testing.T) {
 	g := newGate()
 	g.reserve(8)
@@ -189,6 +191,7 @@ func TestVIS02_PublishBounds(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-03.
 func TestVIS03_ParkedReaderWakesOnPublish(t *testing.T) {
 	s := openTestStore(t, Config{})
 	snap := s.Latest()
@@ -209,6 +212,7 @@ func TestVIS03_ParkedReaderWakesOnPublish(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-04.
 func TestVIS04_StaleSnapshotReturnsAtOnce(t *testing.T) {
 	s := openTestStore(t, Config{})
 	snap := s.Latest()
@@ -222,6 +226,7 @@ func TestVIS04_StaleSnapshotReturnsAtOnce(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-05.
 func TestVIS05_ParkTimesOut(t *testing.T) {
 	s := openTestStore(t, Config{})
 	start := time.Now()
@@ -251,6 +256,7 @@ func TestParkReleasedByClose(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-06.
 func TestVIS06_BatchVisibleAllOrNothing(t *testing.T) {
 	s := openTestStore(t, Config{})
 	region := RegionEntity("batch")
@@ -303,6 +309,7 @@ func TestVIS06_BatchVisibleAllOrNothing(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-07.
 func TestVIS07_FenceCommitPublishesAtOnce(t *testing.T) {
 	s := openTestStore(t, Config{})
 	ctx := context.Background()
@@ -344,6 +351,7 @@ func TestVIS07_FenceCommitPublishesAtOnce(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-08.
 func TestVIS08_FenceStateErrors(t *testing.T) {
 	s := openTestStore(t, Config{})
 	ctx := context.Background()
@@ -373,6 +381,7 @@ func TestVIS08_FenceStateErrors(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-09.
 func TestVIS09_FenceCancel(t *testing.T) {
 	dir := t.TempDir()
 	s := openStoreAt(t, dir, Config{})
@@ -413,6 +422,7 @@ func TestVIS09_FenceCancel(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-10.
 func TestVIS10_QuerySkipsCancelled(t *testing.T) {
 	s := openTestStore(t, Config{})
 	ctx := context.Background()
@@ -445,6 +455,7 @@ func TestVIS10_QuerySkipsCancelled(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-12.
 func TestVIS12_InvisibleUntilFsync(t *testing.T) {
 	g := &syncGate{}
 	s := openTestStore(t, Config{faults: &faults{sync: g.hook}})
@@ -501,6 +512,7 @@ func TestVIS12_InvisibleUntilFsync(t *testing.T) {
 	t.Logf("%d appends, %d fsyncs", appenders*each, fsyncs)
 }
 
+// Catalogue: VIS-13.
 func TestVIS13_SyncFailureCancelsBatch(t *testing.T) {
 	dir := t.TempDir()
 	g := &syncGate{}
@@ -551,6 +563,7 @@ func TestVIS13_SyncFailureCancelsBatch(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-13.
 func TestVIS13_WriteFailureCancelsBatch(t *testing.T) {
 	dir := t.TempDir()
 	var failWrite atomic.Bool
@@ -589,6 +602,7 @@ func TestVIS13_WriteFailureCancelsBatch(t *testing.T) {
 	}
 }
 
+// Catalogue: VIS-16.
 func TestVIS16_WriterFailedState(t *testing.T) {
 	dir := t.TempDir()
 	g := &syncGate{}
@@ -626,6 +640,7 @@ func TestVIS16_WriterFailedState(t *testing.T) {
 	}
 }
 
+// Catalogue: DM-12.
 func TestDM12_ClockRange(t *testing.T) {
 	s := openTestStore(t, Config{})
 	for i := 0; i < 6; i++ {
@@ -644,6 +659,7 @@ func TestDM12_ClockRange(t *testing.T) {
 	}
 }
 
+// Catalogue: DM-15.
 func TestDM15_ReservedKindInBatch(t *testing.T) {
 	s := openTestStore(t, Config{})
 	before := s.Stats()
@@ -660,6 +676,7 @@ func TestDM15_ReservedKindInBatch(t *testing.T) {
 	}
 }
 
+// Catalogue: DM-16.
 func TestDM16_LifecycleEvents(t *testing.T) {
 	dir := t.TempDir()
 	s := openStoreAt(t, dir, Config{})
@@ -694,6 +711,7 @@ func TestDM16_LifecycleEvents(t *testing.T) {
 	}
 }
 
+// Catalogue: DM-17.
 func TestDM17_ClocksWallAndKeyedIDs(t *testing.T) {
 	var wall atomic.Int64
 	wall.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
@@ -732,6 +750,7 @@ func keyedEv(entity, payload string, key string) Event {
 	return e
 }
 
+// Catalogue: IDM-01.
 func TestIDM01_KeyedRetryReplays(t *testing.T) {
 	s := openTestStore(t, Config{})
 	e := keyedEv("k", "x", "op")
@@ -749,6 +768,7 @@ func TestIDM01_KeyedRetryReplays(t *testing.T) {
 	}
 }
 
+// Catalogue: IDM-02.
 func TestIDM02_PartialKeyedBatch(t *testing.T) {
 	s := openTestStore(t, Config{})
 	before := s.Stats()
@@ -761,6 +781,7 @@ func TestIDM02_PartialKeyedBatch(t *testing.T) {
 	}
 }
 
+// Catalogue: IDM-03.
 func TestIDM03_KeyedBatches(t *testing.T) {
 	s := openTestStore(t, Config{})
 	ctx := context.Background()
@@ -790,6 +811,7 @@ func TestIDM03_KeyedBatches(t *testing.T) {
 	}
 }
 
+// Catalogue: IDM-04.
 func TestIDM04_KeysSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	s := openStoreAt(t, dir, Config{})
@@ -805,6 +827,7 @@ func TestIDM04_KeysSurviveRestart(t *testing.T) {
 	}
 }
 
+// Catalogue: IDM-05.
 func TestIDM05_RetentionWindow(t *testing.T) {
 	s := openTestStore(t, Config{IdempotencyWindow: 10})
 	e := keyedEv("k", "x", "window")
@@ -822,6 +845,7 @@ func TestIDM05_RetentionWindow(t *testing.T) {
 	}
 }
 
+// Catalogue: IDM-06.
 func TestIDM06_FailedKeyedAppendNotRemembered(t *testing.T) {
 	g := &syncGate{}
 	s := openTestStore(t, Config{faults: &faults{sync: g.hook}})
@@ -839,6 +863,7 @@ func TestIDM06_FailedKeyedAppendNotRemembered(t *testing.T) {
 	}
 }
 
+// Catalogue: IDM-07.
 func TestIDM07_RetryRacingOriginal(t *testing.T) {
 	g := &syncGate{}
 	s := openTestStore(t, Config{faults: &faults{sync: g.hook}, GroupCommitLinger: -1})

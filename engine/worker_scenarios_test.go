@@ -6,19 +6,40 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/enginetest"
 )
 
+// scenarioCatalogue is the catalogue coverage of the worker scenario
+// suite; TestScenarioCatalogue keeps it equal to WorkerScenarios().
+var scenarioCatalogue = []string{
+	"CK-04", "CKP-03", "CKP-04", "CKP-05", "CKP-07", "CKP-10", "CKP-11", "CKP-13", "CKP-14", "CKP-15",
+	"CKP-16", "CKP-18", "WRK-01", "WRK-02", "WRK-03", "WRK-04", "WRK-05", "WRK-06", "WRK-07", "WRK-08",
+	"WRK-09", "WRK-10", "WRK-11", "WRK-12", "WRK-13", "WRK-14", "WRK-15", "GAP-10", "RST-01", "RST-02",
+	"RST-03", "RST-04", "RST-05", "RST-08", "RST-09",
+}
+
+func TestScenarioCatalogue(t *testing.T) {
+	var got []string
+	for _, sc := range enginetest.WorkerScenarios() {
+		got = append(got, sc.ID)
+	}
+	if strings.Join(got, " ") != strings.Join(scenarioCatalogue, " ") {
+		t.Fatalf("WorkerScenarios() ids = %v, want %v", got, scenarioCatalogue)
+	}
+}
+
 // TestWorkerScenariosMemory runs the worker scenarios on a local store with
-// the in-memory checkpoint store (no BreakRecord: it cannot fail I/O).
+// the in-memory checkpoint store.
 func TestWorkerScenariosMemory(t *testing.T) {
 	enginetest.RunWorkerScenarios(t, func(t testing.TB) enginetest.Env {
 		ck := engine.NewMemoryCheckpointStore()
 		return scenarioLocalEnv(t, t.TempDir(), ck, scenarioBackend{
-			plant: func(t testing.TB, id string, record []byte) { ck.PutRaw(id, record) },
+			plant:       func(t testing.TB, id string, record []byte) { ck.PutRaw(id, record) },
+			breakRecord: func(t testing.TB, id string) func() { return ck.Break(id) },
 		})
 	})
 }
