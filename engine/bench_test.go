@@ -14,7 +14,7 @@ package engine
 //	BenchmarkOpenRecover    Open (recovery and index rebuild) of a
 //	                        1,000,000-event journal, and the index's heap.
 //
-// A typical run (see the report that introduced this file):
+// To run them (each run is meaningful at these benchtimes):
 //
 //	go test -run '^$' -bench 'Fsync|Append' -benchtime 2s -count 5 ./engine/
 //	go test -run '^$' -bench 'Pull' -benchtime 3000x -count 5 ./engine/

@@ -94,9 +94,12 @@ func (s *Store) run() {
 	}
 }
 
-// gather adds queued requests to group without blocking, then, when the
-// previous group was larger than what has arrived, lingers briefly for the
-// appenders it just answered to come back (adaptive group commit).
+// gather adds queued requests to group without blocking, then, when fewer
+// have arrived than the appenders the previous group answered (plus those
+// that were already waiting), lingers briefly for them to come back
+// (adaptive group commit). The target is set after each group, from what
+// the group answered rather than from what gather collected, so one short
+// linger cannot split the appenders into two alternating groups for good.
 func (s *Store) gather(group []*request) []*request {
 	events, bytes := 0, 0
 	add := func(r *request) {
@@ -130,7 +133,6 @@ func (s *Store) gather(group []*request) []*request {
 			}
 		}
 	}
-	s.lastGroup = len(group)
 	return group
 }
 
@@ -294,6 +296,7 @@ func (s *Store) commitGroup(group []*request) {
 	}
 	s.evictKeys(publishTo)
 	s.maybeRotate()
+	s.lastGroup = len(toWrite) + len(s.reqs)
 }
 
 // encode assigns clocks and wall times, reserves r's sequences and appends
@@ -646,9 +649,14 @@ func (s *Store) maybeRotate() {
 			"path", filepath.Join(s.dir, segmentName(s.activeNum+1)))
 		return
 	}
+	b, err := mapSegment(f, s.cfg.SegmentBytes+mapSlack)
+	if err != nil {
+		s.log.Warn("reading payloads with pread: segment not mapped", "error", err)
+	}
 	s.ix.mu.Lock()
 	s.segs = append(s.segs, f)
 	s.ix.mu.Unlock()
+	s.maps.add(b)
 	s.activeNum++
 	s.activeSize = segmentHeaderLen
 }

@@ -246,8 +246,9 @@ type hit struct {
 // query appends to out up to max entries of region r with seq >= from and
 // seq < visible, skipping cancelled seqs and hidden entries. Caller holds
 // mu for reading. The cost is proportional to the candidates examined: the
-// shortest posting list among the region's entity prefix, scope and exact
-// kind, or the sequence array when the region names none of them.
+// shortest posting list among the region's entity prefix, scope and kind
+// (exact, or the merged lists of a category's kinds), or the sequence array
+// when the region names none of them (a clock range alone, or nothing).
 func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max int, lim byteLimit, out []hit) []hit {
 	if max <= 0 || from >= visible {
 		return out
@@ -279,6 +280,27 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 			return out
 		}
 		pick(l)
+	}
+	// A category has no list of its own: merge the lists of its kinds,
+	// unless a shorter list was picked above.
+	var merge [][]uint64
+	if kf := r.Kind(); kf.Mode() == KindFilterCategory {
+		total := 0
+		for k, l := range ix.kinds {
+			if k.Category() == kf.Category() {
+				merge = append(merge, l)
+				total += len(l)
+			}
+		}
+		if total == 0 {
+			return out
+		}
+		if useList && len(list) <= total {
+			merge = nil
+		} else if len(merge) == 1 {
+			pick(merge[0])
+			merge = nil
+		}
 	}
 
 	ri := sort.Search(len(cancelled), func(i int) bool { return cancelled[i].End > from })
@@ -313,6 +335,33 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 	}
 
 	n := 0
+	if merge != nil {
+		// k-way merge: the categories' kind lists are few.
+		heads := make([]int, len(merge))
+		for j, l := range merge {
+			heads[j] = sort.Search(len(l), func(i int) bool { return l[i] >= from })
+		}
+		for n < max && !full {
+			best := -1
+			for j, l := range merge {
+				if heads[j] < len(l) && (best < 0 || l[heads[j]] < merge[best][heads[best]]) {
+					best = j
+				}
+			}
+			if best < 0 {
+				break
+			}
+			seq := merge[best][heads[best]]
+			heads[best]++
+			if seq >= visible {
+				break
+			}
+			if accept(seq) {
+				n++
+			}
+		}
+		return out
+	}
 	if useList {
 		i := sort.Search(len(list), func(i int) bool { return list[i] >= from })
 		for ; i < len(list) && n < max && !full; i++ {

@@ -16,10 +16,6 @@ type PollResult struct {
 	Cancelled []Range  // cancelled ranges intersecting the scanned interval
 }
 
-// maxCoalesceGap is the largest hole between two payloads that one read
-// still spans: reading a little extra beats another system call.
-const maxCoalesceGap = 1024
-
 // Poll returns up to max visible entries of region after position (or
 // from the beginning when started is false), ascending by seq, with the
 // epoch read before the query, the visible bound and the cancelled ranges
@@ -91,66 +87,60 @@ func (s *Store) poll(ctx context.Context, region Region, position uint64, starte
 	return res, nil
 }
 
-// materialise reads the payloads of hits, coalescing nearby payloads of
-// one segment into one read.
+// materialise copies the payloads of hits out of the segment mappings
+// (reading the files where a range is not mapped) into one buffer.
 func (s *Store) materialise(hits []hit, coords []Coordinate, segs []*os.File) ([]Entry, error) {
+	total := 0
+	for i := range hits {
+		total += int(hits[i].meta.plen)
+	}
+	buf := make([]byte, total)
 	entries := make([]Entry, len(hits))
-	for i := 0; i < len(hits); {
-		seg := hits[i].meta.seg
-		start := int64(hits[i].meta.off)
-		end := start + int64(hits[i].meta.plen)
-		j := i + 1
-		for j < len(hits) && hits[j].meta.seg == seg {
-			off := int64(hits[j].meta.off)
-			if off < end || off-end > maxCoalesceGap || off+int64(hits[j].meta.plen)-start > 4<<20 {
-				break
-			}
-			end = off + int64(hits[j].meta.plen)
-			j++
-		}
-		span := make([]byte, end-start)
-		if err := s.readSpan(segs, seg, span, start, hits[i:j]); err != nil {
+	o := 0
+	for i := range hits {
+		h := &hits[i]
+		m := &h.meta
+		dst := buf[o : o+int(m.plen) : o+int(m.plen)]
+		o += int(m.plen)
+		if err := s.readPayload(segs, h.seq, m.seg, int64(m.off), dst); err != nil {
 			return nil, err
 		}
-		for k := i; k < j; k++ {
-			m := &hits[k].meta
-			rel := int64(m.off) - start
-			entries[k] = Entry{
-				Seq: hits[k].seq, ID: m.id, Kind: m.kind, Coordinate: coords[k],
-				Clock: m.clock, WallMs: m.wallMs, Payload: span[rel : rel+int64(m.plen) : rel+int64(m.plen)],
-			}
+		entries[i] = Entry{
+			Seq: h.seq, ID: m.id, Kind: m.kind, Coordinate: coords[i],
+			Clock: m.clock, WallMs: m.wallMs, Payload: dst,
 		}
-		i = j
 	}
 	return entries, nil
 }
 
-func (s *Store) readSpan(segs []*os.File, seg uint32, span []byte, off int64, hits []hit) error {
+func (s *Store) readPayload(segs []*os.File, seq uint64, seg uint32, off int64, dst []byte) error {
 	if s.cfg.faults != nil && s.cfg.faults.readPayload != nil {
-		for _, h := range hits {
-			if err := s.cfg.faults.readPayload(h.seq); err != nil {
-				return &EntryUnreadableError{Seq: h.seq, Cause: err}
-			}
+		if err := s.cfg.faults.readPayload(seq); err != nil {
+			return &EntryUnreadableError{Seq: seq, Cause: err}
 		}
 	}
-	if int(seg) >= len(segs) {
-		return &EntryUnreadableError{Seq: hits[0].seq, Cause: fmt.Errorf("segment %d not open", seg)}
-	}
-	n, err := segs[seg].ReadAt(span, off)
-	if n == len(span) {
+	if len(dst) == 0 {
 		return nil
 	}
-	if err == nil || errors.Is(err, io.EOF) {
-		err = io.ErrUnexpectedEOF
+	ok, err := s.maps.copyOut(seg, off, dst)
+	if err != nil {
+		return &EntryUnreadableError{Seq: seq, Cause: err}
+	}
+	if ok {
+		return nil
+	}
+	if int(seg) >= len(segs) {
+		return &EntryUnreadableError{Seq: seq, Cause: fmt.Errorf("segment %d not open", seg)}
+	}
+	n, err := segs[seg].ReadAt(dst, off)
+	if n == len(dst) {
+		return nil
 	}
 	if errors.Is(err, os.ErrClosed) {
 		return ErrClosed
 	}
-	// Report the first entry the short read cut into.
-	for _, h := range hits {
-		if int64(h.meta.off)+int64(h.meta.plen)-off > int64(n) {
-			return &EntryUnreadableError{Seq: h.seq, Cause: err}
-		}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
 	}
-	return &EntryUnreadableError{Seq: hits[0].seq, Cause: err}
+	return &EntryUnreadableError{Seq: seq, Cause: err}
 }

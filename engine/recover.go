@@ -99,6 +99,18 @@ func (s *Store) recover() error {
 		}
 	}
 
+	for i, f := range s.segs {
+		length := int64(0) // a sealed segment: its size
+		if i == len(s.segs)-1 {
+			length = s.cfg.SegmentBytes + mapSlack // the active one grows
+		}
+		b, err := mapSegment(f, length)
+		if err != nil {
+			s.log.Warn("reading payloads with pread: segment not mapped", "error", err)
+		}
+		s.maps.add(b)
+	}
+
 	allocated := rc.maxEnd
 	all := rc.allRanges()
 	if n := len(all); n > 0 && all[n-1].End > allocated {

@@ -30,6 +30,7 @@ type Store struct {
 	ix   *index // ix.mu also guards segs
 
 	segs []*os.File // by segment number; the last is active
+	maps segMaps    // read-only mappings of segs, for payload reads
 
 	// Committer-owned state (the committer goroutine, or Open before it starts).
 	activeNum  uint32
@@ -91,6 +92,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 		done:        make(chan struct{}),
 	}
 	fail := func(err error) (*Store, error) {
+		_ = s.maps.unmapAll()
 		for _, f := range s.segs {
 			_ = f.Close()
 		}
@@ -156,6 +158,9 @@ func (s *Store) Close() error {
 		if r.err != nil {
 			errs = append(errs, r.err)
 		}
+		if err := s.maps.unmapAll(); err != nil {
+			errs = append(errs, err)
+		}
 		s.ix.mu.Lock()
 		for _, f := range s.segs {
 			if err := f.Close(); err != nil {
@@ -181,6 +186,7 @@ func (s *Store) shutdownCommitter() {
 	s.reqs <- r
 	<-s.done
 	s.failQueued()
+	_ = s.maps.unmapAll()
 	for _, f := range s.segs {
 		_ = f.Close()
 	}

@@ -1001,6 +1001,7 @@ func TestRegionIndexSelectsCandidates(t *testing.T) {
 	regions := []Region{
 		RegionAll(), RegionEntity("alice"), RegionEntity("alice:child"), RegionEntity("nobody"),
 		RegionScope("s2"), RegionScope("nope"), RegionAll().WithExact(0x1002), RegionAll().WithCategory(2),
+		RegionAll().WithCategory(1), RegionAll().WithCategory(3), RegionEntity("alice").WithCategory(1), RegionScope("s1").WithCategory(1),
 		RegionEntity("bob").WithScope("s1").WithExact(0x1001), RegionAll().WithKind(KindAny()),
 	}
 	for _, r := range regions {
