@@ -46,4 +46,14 @@
 // Every call takes a context; when it has no deadline, Config.Timeout
 // (default 5 s) applies. A disconnected server surfaces as
 // engine.ErrCheckpointIO, never a hang. A Store is safe for concurrent use.
+//
+// Save publishes only while the client is connected: during an outage it
+// waits for the reconnect (within its timeout) instead of leaving the save
+// in nats.go's reconnect buffer, where it could fail at its deadline and
+// still be applied afterwards; a save that was never sent fails with
+// engine.ErrCheckpointIO and leaves the record intact. A save whose request
+// times out while connected is still ambiguous, as any timeout is: it may
+// have been applied. Compare-and-swap keeps that safe — it lands only on
+// the revision its worker last saw, and records a position the worker had
+// handled — and the worker stops on the error either way.
 package kvckpt

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine"
@@ -79,6 +80,7 @@ func (c Config) withDefaults() Config {
 // Store is an engine.CheckpointStore on a JetStream KV bucket. It is safe
 // for concurrent use.
 type Store struct {
+	js      jetstream.JetStream
 	kv      jetstream.KeyValue
 	cfg     Config
 	journal string
@@ -118,7 +120,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err := checkBucket(ctx, kv); err != nil {
 		return nil, err
 	}
-	return &Store{kv: kv, cfg: cfg, journal: cfg.Journal}, nil
+	return &Store{js: js, kv: kv, cfg: cfg, journal: cfg.Journal}, nil
 }
 
 func checkBucket(ctx context.Context, kv jetstream.KeyValue) error {
@@ -180,11 +182,21 @@ func (s *Store) Load(ctx context.Context, id string) (engine.CheckpointRecord, e
 	case err != nil:
 		return engine.CheckpointRecord{}, 0, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
 	}
-	rec, err := engine.DecodeCheckpoint(e.Value())
+	rec, err := s.decodeValue(id, e.Value())
 	if err != nil {
-		return engine.CheckpointRecord{}, 0, &engine.CheckpointCorruptError{ID: id, Location: s.Location(id), Reason: err.Error()}
+		return engine.CheckpointRecord{}, 0, err
 	}
 	return rec, engine.Revision(e.Revision()), nil
+}
+
+// decodeValue decodes the value stored under id's key; a value that does
+// not decode is a *engine.CheckpointCorruptError (ErrCheckpointCorrupt).
+func (s *Store) decodeValue(id string, value []byte) (engine.CheckpointRecord, error) {
+	rec, err := engine.DecodeCheckpoint(value)
+	if err != nil {
+		return engine.CheckpointRecord{}, &engine.CheckpointCorruptError{ID: id, Location: s.Location(id), Reason: err.Error()}
+	}
+	return rec, nil
 }
 
 // Save stores rec under id: a create when expected is 0, else an update
@@ -196,6 +208,9 @@ func (s *Store) Save(ctx context.Context, id string, rec engine.CheckpointRecord
 	}
 	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
+	if err := s.awaitConnected(ctx); err != nil {
+		return 0, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
+	}
 	value := engine.EncodeCheckpoint(rec)
 	var rev uint64
 	var err error
@@ -212,6 +227,31 @@ func (s *Store) Save(ctx context.Context, id string, rec engine.CheckpointRecord
 	default:
 		return 0, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
 	}
+}
+
+// awaitConnected waits until the client is connected, or ctx ends. Saves
+// are sent only while connected, never handed to nats.go's reconnect
+// buffer, where one could fail at its deadline and still be applied after
+// the reconnect: an I/O error from a save that was never sent leaves the
+// stored record intact, and a short outage is ridden out.
+func (s *Store) awaitConnected(ctx context.Context) error {
+	nc := s.js.Conn()
+	if nc == nil || nc.IsConnected() {
+		return nil
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for !nc.IsConnected() {
+		if nc.IsClosed() {
+			return nats.ErrConnectionClosed
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not connected to NATS: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // Listed is one checkpoint of a journal.
@@ -235,7 +275,10 @@ func (s *Store) List(ctx context.Context) ([]Listed, error) {
 	for k := range lister.Keys() {
 		keys = append(keys, k)
 	}
-	if err := lister.Stop(); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	// The lister closes Keys and stops its watcher itself, once every key
+	// is listed or when ctx ends (lister.Stop would then only report the
+	// stopped subscription). A list cut short by ctx is incomplete.
+	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: list %s: %w", engine.ErrCheckpointIO, s.kv.Bucket(), err)
 	}
 	var out []Listed
@@ -251,9 +294,9 @@ func (s *Store) List(ctx context.Context) ([]Listed, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
 		}
-		rec, derr := engine.DecodeCheckpoint(e.Value())
+		rec, derr := s.decodeValue(id, e.Value())
 		if derr != nil {
-			out = append(out, Listed{ID: id, Err: &engine.CheckpointCorruptError{ID: id, Location: s.Location(id), Reason: derr.Error()}})
+			out = append(out, Listed{ID: id, Err: derr})
 			continue
 		}
 		out = append(out, Listed{ID: id, Record: rec, Revision: engine.Revision(e.Revision()), Created: e.Created()})

@@ -138,9 +138,22 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	for _, p := range ports {
 		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
 	}
+	dirs := make([]string, n)
+	for i := range dirs {
+		dirs[i] = t.TempDir() // before the shutdown cleanup, so removed after it
+	}
 	c := &Cluster{}
+	// Registered before the first start, so that servers already running
+	// shut down when a later one fails to start.
+	t.Cleanup(func() {
+		for _, s := range c.Servers {
+			if s != nil {
+				Shutdown(s)
+			}
+		}
+	})
 	for i := 0; i < n; i++ {
-		o := Options(t.TempDir())
+		o := Options(dirs[i])
 		o.ServerName = fmt.Sprintf("n%d", i)
 		o.Cluster.Name = "batfleet-test"
 		o.Cluster.Host = "127.0.0.1"
@@ -149,13 +162,6 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		c.Opts = append(c.Opts, o)
 		c.Servers = append(c.Servers, Start(t, o))
 	}
-	t.Cleanup(func() {
-		for _, s := range c.Servers {
-			if s != nil {
-				Shutdown(s)
-			}
-		}
-	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		for _, s := range c.Servers {
