@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -192,8 +193,45 @@ func (n NATSFlags) Connect(url, name string, log hclog.Logger, extra ...nats.Opt
 	return nc, nil
 }
 
+var forced struct {
+	mu    sync.Mutex
+	next  int
+	hooks map[int]func()
+}
+
+// AtForcedExit registers f to run when a second signal exits the process
+// at once (to kill child processes, say); remove unregisters it.
+func AtForcedExit(f func()) (remove func()) {
+	forced.mu.Lock()
+	defer forced.mu.Unlock()
+	if forced.hooks == nil {
+		forced.hooks = make(map[int]func())
+	}
+	id := forced.next
+	forced.next++
+	forced.hooks[id] = f
+	return func() {
+		forced.mu.Lock()
+		delete(forced.hooks, id)
+		forced.mu.Unlock()
+	}
+}
+
+func runForcedExitHooks() {
+	forced.mu.Lock()
+	hooks := make([]func(), 0, len(forced.hooks))
+	for _, f := range forced.hooks {
+		hooks = append(hooks, f)
+	}
+	forced.mu.Unlock()
+	for _, f := range hooks {
+		f()
+	}
+}
+
 // SignalContext returns a context cancelled by the first SIGINT or
-// SIGTERM; a second one exits the process at once with ExitSignaled.
+// SIGTERM; a second one runs the AtForcedExit hooks and exits the process
+// at once with ExitSignaled.
 // stop releases the signal handlers.
 func SignalContext(parent context.Context, log hclog.Logger) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancel(parent)
@@ -211,6 +249,7 @@ func SignalContext(parent context.Context, log hclog.Logger) (ctx context.Contex
 		select {
 		case sig := <-ch:
 			log.Warn("second signal; exiting now", "signal", sig.String())
+			runForcedExitHooks()
 			os.Exit(ExitSignaled)
 		case <-done:
 		}

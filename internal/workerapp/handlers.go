@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/internal/cli"
 )
 
 // EntryJSON is the JSON form of a delivered entry, one per line, for --out
@@ -127,6 +128,7 @@ type execHandler struct {
 type execChild struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
+	unhook func()        // removes the forced-exit hook that kills the child
 	lines  chan string   // answers; closed when stdout ends
 	quit   chan struct{} // closed to stop the reader early
 	done   chan struct{} // closed when the reader goroutine has exited
@@ -169,6 +171,8 @@ func (h *execHandler) start() (*execChild, error) {
 		<-c.done
 		c.waited <- cmd.Wait()
 	}()
+	pid := cmd.Process.Pid
+	c.unhook = cli.AtForcedExit(func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
 	h.log.Info("exec handler started", "pid", cmd.Process.Pid, "command", h.cmdline)
 	return c, nil
 }
@@ -182,6 +186,7 @@ func (h *execHandler) kill(c *execChild) {
 	}
 	<-c.done
 	<-c.waited
+	c.unhook()
 }
 
 func (h *execHandler) fail(format string, args ...any) {
@@ -252,5 +257,6 @@ func (h *execHandler) Close() error {
 		<-c.done
 	}
 	<-c.waited
+	c.unhook()
 	return nil
 }

@@ -71,12 +71,15 @@ func ParseEventLine(line []byte) (engine.Event, error) {
 	if err := dec.Decode(&je); err != nil {
 		return engine.Event{}, fmt.Errorf("not a JSON event object: %v", err)
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return engine.Event{}, errors.New("unexpected data after the event object (one object per line)")
+	}
 	c, err := engine.NewCoordinate(je.Entity, je.Scope)
 	if err != nil {
 		return engine.Event{}, fmt.Errorf("entity/scope: %w", err)
 	}
 	ev := engine.Event{Coordinate: c, Kind: engine.KindData}
-	if len(je.Kind) > 0 {
+	if len(je.Kind) > 0 && string(je.Kind) != "null" {
 		k, err := parseKind(je.Kind)
 		if err != nil {
 			return engine.Event{}, fmt.Errorf("kind: %w", err)

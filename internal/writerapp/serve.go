@@ -156,6 +156,14 @@ func startEmbedded(listen, dir string, log hclog.Logger) (*server.Server, error)
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT // a free port, shown in the "writer ready" log line
+	} else {
+		// Fail fast and clearly on a taken port (the server itself would
+		// only report it after its 10 s readiness wait).
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return nil, &NATSError{Err: fmt.Errorf("embedded nats-server cannot listen on %s: %w (choose another address with --listen)", listen, err)}
+		}
+		_ = ln.Close()
 	}
 	opts := &server.Options{
 		ServerName: "batfleet-embedded",
