@@ -498,7 +498,7 @@ func (w *Worker) fetchInfo() (SourceInfo, bool) {
 
 func nextBackoff(cur, base time.Duration) time.Duration {
 	if cur == 0 {
-		return base
+		return min(base, time.Second)
 	}
 	return min(2*cur, time.Second)
 }

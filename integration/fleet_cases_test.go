@@ -1,0 +1,478 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/fleet"
+)
+
+// The † cases of SPEC §13 that only a fleet has: a writer that restarts
+// under a parked worker (VIS-15), a writer that is down (WRK-16) and lost
+// epoch messages (WRK-18). The shared scenarios (env_test.go) cover the
+// others.
+
+// seqLog collects what a handler was handed, safe for the worker goroutine
+// and the test.
+type seqLog struct {
+	mu      sync.Mutex
+	batches [][]uint64
+	times   []time.Time // when each handler call started
+}
+
+func (l *seqLog) add(batch []engine.Entry) {
+	now := time.Now()
+	seqs := make([]uint64, len(batch))
+	for i, e := range batch {
+		seqs[i] = e.Seq
+	}
+	l.mu.Lock()
+	l.batches = append(l.batches, seqs)
+	l.times = append(l.times, now)
+	l.mu.Unlock()
+}
+
+func (l *seqLog) calls() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.batches)
+}
+
+// call returns the seqs and start time of call i.
+func (l *seqLog) call(i int) ([]uint64, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.batches[i], l.times[i]
+}
+
+// delivered returns every delivered seq in delivery order.
+func (l *seqLog) delivered() []uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []uint64
+	for _, b := range l.batches {
+		out = append(out, b...)
+	}
+	return out
+}
+
+// randomID128 is a fresh random incarnation id.
+func randomID128(t testing.TB) engine.ID128 {
+	t.Helper()
+	var id engine.ID128
+	if _, err := rand.Read(id[:]); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// publishEpoch publishes a crafted epoch message for journal name from
+// the writer's connection and flushes it.
+func (r *rig) publishEpoch(t testing.TB, name string, m fleet.EpochMessage) {
+	t.Helper()
+	if err := r.WriterNC.Publish(fleet.SubjectsFor(name).Epoch, fleet.EncodeEpoch(m)); err != nil {
+		t.Fatalf("publish epoch: %v", err)
+	}
+	if err := r.WriterNC.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+}
+
+// TestVIS15_NewIncarnationWakesParkedWorker: a client parked on (I1, 9)
+// is woken by (I2, 0) — a new incarnation is always newer, though its
+// epoch is smaller — and not by (I1, 8); once I2 is seen, late messages of
+// I1 are ignored. These use crafted epoch messages on a journal of their
+// own (every client of a journal hears its epoch subject, and a crafted
+// incarnation would retire the real one in all of them). Then the real
+// thing: a durable remote worker parked with a 10 s idle timeout wakes
+// within a second for an event appended after a writer restart.
+func TestVIS15_NewIncarnationWakesParkedWorker(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	const crafted = "vis15-crafted"
+	c, err := fleet.NewClient(r.ClientNC, fleet.ClientConfig{Journal: crafted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	jid, i1, i2 := randomID128(t), randomID128(t), randomID128(t)
+	snap := engine.Snapshot{Incarnation: i1, Epoch: 9}
+	r.publishEpoch(t, crafted, fleet.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 9})
+	waitFor(t, waitLimit, "the client to see (I1, 9)", func() bool { return c.Latest() == snap })
+
+	t.Run("older-epoch-same-incarnation-does-not-wake", func(t *testing.T) {
+		r.publishEpoch(t, crafted, fleet.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 8})
+		// The message is flushed to the server; a wrong wake-up would end
+		// this park at once. Its timeout is the window, not the verdict.
+		if c.Park(ctx, snap, 300*time.Millisecond) {
+			t.Fatal("(I1, 8) woke a client parked on (I1, 9)")
+		}
+		if got := c.Latest(); got != snap {
+			t.Fatalf("latest moved to %v/%d on a stale message", got.Incarnation, got.Epoch)
+		}
+	})
+
+	t.Run("new-incarnation-epoch-0-wakes", func(t *testing.T) {
+		woke := make(chan bool, 1)
+		begin := time.Now()
+		go func() { woke <- c.Park(ctx, snap, 10*time.Second) }()
+		r.publishEpoch(t, crafted, fleet.EpochMessage{JournalID: jid, Incarnation: i2, Epoch: 0})
+		select {
+		case ok := <-woke:
+			if !ok {
+				t.Fatal("park ended without a newer snapshot")
+			}
+			t.Logf("(I2, 0) woke a park on (I1, 9) after %v", time.Since(begin))
+		case <-time.After(waitLimit):
+			t.Fatal("(I2, 0) did not wake the parked client")
+		}
+		if got := c.Latest(); got.Incarnation != i2 || got.Epoch != 0 {
+			t.Fatalf("latest %v/%d, want %v/0", got.Incarnation, got.Epoch, i2)
+		}
+	})
+
+	t.Run("late-message-of-retired-incarnation-ignored", func(t *testing.T) {
+		cur := c.Latest()
+		r.publishEpoch(t, crafted, fleet.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 100})
+		if c.Park(ctx, cur, 300*time.Millisecond) {
+			t.Fatal("a late (I1, 100) woke a client on (I2, 0)")
+		}
+		if got := c.Latest(); got != cur {
+			t.Fatalf("latest moved back to %v/%d", got.Incarnation, got.Epoch)
+		}
+	})
+
+	t.Run("worker-across-writer-restart", func(t *testing.T) {
+		spy := &parkSpy{Source: r.Client}
+		log := &seqLog{}
+		cfg := engine.DefaultWorkerConfig()
+		cfg.CheckpointID, cfg.Checkpoints = "vis-15", r.Checkpoints
+		cfg.IdleTimeout = 10 * time.Second
+		w, err := engine.StartWorker(ctx, spy, engine.RegionEntity("entity:vis15"), cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+			log.add(b)
+			return engine.Continue
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopOnCleanup(t, w)
+		first := r.appendLocal(t, dataEvent("entity:vis15", "s", "before"))[0]
+		waitFor(t, waitLimit, "the worker to park after the first event", func() bool { return spy.parkedAt(w, first, true) })
+
+		parks := spy.parks.Load()
+		r.restartWriter(t)
+		// The new writer's first epoch message wakes the worker; it polls,
+		// finds nothing and parks again on the new incarnation.
+		waitFor(t, waitLimit, "the worker to park on the new incarnation", func() bool {
+			return spy.parks.Load() > parks && spy.parkedAt(w, first, true) && r.Client.Latest().Incarnation == r.Store().Incarnation()
+		})
+		published := time.Now()
+		second := r.appendLocal(t, dataEvent("entity:vis15", "s", "after"))[0]
+		waitFor(t, waitLimit, "the post-restart event", func() bool { return log.calls() >= 2 })
+		seqs, ran := log.call(1)
+		latency := ran.Sub(published)
+		t.Logf("after the writer restart, append-to-handler latency %v (idle timeout 10s)", latency)
+		if latency >= time.Second {
+			t.Fatalf("handler ran %v after the append, want < 1s (woken by the epoch, not the idle timeout)", latency)
+		}
+		if !slices.Equal(seqs, []uint64{second}) {
+			t.Fatalf("post-restart batch %v, want [%d]", seqs, second)
+		}
+		waitFor(t, waitLimit, "the second event to commit", func() bool { return w.Stats().Committed == second })
+		if err := w.StopAndJoin(); err != nil {
+			t.Fatalf("StopAndJoin = %v", err)
+		}
+		if got := log.delivered(); !slices.Equal(got, []uint64{first, second}) {
+			t.Fatalf("delivered %v, want [%d %d]", got, first, second)
+		}
+	})
+}
+
+// TestWRK16_WriterDown: with the writer down a remote durable worker
+// retries — no restart budget used, committed unchanged, Stop honoured at
+// once — and resumes when the writer is back, with nothing lost and
+// nothing delivered twice (the KV store stayed up, so even the batch in
+// the handler when the writer went away was saved).
+func TestWRK16_WriterDown(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	region := engine.RegionEntity("entity:wrk16")
+	var want []uint64
+	for i := 0; i < 10; i++ {
+		want = append(want, r.appendLocal(t, dataEvent("entity:wrk16", "s", "a"), dataEvent("entity:other", "s", "b"))[0])
+	}
+
+	// The worker holds its third batch while the writer goes down.
+	log := &seqLog{}
+	hold := make(chan struct{})
+	held := make(chan struct{})
+	cfg := engine.DefaultWorkerConfig()
+	cfg.CheckpointID, cfg.BatchSize, cfg.IdleTimeout = "wrk-16", 3, 20*time.Millisecond
+	w, err := fleet.StartWorker(ctx, r.Client, r.Checkpoints, region, cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+		log.add(b)
+		if log.calls() == 3 {
+			close(held)
+			<-hold
+		}
+		return engine.Continue
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopOnCleanup(t, w)
+	// A second, in-memory worker that is stopped while the writer is down.
+	idle, err := fleet.StartWorker(ctx, r.Client, nil, region, engine.DefaultWorkerConfig(), func(context.Context, []engine.Entry, *engine.Delivery) engine.Action {
+		return engine.Continue
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopOnCleanup(t, idle)
+
+	select {
+	case <-held:
+	case <-time.After(waitLimit):
+		t.Fatal("third batch not handed over")
+	}
+	r.closeWriter(t)
+	close(hold)
+	committed := want[8] // batches of 3: the held third batch ends at the 9th event
+	waitFor(t, waitLimit, "the held batch to commit", func() bool { return w.Stats().Committed == committed })
+	waitFor(t, waitLimit, "transient retries while the writer is down", func() bool { return w.Stats().TransientErrors >= 3 })
+	st := w.Stats()
+	if st.Restarts != 0 || st.Committed != committed || !st.CommittedStarted {
+		t.Fatalf("while down: restarts %d, committed (%d, %v); want 0 and (%d, true)", st.Restarts, st.Committed, st.CommittedStarted, committed)
+	}
+	select {
+	case <-w.Done():
+		t.Fatalf("worker exited while the writer was down: %v", w.Join())
+	default:
+	}
+	if rec, _ := loadCheckpoint(t, r.Checkpoints, "wrk-16"); rec.Position != committed {
+		t.Fatalf("record at %d while down, want %d", rec.Position, committed)
+	}
+	waitFor(t, waitLimit, "the second worker to retry too", func() bool { return idle.Stats().TransientErrors > 0 })
+	begin := time.Now()
+	if err := idle.StopAndJoin(); err != nil {
+		t.Fatalf("StopAndJoin while the writer is down = %v", err)
+	}
+	if took := time.Since(begin); took >= time.Second {
+		t.Fatalf("Stop during backoff took %v, want < 1s", took)
+	} else {
+		t.Logf("Stop during backoff took %v; %d transient errors so far", took, w.Stats().TransientErrors)
+	}
+
+	r.openWriter(t)
+	for i := 0; i < 5; i++ {
+		want = append(want, r.appendLocal(t, dataEvent("entity:wrk16", "s", "c"))[0])
+	}
+	last := want[len(want)-1]
+	waitFor(t, waitLimit, "the worker to resume and commit the last event", func() bool { return w.Stats().Committed == last })
+	if err := w.StopAndJoin(); err != nil {
+		t.Fatalf("StopAndJoin = %v", err)
+	}
+	if got := log.delivered(); !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want each of %v exactly once, in order", got, want)
+	}
+	if rec, _ := loadCheckpoint(t, r.Checkpoints, "wrk-16"); rec.Position != last {
+		t.Fatalf("final record at %d, want %d", rec.Position, last)
+	}
+	t.Logf("worker stats: %+v", w.Stats())
+}
+
+// TestWRK18_LostEpochMessages: with every epoch message dropped at the
+// client, an idle worker still gets a new event within about one idle
+// timeout (the safety net); with them heeded it is edge-triggered.
+func TestWRK18_LostEpochMessages(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	const idle = 300 * time.Millisecond
+	spy := &parkSpy{Source: r.Client}
+	log := &seqLog{}
+	cfg := engine.DefaultWorkerConfig()
+	cfg.CheckpointID, cfg.Checkpoints, cfg.IdleTimeout = "wrk-18", r.Checkpoints, idle
+	w, err := engine.StartWorker(ctx, spy, engine.RegionEntity("entity:wrk18"), cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+		log.add(b)
+		return engine.Continue
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopOnCleanup(t, w)
+
+	var last uint64 // the committed position the worker parks with
+	measure := func(payload string) time.Duration {
+		t.Helper()
+		calls := log.calls()
+		waitFor(t, waitLimit, "the worker to park", func() bool { return spy.parkedAt(w, last, last != 0) })
+		published := time.Now()
+		seq := r.appendLocal(t, dataEvent("entity:wrk18", "s", payload))[0]
+		waitFor(t, waitLimit, "the event to be handled", func() bool { return log.calls() > calls })
+		seqs, ran := log.call(calls)
+		if !slices.Equal(seqs, []uint64{seq}) {
+			t.Fatalf("batch %v, want [%d]", seqs, seq)
+		}
+		last = seq
+		return ran.Sub(published)
+	}
+
+	r.Client.DropEpochs(true)
+	var lost []time.Duration
+	for i := 0; i < 3; i++ {
+		lost = append(lost, measure("dropped"))
+	}
+	r.Client.DropEpochs(false)
+	heeded := measure("heeded")
+	t.Logf("epochs dropped: publish-to-handler %v (idle timeout %v); epochs heeded: %v", lost, idle, heeded)
+	for _, d := range lost {
+		if d > idle+time.Second {
+			t.Fatalf("with epoch messages lost the event took %v, want about one idle timeout (%v)", d, idle)
+		}
+	}
+	if err := w.StopAndJoin(); err != nil {
+		t.Fatalf("StopAndJoin = %v", err)
+	}
+}
+
+// TestRemoteWorkerRechecksNewIncarnation (SPEC §9.7): on a reply from a
+// new writer incarnation a remote worker re-runs the journal and ahead
+// checks (§8.5 rules 5–6) against what it committed. A writer restarted
+// on a re-created journal stops it with ErrCheckpointJournalMismatch; one
+// restarted on an older copy of the same journal (a restore from backup)
+// stops it with ErrCheckpointAhead, as long as the restored journal has
+// not grown past the committed position again when the worker first
+// hears from it (rule 6 compares only with the visible bound). Neither
+// hands the handler anything from the new incarnation.
+func TestRemoteWorkerRechecksNewIncarnation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want error
+	}{
+		{"journal-recreated", engine.ErrCheckpointJournalMismatch},
+		{"journal-rolled-back", engine.ErrCheckpointAhead},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			ctx := context.Background()
+			region := engine.RegionEntity("entity:recheck")
+			r.appendLocal(t, dataEvent("entity:recheck", "s", "0"))
+			backup := t.TempDir()
+			if tc.name == "journal-rolled-back" {
+				r.closeWriter(t)
+				if err := os.CopyFS(backup, os.DirFS(r.Dir)); err != nil {
+					t.Fatalf("copy journal: %v", err)
+				}
+				r.openWriter(t)
+			}
+			var seqs []uint64
+			for i := 0; i < 20; i++ {
+				seqs = append(seqs, r.appendLocal(t, dataEvent("entity:recheck", "s", strconv.Itoa(i+1)))[0])
+			}
+			last := seqs[len(seqs)-1]
+			spy := &parkSpy{Source: r.Client}
+			log := &seqLog{}
+			cfg := engine.DefaultWorkerConfig()
+			cfg.CheckpointID, cfg.Checkpoints, cfg.IdleTimeout = "recheck", r.Checkpoints, 10*time.Second
+			w, err := engine.StartWorker(ctx, spy, region, cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+				log.add(b)
+				return engine.Continue
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopOnCleanup(t, w)
+			waitFor(t, waitLimit, "the worker to commit and park", func() bool { return spy.parkedAt(w, last, true) })
+			delivered := len(log.delivered())
+
+			r.closeWriter(t)
+			if tc.name == "journal-recreated" {
+				r.Dir = t.TempDir()
+			} else {
+				r.Dir = backup
+			}
+			r.openWriter(t)
+			if tc.name == "journal-recreated" {
+				// Enough events that the new journal has matching seqs
+				// beyond the committed position: without the journal
+				// check the worker would deliver them.
+				after := make([]engine.Event, 2*len(seqs)+10)
+				for i := range after {
+					after[i] = dataEvent("entity:recheck", "s", "after")
+				}
+				if got := r.appendLocal(t, after...); got[len(got)-1] <= last {
+					t.Fatalf("new journal's last seq %d, want past %d", got[len(got)-1], last)
+				}
+			}
+			// To the rolled-back journal nothing is appended: rule 6
+			// (position >= visible bound) sees a rollback only until the
+			// restored journal grows past the committed position again;
+			// after that a worker resumes on it and never delivers the
+			// restored journal's seqs at or below its position.
+			err = joinWithin(t, w, waitLimit)
+			t.Logf("Join = %v", err)
+			wantErrIs(t, "Join", err, tc.want)
+			if n := len(log.delivered()); n != delivered {
+				t.Fatalf("handler got %d more entries from the new incarnation", n-delivered)
+			}
+			if rec, _ := loadCheckpoint(t, r.Checkpoints, "recheck"); rec.Position != last {
+				t.Fatalf("checkpoint moved to %d, want it kept at %d", rec.Position, last)
+			}
+		})
+	}
+}
+
+// TestWRK16_BackoffAtMostOneSecond: SPEC §9.3b — after a transient source
+// error the worker backs off "from IdleTimeout, doubling to at most 1 s".
+// With an idle timeout of 10 s (as in WRK-07/08) a remote worker whose
+// poll finds the writer down must therefore retry within about a second,
+// and so resume about a second after the writer is back, not after the
+// idle timeout.
+func TestWRK16_BackoffAtMostOneSecond(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	first := r.appendLocal(t, dataEvent("entity:backoff", "s", "1"))[0]
+	log := &seqLog{}
+	entered, release := make(chan struct{}), make(chan struct{})
+	cfg := engine.DefaultWorkerConfig()
+	cfg.CheckpointID, cfg.Checkpoints, cfg.IdleTimeout = "backoff", r.Checkpoints, 10*time.Second
+	w, err := fleet.StartWorker(ctx, r.Client, nil, engine.RegionEntity("entity:backoff"), cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+		log.add(b)
+		if b[0].Seq == first {
+			close(entered)
+			<-release
+		}
+		return engine.Continue
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopOnCleanup(t, w)
+	select {
+	case <-entered:
+	case <-time.After(waitLimit):
+		t.Fatal("first batch not handed over")
+	}
+	r.closeWriter(t) // the worker's next poll finds no writer
+	close(release)
+	waitFor(t, waitLimit, "a transient poll error", func() bool { return w.Stats().TransientErrors >= 1 })
+	failedAt := time.Now()
+	r.openWriter(t)
+	second := r.appendLocal(t, dataEvent("entity:backoff", "s", "2"))[0]
+	waitFor(t, waitLimit, "the worker to resume", func() bool { return log.calls() >= 2 })
+	seqs, ran := log.call(1)
+	took := ran.Sub(failedAt)
+	t.Logf("resumed %v after its first transient error (idle timeout 10s; backoff cap 1s)", took.Round(time.Millisecond))
+	if !slices.Equal(seqs, []uint64{second}) {
+		t.Fatalf("resumed with %v, want [%d]", seqs, second)
+	}
+	if took > 3*time.Second {
+		t.Fatalf("the worker resumed %v after its first transient error: its first backoff was not capped at 1s", took.Round(time.Millisecond))
+	}
+}
