@@ -61,6 +61,10 @@ type Client struct {
 	retired map[engine.ID128]struct{} // incarnations superseded by a newer one
 	wake    chan struct{}             // closed and replaced when latest moves
 	dropped bool                      // test hook: ignore epoch messages
+	journal engine.ID128              // the journal id replies carry; epochs of others are ignored
+	hasJID  bool
+
+	pre *prefetcher
 }
 
 var _ engine.Source = (*Client)(nil)
@@ -77,6 +81,7 @@ func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
 		log:     cfg.Logger.Named("client").With("journal", cfg.Journal),
 		retired: make(map[engine.ID128]struct{}),
 		wake:    make(chan struct{}),
+		pre:     newPrefetcher(),
 	}
 	sub, err := nc.Subscribe(c.subj.Epoch, c.onEpoch)
 	if err != nil {
@@ -95,6 +100,7 @@ func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
 // Close unsubscribes from epoch messages. Parked callers return at their
 // timeout or context.
 func (c *Client) Close() error {
+	c.pre.close()
 	err := c.sub.Unsubscribe()
 	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
 		return nil
@@ -109,12 +115,20 @@ func (c *Client) onEpoch(m *nats.Msg) {
 		return
 	}
 	c.mu.Lock()
-	drop := c.dropped
+	ignore := c.dropped || (c.hasJID && em.JournalID != c.journal)
 	c.mu.Unlock()
-	if drop {
-		return
+	if ignore {
+		return // dropped for a test, or another journal's stray message
 	}
 	c.observe(engine.Snapshot{Incarnation: em.Incarnation, Epoch: em.Epoch})
+}
+
+// sawJournal records the journal id of a reply (replies are
+// authoritative; epoch messages of other journals are then ignored).
+func (c *Client) sawJournal(id engine.ID128) {
+	c.mu.Lock()
+	c.journal, c.hasJID = id, true
+	c.mu.Unlock()
 }
 
 // observe folds a snapshot seen in an epoch message or a reply into
@@ -185,10 +199,9 @@ func (c *Client) request(ctx context.Context, subject string, body []byte) ([]by
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	rctx, cancel := ctx, context.CancelFunc(func() {})
-	if _, ok := ctx.Deadline(); !ok {
-		rctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
-	}
+	// Each request waits at most Timeout, or less if ctx ends sooner, so
+	// retries (Append) get their chances within the caller's deadline.
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	msg, err := c.nc.RequestWithContext(rctx, subject, body)
 	if err != nil {
@@ -220,8 +233,31 @@ func (c *Client) Poll(ctx context.Context, region engine.Region, position uint64
 	if max <= 0 {
 		return engine.PollResult{Snapshot: c.Latest()}, nil
 	}
+	max = min(max, MaxPullEntries)
+	key := prefetchKey{region: region.Identity(), position: position, started: started, max: max}
+	res, err, ok := c.pre.take(ctx, key)
+	if !ok || err != nil {
+		res, err = c.pull(ctx, region, position, started, max)
+	}
+	if err != nil {
+		return engine.PollResult{}, err
+	}
+	// Pull ahead when the region has more than it gave: the next call will
+	// most likely ask for exactly what follows.
+	if n := len(res.Entries); n > 0 && n >= max/2 {
+		next := key
+		next.position, next.started = res.Entries[n-1].Seq, true
+		c.pre.start(next, func(ctx context.Context) (engine.PollResult, error) {
+			return c.pull(ctx, region, next.position, true, max)
+		})
+	}
+	return res, nil
+}
+
+// pull sends one pull request.
+func (c *Client) pull(ctx context.Context, region engine.Region, position uint64, started bool, max int) (engine.PollResult, error) {
 	data, err := c.request(ctx, c.subj.Pull, EncodePullRequest(PullRequest{
-		Region: region, Position: position, Started: started, Max: min(max, MaxPullEntries),
+		Region: region, Position: position, Started: started, Max: max,
 	}))
 	if err != nil {
 		return engine.PollResult{}, err
@@ -231,6 +267,7 @@ func (c *Client) Poll(ctx context.Context, region engine.Region, position uint64
 		return engine.PollResult{}, fmt.Errorf("%w: %w", ErrRemote, err)
 	}
 	snap := engine.Snapshot{Incarnation: reply.Incarnation, Epoch: reply.Epoch}
+	c.sawJournal(reply.JournalID)
 	c.observe(snap)
 	return engine.PollResult{Entries: reply.Entries, Snapshot: snap, Visible: reply.Visible, Cancelled: reply.Cancelled}, nil
 }
@@ -254,6 +291,7 @@ func (c *Client) Describe(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("%w: %w", ErrRemote, err)
 	}
+	c.sawJournal(in.JournalID)
 	c.observe(engine.Snapshot{Incarnation: in.Incarnation, Epoch: in.Epoch})
 	return in, nil
 }
@@ -273,15 +311,18 @@ func (c *Client) Append(ctx context.Context, events []engine.Event) ([]engine.Re
 	if len(events) == 0 {
 		return nil, engine.ErrEmptyBatch
 	}
-	if events[0].Key.IsZero() {
+	unkeyed := events[0].Key.IsZero()
+	for i := range events {
+		if events[i].Key.IsZero() != unkeyed {
+			return nil, engine.ErrIdempotencyPartialBatch
+		}
+	}
+	if unkeyed {
 		keyed := make([]engine.Event, len(events))
 		copy(keyed, events)
 		keys := make([]byte, 16*len(keyed))
 		_, _ = rand.Read(keys)
 		for i := range keyed {
-			if !keyed[i].Key.IsZero() {
-				return nil, engine.ErrIdempotencyPartialBatch
-			}
 			copy(keyed[i].Key[:], keys[16*i:])
 		}
 		events = keyed

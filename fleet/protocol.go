@@ -22,11 +22,14 @@ const ServiceName = "batfleet-writer"
 const (
 	// MaxPullEntries caps a pull request's max.
 	MaxPullEntries = 65536
-	// replyOverhead is reserved in a pull reply for everything but entries.
-	replyOverhead = 4096
+	// replyHeaderBytes bounds a pull reply's fields besides its entries and
+	// cancelled ranges.
+	replyHeaderBytes = 256
 	// entryOverhead bounds the MessagePack framing of one reply entry
-	// besides its entity, scope and payload.
-	entryOverhead = 96
+	// besides its entity, scope and payload: 103 bytes when every field
+	// takes its widest form (seq and wall_ms of 9 bytes, str16 entity and
+	// scope, bin32 payload).
+	entryOverhead = 104
 )
 
 var journalRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -54,7 +57,16 @@ func SubjectsFor(journal string) Subjects {
 // MaxEntryBytes returns the engine.Config.MaxEntryBytes that lets every
 // entry fit a pull reply under a server max payload of maxPayload bytes.
 func MaxEntryBytes(maxPayload int64) int {
-	return int(maxPayload) - replyOverhead - entryOverhead + 58 // 58: the journal's own framing, counted by the engine
+	return int(maxPayload) - replyReserve(int(maxPayload)) - entryOverhead + 58 // 58: the journal's own framing, counted by the engine
+}
+
+// replyReserve is the part of a pull reply kept for everything but its
+// entries: the header fields and the cancelled ranges the pull crosses
+// (19 bytes each at most). A sixteenth of the max payload, between 4 KiB
+// and 64 KiB: with the default 1 MiB, a maximal entry still fits beside
+// ~3,400 cancelled ranges.
+func replyReserve(maxPayload int) int {
+	return min(max(maxPayload/16, 4096), 64<<10)
 }
 
 // RequestError is a bad request: the field and the rule it breaks. The
@@ -266,10 +278,14 @@ func decodeRegion(r *reader) (engine.Region, error) {
 		region = region.WithCategory(uint16(*category))
 	}
 	switch {
-	case (cmin == nil) != (cmax == nil):
+	case cmin == nil && cmax != nil:
 		return region, badField("region.clock_min", "a clock range needs both clock_min and clock_max")
-	case cmin != nil && (*cmin > 0xFFFFFFFF || *cmax > 0xFFFFFFFF):
-		return region, badField("region.clock_max", "clocks are 32-bit")
+	case cmin != nil && cmax == nil:
+		return region, badField("region.clock_max", "a clock range needs both clock_min and clock_max")
+	case cmin != nil && *cmin > 0xFFFFFFFF:
+		return region, badField("region.clock_min", "clocks are 32-bit (got %d)", *cmin)
+	case cmax != nil && *cmax > 0xFFFFFFFF:
+		return region, badField("region.clock_max", "clocks are 32-bit (got %d)", *cmax)
 	case cmin != nil:
 		region = region.WithClock(engine.ClockRange{Start: uint32(*cmin), End: uint32(*cmax)})
 	}
@@ -327,7 +343,7 @@ func appendRanges(b []byte, rs []engine.Range) []byte {
 
 // EncodePullReply encodes r.
 func EncodePullReply(r *PullReply) []byte {
-	size := replyOverhead
+	size := replyHeaderBytes + 19*len(r.Cancelled)
 	for i := range r.Entries {
 		size += replyEntrySize(&r.Entries[i])
 	}
@@ -650,12 +666,14 @@ func DecodeAppendReply(data []byte) ([]engine.Receipt, error) {
 	r := &reader{b: data}
 	n := r.mapLen()
 	var out []engine.Receipt
+	hasV := false
 	for i := 0; i < n && r.err == nil; i++ {
 		switch r.str() {
 		case "v":
 			if err := checkVersion(r); err != nil {
 				return nil, err
 			}
+			hasV = true
 		case "receipts":
 			count := r.arrayLen()
 			if r.err == nil && count > len(r.b)-r.off {
@@ -681,6 +699,9 @@ func DecodeAppendReply(data []byte) ([]engine.Receipt, error) {
 		default:
 			r.skip()
 		}
+	}
+	if r.err == nil && !hasV {
+		r.err = errors.New("no v")
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("fleet: malformed append reply: %w", r.err)
@@ -720,12 +741,14 @@ func DecodeInfo(data []byte) (Info, error) {
 	var in Info
 	r := &reader{b: data}
 	n := r.mapLen()
+	hasV := false
 	for i := 0; i < n && r.err == nil; i++ {
 		switch key := r.str(); key {
 		case "v":
 			if err := checkVersion(r); err != nil {
 				return in, err
 			}
+			hasV = true
 		case "journal":
 			in.Journal = r.str()
 		case "journal_id":
@@ -745,6 +768,9 @@ func DecodeInfo(data []byte) (Info, error) {
 		default:
 			r.skip()
 		}
+	}
+	if r.err == nil && !hasV {
+		r.err = errors.New("no v")
 	}
 	if r.err != nil {
 		return in, fmt.Errorf("fleet: malformed info reply: %w", r.err)

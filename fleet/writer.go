@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -135,6 +136,11 @@ func NewWriter(nc *nats.Conn, store *engine.Store, cfg WriterConfig) (*Writer, e
 			return nil, fmt.Errorf("fleet: add endpoint %s: %w", ep.name, err)
 		}
 	}
+	// Make sure the server has the endpoints' subscriptions before
+	// returning, so that requests sent once NewWriter returns reach it.
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
+		w.log.Warn("could not confirm the service subscriptions", "error", err)
+	}
 	go w.publishEpochs()
 	w.log.Info("writer serving", "subjects", "batfleet."+cfg.Journal+".*",
 		"journal-id", store.JournalID().String(), "incarnation", store.Incarnation().String(), "max-payload", w.maxPayload)
@@ -199,17 +205,53 @@ func (w *Writer) dispatch(r micro.Request, handle func(micro.Request)) {
 	}
 	w.inflight.Add(1)
 	w.mu.Unlock()
+	dr := detachedRequest{Request: r, nc: w.nc}
 	go func() {
 		defer w.inflight.Done()
 		defer func() { <-w.sem }()
 		defer func() {
 			if p := recover(); p != nil {
 				w.log.Error("request handler panicked", "subject", r.Subject(), "panic", p)
-				w.fail(r, 500, "internal error")
+				w.fail(dr, 500, "internal error")
 			}
 		}()
-		handle(r)
+		handle(dr)
 	}()
+}
+
+// detachedRequest answers a request after its micro handler has returned.
+// micro's own Respond and Error record the outcome on the request, which
+// the micro dispatcher reads as soon as the handler returns, so answering
+// through them from another goroutine is a data race; this publishes the
+// reply (with the same micro error headers) on the writer's connection.
+type detachedRequest struct {
+	micro.Request
+	nc *nats.Conn
+}
+
+func (d detachedRequest) reply(m *nats.Msg, opts []micro.RespondOpt) error {
+	for _, opt := range opts {
+		opt(m)
+	}
+	return d.nc.PublishMsg(m)
+}
+
+func (d detachedRequest) Respond(data []byte, opts ...micro.RespondOpt) error {
+	return d.reply(&nats.Msg{Subject: d.Reply(), Data: data}, opts)
+}
+
+func (d detachedRequest) RespondJSON(v any, opts ...micro.RespondOpt) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return d.Respond(data, opts...)
+}
+
+func (d detachedRequest) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
+	return d.reply(&nats.Msg{Subject: d.Reply(), Data: data, Header: nats.Header{
+		micro.ErrorHeader: []string{description}, micro.ErrorCodeHeader: []string{code},
+	}}, opts)
 }
 
 func (w *Writer) fail(r micro.Request, code int, description string) {
@@ -263,7 +305,7 @@ func (w *Writer) handlePull(r micro.Request) {
 		w.failRequest(r, err)
 		return
 	}
-	limit := w.maxPayload - replyOverhead
+	limit := w.maxPayload - replyReserve(w.maxPayload)
 	if req.MaxBytes > 0 && req.MaxBytes < limit {
 		limit = req.MaxBytes
 	}
@@ -274,13 +316,36 @@ func (w *Writer) handlePull(r micro.Request) {
 		w.failEngine(r, err)
 		return
 	}
-	reply := EncodePullReply(&PullReply{
+	out := &PullReply{
 		JournalID: w.store.JournalID(), Incarnation: res.Snapshot.Incarnation,
 		Epoch: res.Snapshot.Epoch, Visible: res.Visible, Entries: res.Entries, Cancelled: res.Cancelled,
-	})
+	}
+	reply := EncodePullReply(out)
+	// The cancelled ranges the scan crossed count against the reply too:
+	// when they push it over, return fewer entries, with only the ranges
+	// the shorter scan crosses.
+	for len(reply) > w.maxPayload && len(out.Entries) > 1 {
+		n, excess := len(out.Entries), len(reply)-w.maxPayload
+		for n > 1 && excess > 0 {
+			n--
+			excess -= replyEntrySize(&out.Entries[n])
+		}
+		out.Entries = out.Entries[:n]
+		last := out.Entries[n-1].Seq
+		kept := out.Cancelled[:0:0]
+		for _, c := range out.Cancelled {
+			if c.Start <= last {
+				kept = append(kept, c)
+			}
+		}
+		out.Cancelled = kept
+		reply = EncodePullReply(out)
+	}
+	res.Entries = out.Entries
 	if len(reply) > w.maxPayload {
-		// Cannot happen while MaxEntryBytes fits the payload; never send an
-		// oversized reply (the requester would only see a timeout).
+		// Only one entry with more cancelled ranges than fit gets here
+		// (MaxEntryBytes fits the entry itself); never send an oversized
+		// reply (the requester would only see a timeout).
 		w.fail(r, 500, fmt.Sprintf("reply of %d bytes over the max payload %d", len(reply), w.maxPayload))
 		return
 	}
