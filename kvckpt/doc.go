@@ -43,8 +43,8 @@
 //
 // # Timeouts
 //
-// Every call takes a context; when it has no deadline, Config.Timeout
-// (default 5 s) applies. A disconnected server surfaces as
+// Every call takes a context and is bounded by Config.Timeout (default
+// 5 s) or the context's deadline, whichever comes first. A disconnected server surfaces as
 // engine.ErrCheckpointIO, never a hang. A Store is safe for concurrent use.
 //
 // Save publishes only while the client is connected: during an outage it

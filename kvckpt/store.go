@@ -35,7 +35,8 @@ type Config struct {
 	// History kept per key for a bucket this call creates (default 8,
 	// 8..64); an existing bucket must keep at least 8.
 	History int
-	// Timeout bounds each call whose context has no deadline (default 5 s).
+	// Timeout bounds each call, or the context's deadline when sooner
+	// (default 5 s).
 	Timeout time.Duration
 }
 
@@ -146,12 +147,10 @@ func checkBucket(ctx context.Context, kv jetstream.KeyValue) error {
 	return nil
 }
 
+// withTimeout bounds a call by d, or by ctx's deadline when that is sooner.
 func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if ctx == nil {
 		ctx = context.Background()
-	}
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, d)
 }

@@ -193,7 +193,7 @@ func TestCKP17_Conformance(t *testing.T) {
 	enginetest.RunCheckpointStoreConformance(t, func(t testing.TB) enginetest.ConformanceTarget {
 		ts := startTestServer(t)
 		nc, js := natstest.ConnectURL(t, ts.URL(), nats.ReconnectBufSize(-1))
-		s := openStore(t, js, Config{Journal: "conformance"})
+		s := openStore(t, js, Config{Journal: "conformance", Timeout: time.Second})
 		return enginetest.ConformanceTarget{
 			Store: s,
 			PlantRaw: func(t testing.TB, id string, data []byte) {
