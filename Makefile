@@ -3,10 +3,9 @@ GO            ?= go
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN           := bin
 FUZZTIME      ?= 10s
-BENCHTIME     ?= 1x
 BENCHCOUNT    ?= 6
 
-.PHONY: all build test test-short bench lint fuzz demo clean
+.PHONY: all build test test-short bench bench-go bench-h2h lint fuzz demo clean
 
 all: build
 
@@ -22,10 +21,17 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Benchmarks (no race detector). Compare medians with benchstat:
-#   make bench > new.txt && go run golang.org/x/perf/cmd/benchstat@latest new.txt
-bench:
+# Benchmarks (no race detector): the package benchmarks, then the head-to-head
+# against JetStream pull consumers, which rewrites BENCHMARKS.md. Compare the
+# package figures' medians with benchstat:
+#   make bench-go > new.txt && go run golang.org/x/perf/cmd/benchstat@latest new.txt
+bench: bench-go bench-h2h
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) -timeout 60m ./...
+
+bench-h2h:
+	$(GO) run ./integration/h2h --out BENCHMARKS.md
 
 lint:
 	$(GO) vet ./...

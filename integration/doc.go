@@ -21,7 +21,10 @@
 //     helper role): a durable remote worker and a writer, each killed
 //     with SIGKILL and restarted;
 //   - the fleet benchmarks (pull throughput, append throughput, wake
-//     latency over loopback TCP).
+//     latency over loopback TCP);
+//   - h2h/, a program (not a test) that runs batfleet head to head with
+//     JetStream pull consumers on the same events, handler and server and
+//     writes BENCHMARKS.md; its quick mode runs as a test.
 //
 // Every test starts its own embedded server(s), never skips, and cleans up
 // everything it starts: child processes are killed, clients close before
