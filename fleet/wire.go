@@ -102,7 +102,6 @@ func appendBool(b []byte, v bool) []byte {
 	return append(b, 0xc2)
 }
 
-
 // errWireShort reports input that ends inside a value.
 var errWireShort = errors.New("message ends inside a value")
 
