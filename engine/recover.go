@@ -18,7 +18,6 @@ type recovery struct {
 	ranges  []Range // loaded from the ranges file
 	added   []Range // cancelled by this recovery
 	maxEnd  uint64  // one past the highest seq seen in any frame
-	anySeq  bool
 	batch   *openBatch
 	fenced  []pendingEntry // fenced entries awaiting a fence commit
 	segNum  uint32
