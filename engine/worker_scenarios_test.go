@@ -1,11 +1,6 @@
 package engine_test
 
 import (
-	"bytes"
-	"encoding/binary"
-	"errors"
-	"io/fs"
-	"os"
 	"strings"
 	"testing"
 
@@ -52,13 +47,13 @@ func TestWorkerScenariosFile(t *testing.T) {
 		return scenarioLocalEnv(t, t.TempDir(), ck, scenarioBackend{
 			plant: func(t testing.TB, id string, record []byte) {
 				t.Helper()
-				if err := ck.PutRecord(id, record, scenarioFileRevision(t, ck.Location(id))+1); err != nil {
+				if err := ck.PutRecord(id, record, ckptFileRevision(t, ck.Location(id))+1); err != nil {
 					t.Fatalf("plant record %q: %v", id, err)
 				}
 			},
 			breakRecord: func(t testing.TB, id string) func() {
 				t.Helper()
-				return scenarioBreakFile(t, ck.Location(id))
+				return ckptBreakFile(t, ck.Location(id))
 			},
 		})
 	})
@@ -101,48 +96,3 @@ func scenarioLocalEnv(t testing.TB, dir string, ck engine.CheckpointStore, b sce
 	}
 }
 
-// scenarioFileRevision reads the revision in a file-store record's header
-// ("BFCK", version, 3 zero bytes, revision u64 LE); 0 when there is no
-// readable header.
-func scenarioFileRevision(t testing.TB, path string) engine.Revision {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0
-	}
-	if err != nil {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	if len(data) < 16 || !bytes.Equal(data[:4], []byte("BFCK")) {
-		return 0
-	}
-	return engine.Revision(binary.LittleEndian.Uint64(data[8:16]))
-}
-
-// scenarioBreakFile puts a directory at a file-store record's path, so
-// saves fail with an I/O error; an existing record is moved aside and put
-// back by the returned repair.
-func scenarioBreakFile(t testing.TB, path string) (repair func()) {
-	t.Helper()
-	aside := path + ".aside"
-	_, err := os.Stat(path)
-	hadRecord := err == nil
-	if hadRecord {
-		if err := os.Rename(path, aside); err != nil {
-			t.Fatalf("move record aside: %v", err)
-		}
-	}
-	if err := os.MkdirAll(path, 0o755); err != nil {
-		t.Fatalf("break record: %v", err)
-	}
-	return func() {
-		if err := os.RemoveAll(path); err != nil {
-			t.Errorf("repair record: %v", err)
-		}
-		if hadRecord {
-			if err := os.Rename(aside, path); err != nil {
-				t.Errorf("restore record: %v", err)
-			}
-		}
-	}
-}
