@@ -95,4 +95,3 @@ func scenarioLocalEnv(t testing.TB, dir string, ck engine.CheckpointStore, b sce
 		},
 	}
 }
-
