@@ -294,7 +294,9 @@ func (s *Store) commitGroup(group []*request) {
 			s.resolve(r)
 		}
 	}
-	s.evictKeys(publishTo)
+	if unfenced {
+		s.evictKeys(publishTo)
+	}
 	s.maybeRotate()
 	s.lastGroup = len(toWrite) + len(s.reqs)
 }
@@ -360,6 +362,10 @@ func (s *Store) encode(r *request, buf []byte, undo []clockUndo, now int64) ([]b
 
 const maxClock = 0xFFFFFFFF
 
+// maxSegmentBytes bounds a segment so that payload offsets (32-bit) cannot
+// wrap: beyond it, with no new segment possible, the writer fails.
+const maxSegmentBytes = 3 << 30
+
 func (s *Store) rollbackClocks(undo []clockUndo) {
 	for i := len(undo) - 1; i >= 0; i-- {
 		s.clocks[undo[i].entity] = undo[i].prev
@@ -422,8 +428,10 @@ func (s *Store) observeSync(d time.Duration) {
 // and answers them (and any retries waiting on them) with r.err.
 func (s *Store) failRequests(failed []*request, undo []clockUndo, truncateAt int64) {
 	if err := s.segs[s.activeNum].Truncate(truncateAt); err != nil {
-		// The bytes stay on disk; the persisted cancelled range hides them.
-		s.log.Warn("could not truncate failed append", "error", err)
+		// The next group would be written over stale bytes and could leave
+		// a partial frame behind it: stop writing until a reopen recovers.
+		s.log.Error("could not truncate a failed append; writer failed until reopened", "error", err)
+		s.failed = true
 	}
 	s.rollbackClocks(undo[failed[0].undoFrom:])
 	ranges := make([]Range, len(failed))
@@ -547,7 +555,7 @@ func (s *Store) releaseKeys(r *request) {
 // cap, oldest first. It walks the sequence array, so it needs no queue.
 func (s *Store) evictKeys(allocated uint64) {
 	if len(s.keys) == 0 {
-		s.evictNext = allocated
+		s.evictNext = max(s.evictNext, allocated) // nothing to forget below here
 		return
 	}
 	for s.evictNext < allocated &&
@@ -645,6 +653,13 @@ func (s *Store) maybeRotate() {
 	}
 	f, err := createSegment(s.dir, s.activeNum+1)
 	if err != nil {
+		if s.activeSize >= maxSegmentBytes {
+			// Payload offsets are 32-bit: stop before they could wrap.
+			s.log.Error("could not start a new segment and the current one is full; writer failed until reopened",
+				"error", err, "path", filepath.Join(s.dir, segmentName(s.activeNum+1)))
+			s.failed = true
+			return
+		}
 		s.log.Warn("could not start a new segment; continuing in the current one", "error", err,
 			"path", filepath.Join(s.dir, segmentName(s.activeNum+1)))
 		return

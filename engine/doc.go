@@ -25,11 +25,12 @@
 // Readers (Poll, Park) never block the committer for longer than an index
 // lookup.
 //
-// Lock order: index.mu is taken alone or before gate.mu (a Poll reads the
-// gate before the index; the committer takes the index lock, releases it,
-// then publishes). gate.mu (watermark) and gate.wakeMu (epoch) are never
-// held together: a publish updates the watermark, releases it, then bumps
-// the epoch and wakes parked readers.
+// Lock order: index.mu before gate.mu (the committer reserves sequences
+// while it holds the index lock to intern coordinates; a Poll takes its
+// gate snapshot before it takes the index lock, never both). gate.mu
+// (watermark) and gate.wakeMu (epoch) are never held together: a publish
+// updates the watermark, releases it, then bumps the epoch and wakes
+// parked readers. segMaps.mu is a leaf, held only while copying payloads.
 //
 // # Directory layout
 //
@@ -98,7 +99,13 @@
 //
 // Entity clocks are rebuilt from every event frame on disk, hidden ones
 // included, so a clock value is never handed out twice for an entity's
-// durable frames. Payloads are not cached in memory: reads go to the
-// segment files (the OS page cache), coalescing nearby payloads into one
-// read.
+// durable frames. Payloads are not held in the heap: polls copy them out of
+// read-only memory mappings of the segment files, so the OS page cache is
+// the payload cache.
+//
+// A power loss in the middle of an unsynced group can, on some file
+// systems, persist a later page of it without an earlier one; recovery then
+// sees a damaged frame followed by valid ones and refuses to open
+// (ErrJournalCorrupt) rather than guess. Nothing of that group was
+// acknowledged.
 package engine

@@ -83,11 +83,7 @@ func (s *Store) recover() error {
 				}
 				rc.batch = nil
 			}
-			if len(rc.fenced) > 0 {
-				lo, hi := rc.fenced[0].seq, rc.fenced[len(rc.fenced)-1].seq+1
-				rc.cancel(Range{lo, hi})
-				rc.fenced = nil
-			}
+			rc.endFence()
 			if err := rc.persistRanges(); err != nil {
 				return err
 			}
@@ -360,6 +356,7 @@ func (rc *recovery) apply(fr *decodedFrame, off int64) {
 			rc.fenced = append(rc.fenced, pe)
 			return
 		}
+		rc.endFence()
 		rc.commit(pe)
 	case frameBatchBegin:
 		if b := rc.batch; b != nil {
@@ -382,6 +379,7 @@ func (rc *recovery) apply(fr *decodedFrame, off int64) {
 				rc.fenced = append(rc.fenced, pe)
 				continue
 			}
+			rc.endFence()
 			rc.commit(pe)
 		}
 	case frameFenceCommit:
@@ -395,6 +393,33 @@ func (rc *recovery) apply(fr *decodedFrame, off int64) {
 		}
 		rc.fenced = keep
 	}
+}
+
+// endFence closes the fence whose writes are pending: it is called when
+// an unfenced event follows them (while a fence is active, only fenced
+// appends are written, so that fence ended without a commit frame) and at
+// the end of the journal. Writes already in a cancelled range (a fence
+// cancelled while the writer ran) are dropped; the rest, an uncommitted
+// fence cut off by a crash, become one cancelled range.
+func (rc *recovery) endFence() {
+	var lo, hi uint64
+	any := false
+	for _, pe := range rc.fenced {
+		if rc.cancelled(pe.seq) {
+			continue
+		}
+		if !any || pe.seq < lo {
+			lo = pe.seq
+		}
+		if !any || pe.seq+1 > hi {
+			hi = pe.seq + 1
+		}
+		any = true
+	}
+	if any {
+		rc.cancel(Range{lo, hi})
+	}
+	rc.fenced = rc.fenced[:0]
 }
 
 // commit indexes one recovered entry unless its seq is cancelled.

@@ -1096,3 +1096,49 @@ func TestConcurrentAppendersAndReaders(t *testing.T) {
 		}
 	}
 }
+
+// Two cancelled fences with visible appends between them: reopening must
+// keep the appends visible and the ranges as they were (recovery used to
+// cancel one range spanning both fences).
+func TestReopenKeepsEventsBetweenCancelledFences(t *testing.T) {
+	dir := t.TempDir()
+	s := openStoreAt(t, dir, Config{})
+	ctx := context.Background()
+	cancelledFence := func() {
+		t.Helper()
+		if err := s.BeginFence(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AppendFenced(ctx, []Event{ev("f", "s", "hidden"), ev("f", "s", "hidden")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CancelFence(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancelledFence()
+	var want []uint64
+	for i := 0; i < 5; i++ {
+		want = append(want, mustAppend(t, s, ev("v", "s", "visible")).Seq)
+	}
+	cancelledFence()
+	ranges := s.CancelledRanges()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 2; round++ {
+		s2, err := Open(dir, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := seqsOf(pollAll(t, s2, RegionEntity("v"))); !equalSeqs(got, want) {
+			t.Fatalf("reopen %d: visible %v, want %v", round, got, want)
+		}
+		if got := s2.CancelledRanges(); fmt.Sprint(got) != fmt.Sprint(ranges) {
+			t.Fatalf("reopen %d: cancelled %v, want %v", round, got, ranges)
+		}
+		if err := s2.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

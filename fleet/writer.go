@@ -283,7 +283,7 @@ func (w *Writer) failEngine(r micro.Request, err error) {
 	switch {
 	case errors.Is(err, engine.ErrClosed), errors.Is(err, engine.ErrFenceActive), errors.Is(err, context.DeadlineExceeded):
 		w.fail(r, 503, err.Error())
-	case errors.Is(err, engine.ErrEntryTooLarge), errors.Is(err, engine.ErrBatchTooLarge):
+	case errors.Is(err, engine.ErrEntryTooLarge), errors.Is(err, engine.ErrBatchTooLarge), errors.Is(err, engine.ErrEntityClockOverflow):
 		w.fail(r, 413, err.Error())
 	case errors.Is(err, engine.ErrEmptyBatch), errors.Is(err, engine.ErrReservedKind),
 		errors.Is(err, engine.ErrIdempotencyPartialBatch), errors.Is(err, engine.ErrIdempotencyConflict),
