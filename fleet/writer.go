@@ -149,7 +149,10 @@ func NewWriter(nc *nats.Conn, store *engine.Store, cfg WriterConfig) (*Writer, e
 
 // Close stops taking requests (new ones are answered 503), waits for the
 // ones in flight to be answered (or ctx to end), then stops the service
-// and the epoch publisher. It is idempotent.
+// and the epoch publisher. It is idempotent. When ctx ends first, Close
+// reports it and returns while those requests may still run: each ends
+// within AppendTimeout, and one that finds the store closed under it
+// answers 503. Give ctx at least AppendTimeout to close without that.
 func (w *Writer) Close(ctx context.Context) error {
 	w.closeOnce.Do(func() {
 		w.mu.Lock()

@@ -212,11 +212,37 @@ func (h *execHandler) handle(_ context.Context, batch []engine.Entry, _ *engine.
 		h.buf = appendEntryLine(h.buf, e)
 	}
 	h.buf = append(append(h.buf, BatchEnd...), '\n')
-	if _, err := h.child.stdin.Write(h.buf); err != nil {
-		h.fail("exec handler: write batch: %v (the child exited?)", err)
+	// An answer before the batch is sent breaks the one-line-per-batch
+	// framing: it would be taken for this batch's answer.
+	select {
+	case line, ok := <-h.child.lines:
+		if ok {
+			h.fail("exec handler answered %q before it was sent a batch", line)
+		}
+		h.fail("exec handler exited")
+	default:
 	}
 	t := time.NewTimer(h.timeout)
 	defer t.Stop()
+	// The write is bounded by the timeout too: a child that stops reading
+	// would otherwise block it once the batch outgrows the pipe buffer.
+	child := h.child
+	written := make(chan error, 1)
+	go func() {
+		_, err := child.stdin.Write(h.buf)
+		written <- err
+	}()
+	select {
+	case err := <-written:
+		if err != nil {
+			h.fail("exec handler: write batch: %v (the child exited?)", err)
+		}
+	case <-t.C:
+		h.kill(child) // unblocks the write
+		h.child = nil
+		<-written
+		panic(fmt.Sprintf("exec handler did not read its batch within %s", h.timeout))
+	}
 	select {
 	case line, ok := <-h.child.lines:
 		if !ok {

@@ -352,3 +352,48 @@ while :; do sleep 1; done
 		t.Errorf("Close took %v, want about a second", d)
 	}
 }
+
+// A child that never reads its stdin cannot hang the worker: a batch
+// bigger than the pipe buffer fails within --exec-timeout.
+func TestExecHandlerChildNotReading(t *testing.T) {
+	dir := t.TempDir()
+	h := newTestExec(t, execScript(t, dir, "sleep 60\n"), 300*time.Millisecond)
+	big := make([]engine.Entry, 0, 600)
+	for _, e := range testEntries() {
+		for len(big) < cap(big) {
+			e.Payload = make([]byte, 256) // about 600 × 700 B of JSON: well over 64 KiB
+			big = append(big, e)
+		}
+	}
+	start := time.Now()
+	msg := mustPanic(t, func() { h.handle(context.Background(), big, nil) })
+	if !strings.Contains(msg, "did not read its batch within") {
+		t.Errorf("panic %q, want a read timeout", msg)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the failure took %v with a 300ms timeout", d)
+	}
+}
+
+// A child that answers before it is sent a batch breaks the framing.
+func TestExecHandlerEarlyAnswer(t *testing.T) {
+	dir := t.TempDir()
+	h := newTestExec(t, execScript(t, dir, readBatch+`
+read_batch
+echo continue
+echo continue
+while read_batch; do echo continue; done
+`), 10*time.Second)
+	if got := h.handle(context.Background(), testEntries(), nil); got != engine.Continue {
+		t.Fatalf("first batch: %v", got)
+	}
+	// The extra "continue" arrives before the second batch is sent.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.child.lines) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	msg := mustPanic(t, func() { h.handle(context.Background(), testEntries(), nil) })
+	if !strings.Contains(msg, "before it was sent a batch") {
+		t.Errorf("panic %q, want the framing error", msg)
+	}
+}

@@ -81,7 +81,7 @@ func Serve(ctx context.Context, cfg ServeConfig) (err error) {
 		return err
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cctx, cancel := context.WithTimeout(context.Background(), 35*time.Second) // > the writer's AppendTimeout
 		defer cancel()
 		if cerr := w.Close(cctx); cerr != nil && err == nil {
 			err = cerr
