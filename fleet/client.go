@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -303,7 +304,7 @@ func EncodeInfoRequest() []byte {
 
 // Append appends events atomically and returns their receipts once they
 // are durable and visible. Events without idempotency keys get random
-// ones, so resending a request whose outcome is unknown (a timeout, a
+// UUIDv7 ones (which become their ids), so resending a request whose outcome is unknown (a timeout, a
 // lost connection, no writer for a moment) never duplicates: Append
 // resends up to AppendAttempts times while ctx allows. A batch must be
 // all keyed or all unkeyed.
@@ -321,9 +322,17 @@ func (c *Client) Append(ctx context.Context, events []engine.Event) ([]engine.Re
 		keyed := make([]engine.Event, len(events))
 		copy(keyed, events)
 		keys := make([]byte, 16*len(keyed))
-		_, _ = rand.Read(keys)
+		_, _ = rand.Read(keys) // crypto/rand.Read never fails on Linux
+		ms := uint64(time.Now().UnixMilli())
 		for i := range keyed {
-			copy(keyed[i].Key[:], keys[16*i:])
+			k := keys[16*i : 16*i+16]
+			// UUIDv7 layout, so the ids the events get (a keyed event's id
+			// is its key) are UUIDv7 like those of local appends.
+			binary.BigEndian.PutUint16(k[4:], uint16(ms))
+			binary.BigEndian.PutUint32(k[0:], uint32(ms>>16))
+			k[6] = 0x70 | k[6]&0x0f
+			k[8] = 0x80 | k[8]&0x3f
+			copy(keyed[i].Key[:], k)
 		}
 		events = keyed
 	}

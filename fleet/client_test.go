@@ -587,8 +587,8 @@ func TestClientAppendIdempotency(t *testing.T) {
 	e := newEnv(t, envOpts{inproc: true})
 	ctx := testCtx(t)
 
-	// Client.Append gives unkeyed events random keys: each entry's id is
-	// its key, and distinct.
+	// Client.Append gives unkeyed events random UUIDv7 keys: each entry's
+	// id is its key, and distinct.
 	rcs, err := e.c.Append(ctx, []engine.Event{event(t, "idm", []byte("a")), event(t, "idm", []byte("b")), event(t, "idm", []byte("c"))})
 	if err != nil {
 		t.Fatal(err)
@@ -597,6 +597,12 @@ func TestClientAppendIdempotency(t *testing.T) {
 	for i, rc := range rcs {
 		if rc.ID == ([16]byte{}) || ids[rc.ID] || rc.Replayed {
 			t.Errorf("receipt %d: %+v", i, rc)
+		}
+		if rc.ID[6]>>4 != 7 || rc.ID[8]>>6 != 2 {
+			t.Errorf("receipt %d: id %x is not a UUIDv7", i, rc.ID)
+		}
+		if ms := int64(rc.ID[0])<<40 | int64(rc.ID[1])<<32 | int64(rc.ID[2])<<24 | int64(rc.ID[3])<<16 | int64(rc.ID[4])<<8 | int64(rc.ID[5]); time.Since(time.UnixMilli(ms)).Abs() > time.Minute {
+			t.Errorf("receipt %d: id %x carries time %v", i, rc.ID, time.UnixMilli(ms))
 		}
 		ids[rc.ID] = true
 		if i > 0 && rc.Seq != rcs[i-1].Seq+1 {
