@@ -3,7 +3,6 @@ package engine
 import (
 	"fmt"
 	"path/filepath"
-	"runtime"
 	"time"
 )
 
@@ -123,15 +122,17 @@ func (s *Store) gather(group []*request) []*request {
 		linger = min(s.syncAvg/4, 500*time.Microsecond)
 	}
 	if linger > 0 && len(group) < s.lastGroup && group[0].kind == reqAppend {
-		deadline := time.Now().Add(linger)
-		for len(group) < s.lastGroup && !full() && time.Now().Before(deadline) {
+		t := time.NewTimer(linger)
+	wait:
+		for len(group) < s.lastGroup && !full() {
 			select {
 			case r := <-s.reqs:
 				add(r)
-			default:
-				runtime.Gosched()
+			case <-t.C:
+				break wait
 			}
 		}
+		t.Stop()
 	}
 	return group
 }
