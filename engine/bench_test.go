@@ -196,8 +196,27 @@ func benchAppendDurable(b *testing.B, conc int) {
 	b.ReportMetric(eps/limit, "limit-ratio")
 	b.ReportMetric(float64(fsyncP50)/1e3, "fsync-µs-p50")
 	if groups := s.Epoch() - epoch0; groups > 0 {
-		b.ReportMetric(float64(b.N)/float64(groups), "events/fsync")
+		perGroup := float64(b.N) / float64(groups)
+		b.ReportMetric(perGroup, "events/fsync")
+		// The same limit with the fsync of a write as large as the groups
+		// actually were: fsync time grows with the bytes it syncs.
+		groupBytes := int(perGroup+0.5) * eventFrameLen(len(coords[0].Entity()), len(coords[0].Scope()), len(benchPayload))
+		groupP50 := benchFsyncProbeSize(b, dir, benchProbeSyncs, groupBytes)
+		b.ReportMetric(eps/(float64(conc)/groupP50.Seconds()), "limit-ratio-group-fsync")
+		b.ReportMetric(float64(groupP50)/1e3, "group-fsync-µs-p50")
 	}
+}
+
+// benchFsyncProbeSize is benchFsyncProbe with writes of size bytes.
+func benchFsyncProbeSize(tb testing.TB, dir string, n, size int) time.Duration {
+	tb.Helper()
+	sf := newBenchSyncFile(tb, dir)
+	p := make([]byte, size)
+	ds := make([]time.Duration, n)
+	for i := range ds {
+		ds[i] = sf.writeSync(tb, p)
+	}
+	return benchMedian(ds)
 }
 
 // BenchmarkAppendBatch measures one appender writing batches of 64 and 256
