@@ -359,17 +359,8 @@ func EncodePullReply(r *PullReply) []byte {
 // data into one buffer.
 func DecodePullReply(data []byte) (*PullReply, error) {
 	out := &PullReply{}
-	r := &reader{b: data}
-	n := r.mapLen()
-	hasV := false
-	for i := 0; i < n && r.err == nil; i++ {
-		key := r.str()
+	err := decodeReply(data, "pull reply", func(r *reader, key string) {
 		switch key {
-		case "v":
-			if err := checkVersion(r); err != nil {
-				return nil, err
-			}
-			hasV = true
 		case "journal_id":
 			out.JournalID = decodeID(r, key)
 		case "incarnation":
@@ -385,14 +376,41 @@ func DecodePullReply(data []byte) (*PullReply, error) {
 		default:
 			r.skip()
 		}
-	}
-	if r.err != nil {
-		return nil, fmt.Errorf("fleet: malformed pull reply: %w", r.err)
-	}
-	if !hasV {
-		return nil, errors.New("fleet: malformed pull reply: no v")
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// decodeReply reads a reply or message body: a map that must carry "v"
+// with this protocol's version; every other key is handed to field, which
+// consumes its value (skipping keys it does not know).
+func decodeReply(data []byte, what string, field func(r *reader, key string)) error {
+	r := &reader{b: data}
+	n := r.mapLen()
+	hasV := false
+	for i := 0; i < n && r.err == nil; i++ {
+		key := r.str()
+		if r.err != nil {
+			break
+		}
+		if key == "v" {
+			if err := checkVersion(r); err != nil {
+				return err
+			}
+			hasV = true
+			continue
+		}
+		field(r, key)
+	}
+	if r.err == nil && !hasV {
+		r.err = errors.New("no v")
+	}
+	if r.err != nil {
+		return fmt.Errorf("fleet: malformed %s: %w", what, r.err)
+	}
+	return nil
 }
 
 func decodeID(r *reader, field string) engine.ID128 {
@@ -663,48 +681,36 @@ func EncodeAppendReply(receipts []engine.Receipt) []byte {
 
 // DecodeAppendReply decodes an append reply.
 func DecodeAppendReply(data []byte) ([]engine.Receipt, error) {
-	r := &reader{b: data}
-	n := r.mapLen()
 	var out []engine.Receipt
-	hasV := false
-	for i := 0; i < n && r.err == nil; i++ {
-		switch r.str() {
-		case "v":
-			if err := checkVersion(r); err != nil {
-				return nil, err
-			}
-			hasV = true
-		case "receipts":
-			count := r.arrayLen()
-			if r.err == nil && count > len(r.b)-r.off {
-				r.fail(errWireShort)
-			}
-			for j := 0; j < count && r.err == nil; j++ {
-				var rc engine.Receipt
-				fields := r.mapLen()
-				for k := 0; k < fields && r.err == nil; k++ {
-					switch r.str() {
-					case "seq":
-						rc.Seq = r.uint()
-					case "id":
-						copy(rc.ID[:], r.bin())
-					case "replayed":
-						rc.Replayed = r.bool()
-					default:
-						r.skip()
-					}
-				}
-				out = append(out, rc)
-			}
-		default:
+	err := decodeReply(data, "append reply", func(r *reader, key string) {
+		if key != "receipts" {
 			r.skip()
+			return
 		}
-	}
-	if r.err == nil && !hasV {
-		r.err = errors.New("no v")
-	}
-	if r.err != nil {
-		return nil, fmt.Errorf("fleet: malformed append reply: %w", r.err)
+		count := r.arrayLen()
+		if r.err == nil && count > len(r.b)-r.off {
+			r.fail(errWireShort)
+		}
+		for j := 0; j < count && r.err == nil; j++ {
+			var rc engine.Receipt
+			fields := r.mapLen()
+			for k := 0; k < fields && r.err == nil; k++ {
+				switch r.str() {
+				case "seq":
+					rc.Seq = r.uint()
+				case "id":
+					copy(rc.ID[:], r.bin())
+				case "replayed":
+					rc.Replayed = r.bool()
+				default:
+					r.skip()
+				}
+			}
+			out = append(out, rc)
+		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -739,16 +745,8 @@ func EncodeInfo(in Info) []byte {
 // DecodeInfo decodes an info reply.
 func DecodeInfo(data []byte) (Info, error) {
 	var in Info
-	r := &reader{b: data}
-	n := r.mapLen()
-	hasV := false
-	for i := 0; i < n && r.err == nil; i++ {
-		switch key := r.str(); key {
-		case "v":
-			if err := checkVersion(r); err != nil {
-				return in, err
-			}
-			hasV = true
+	err := decodeReply(data, "info reply", func(r *reader, key string) {
+		switch key {
 		case "journal":
 			in.Journal = r.str()
 		case "journal_id":
@@ -768,14 +766,8 @@ func DecodeInfo(data []byte) (Info, error) {
 		default:
 			r.skip()
 		}
-	}
-	if r.err == nil && !hasV {
-		r.err = errors.New("no v")
-	}
-	if r.err != nil {
-		return in, fmt.Errorf("fleet: malformed info reply: %w", r.err)
-	}
-	return in, nil
+	})
+	return in, err
 }
 
 // EpochMessage announces a visibility advance (core NATS, lossy).
@@ -800,16 +792,8 @@ func EncodeEpoch(m EpochMessage) []byte {
 // DecodeEpoch decodes an epoch message.
 func DecodeEpoch(data []byte) (EpochMessage, error) {
 	var m EpochMessage
-	r := &reader{b: data}
-	n := r.mapLen()
-	hasV := false
-	for i := 0; i < n && r.err == nil; i++ {
-		switch key := r.str(); key {
-		case "v":
-			if err := checkVersion(r); err != nil {
-				return m, err
-			}
-			hasV = true
+	err := decodeReply(data, "epoch message", func(r *reader, key string) {
+		switch key {
 		case "journal_id":
 			m.JournalID = decodeID(r, key)
 		case "incarnation":
@@ -821,12 +805,6 @@ func DecodeEpoch(data []byte) (EpochMessage, error) {
 		default:
 			r.skip()
 		}
-	}
-	if r.err == nil && !hasV {
-		r.err = errors.New("no v")
-	}
-	if r.err != nil {
-		return m, fmt.Errorf("fleet: malformed epoch message: %w", r.err)
-	}
-	return m, nil
+	})
+	return m, err
 }

@@ -390,21 +390,13 @@ func (w *Writer) handleAppend(r micro.Request) {
 func (w *Writer) handleInfo(r micro.Request) {
 	if len(r.Data()) > 0 {
 		// An info request body is optional; when present it must carry v.
-		rd := &reader{b: r.Data()}
-		n := rd.mapLen()
-		hasV := false
-		for i := 0; i < n && rd.err == nil; i++ {
-			if rd.str() == "v" {
-				if err := checkVersion(rd); err != nil {
-					w.failRequest(r, err)
-					return
-				}
-				hasV = true
-				continue
-			}
-			rd.skip()
+		err := decodeReply(r.Data(), "info request", func(rd *reader, _ string) { rd.skip() })
+		var re *RequestError
+		if errors.As(err, &re) {
+			w.failRequest(r, err) // an unsupported version
+			return
 		}
-		if rd.err != nil || !hasV {
+		if err != nil {
 			w.failRequest(r, badField("v", "is required (body must be a map with v, or empty)"))
 			return
 		}
