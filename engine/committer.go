@@ -193,7 +193,17 @@ func (s *Store) commitGroup(group []*request) {
 	now := s.cfg.WallClock().UnixMilli()
 	allocated, _ := s.gate.frontiers()
 
-	s.ix.mu.Lock() // interning coordinates changes the index maps
+	// Intern every coordinate under the index lock (it changes the maps
+	// readers use), then encode without it: readers wait only for this.
+	s.ix.mu.Lock()
+	for _, r := range group {
+		r.metas = make([]entryMeta, len(r.events))
+		for i := range r.events {
+			c := &r.events[i].Coordinate
+			r.metas[i].coord = s.ix.internCoord(c.entity, c.scope)
+		}
+	}
+	s.ix.mu.Unlock()
 	for _, r := range group {
 		switch {
 		case s.failed:
@@ -222,7 +232,6 @@ func (s *Store) commitGroup(group []*request) {
 		allocated = r.first + uint64(len(r.events))
 		toWrite = append(toWrite, r)
 	}
-	s.ix.mu.Unlock()
 	s.buf = buf[:0]
 	if len(toWrite) == 0 {
 		return
@@ -303,13 +312,13 @@ func (s *Store) commitGroup(group []*request) {
 }
 
 // encode assigns clocks and wall times, reserves r's sequences and appends
-// its frames to buf. Caller holds ix.mu (interning).
+// its frames to buf. r.metas holds the interned coordinates. Only the
+// committer writes the index, so it reads ix.coords without the lock.
 func (s *Store) encode(r *request, buf []byte, undo []clockUndo, now int64) ([]byte, []clockUndo, error) {
 	n := len(r.events)
-	r.metas = make([]entryMeta, n)
 	for i := range r.events {
 		ev := &r.events[i]
-		coord := s.ix.internCoord(ev.Coordinate.entity, ev.Coordinate.scope)
+		coord := r.metas[i].coord // interned by commitGroup
 		ent := s.ix.coords[coord].entity
 		for int(ent) >= len(s.clocks) {
 			s.clocks = append(s.clocks, entityClock{})

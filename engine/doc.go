@@ -25,9 +25,9 @@
 // Readers (Poll, Park) never block the committer for longer than an index
 // lookup.
 //
-// Lock order: index.mu before gate.mu (the committer reserves sequences
-// while it holds the index lock to intern coordinates; a Poll takes its
-// gate snapshot before it takes the index lock, never both). gate.mu
+// Lock order: index.mu and gate.mu are never held together (the committer
+// interns a group's coordinates under index.mu, then reserves and encodes
+// without it; a Poll takes its gate snapshot before the index lock). gate.mu
 // (watermark) and gate.wakeMu (epoch) are never held together: a publish
 // updates the watermark, releases it, then bumps the epoch and wakes
 // parked readers. segMaps.mu is a leaf, held only while copying payloads.
