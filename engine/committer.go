@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 )
@@ -176,6 +177,10 @@ func (s *Store) control(r *request) bool {
 				err = fmt.Errorf("engine: append close event: %w", closeEv.err)
 			}
 		}
+		if terr := s.trimActive(); terr != nil {
+			// Harmless: recovery keeps a zero tail as preallocated space.
+			s.log.Warn("could not trim the preallocated tail on close", "error", terr)
+		}
 		r.finish(nil, err)
 		return true
 	case reqStop:
@@ -237,8 +242,9 @@ func (s *Store) commitGroup(group []*request) {
 		return
 	}
 
-	// One write for the whole group.
+	// One write for the whole group, into preallocated space.
 	off := s.activeSize
+	s.ensureZeroed(off + int64(len(buf)))
 	n, werr := s.writeAt(buf, off)
 	if werr != nil {
 		k := 0
@@ -420,7 +426,7 @@ func (s *Store) syncActive() error {
 			return err
 		}
 	}
-	return s.segs[s.activeNum].Sync()
+	return syncData(s.segs[s.activeNum])
 }
 
 // observeSync keeps a moving average of fsync time for the linger.
@@ -437,7 +443,7 @@ func (s *Store) observeSync(d time.Duration) {
 // and persists their ranges (before any later publish can cover them),
 // and answers them (and any retries waiting on them) with r.err.
 func (s *Store) failRequests(failed []*request, undo []clockUndo, truncateAt int64) {
-	if err := s.segs[s.activeNum].Truncate(truncateAt); err != nil {
+	if err := s.truncateActive(truncateAt); err != nil {
 		// The next group would be written over stale bytes and could leave
 		// a partial frame behind it: stop writing until a reopen recovers.
 		s.log.Error("could not truncate a failed append; writer failed until reopened", "error", err)
@@ -604,6 +610,7 @@ func (s *Store) commitFence() error {
 	}
 	off := s.activeSize
 	frame := appendMarkerFrame(nil, frameFenceCommit, f.lo, f.hi)
+	s.ensureZeroed(off + int64(len(frame)))
 	if _, err := s.writeAt(frame, off); err != nil {
 		return s.abortFence(fmt.Errorf("engine: write fence commit: %w", err))
 	}
@@ -624,7 +631,7 @@ func (s *Store) commitFence() error {
 
 // abortFence cancels a fence whose commit could not be recorded.
 func (s *Store) abortFence(cause error) error {
-	if err := s.segs[s.activeNum].Truncate(s.activeSize); err != nil {
+	if err := s.truncateActive(s.activeSize); err != nil {
 		s.log.Warn("could not truncate failed fence commit", "error", err)
 	}
 	_ = s.cancelFenceWith(cause)
@@ -656,22 +663,29 @@ func (s *Store) cancelFenceWith(cause error) error {
 	return nil
 }
 
-// maybeRotate starts a new segment once the active one is full.
+// maybeRotate starts a new segment once the active one is full. The full
+// one is first cut back to its written end (sealed segments hold frames
+// only); if that or creating the next fails, writing goes on in the
+// current segment.
 func (s *Store) maybeRotate() {
 	if s.activeSize < s.cfg.SegmentBytes {
 		return
 	}
-	f, err := createSegment(s.dir, s.activeNum+1)
+	next := filepath.Join(s.dir, segmentName(s.activeNum+1))
+	err := s.trimActive()
+	var f *os.File
+	if err == nil {
+		f, err = createSegment(s.dir, s.activeNum+1)
+	}
 	if err != nil {
 		if s.activeSize >= maxSegmentBytes {
 			// Payload offsets are 32-bit: stop before they could wrap.
 			s.log.Error("could not start a new segment and the current one is full; writer failed until reopened",
-				"error", err, "path", filepath.Join(s.dir, segmentName(s.activeNum+1)))
+				"error", err, "path", next)
 			s.failed = true
 			return
 		}
-		s.log.Warn("could not start a new segment; continuing in the current one", "error", err,
-			"path", filepath.Join(s.dir, segmentName(s.activeNum+1)))
+		s.log.Warn("could not start a new segment; continuing in the current one", "error", err, "path", next)
 		return
 	}
 	b, err := mapSegment(f, s.cfg.SegmentBytes+mapSlack)
@@ -684,4 +698,5 @@ func (s *Store) maybeRotate() {
 	s.maps.add(b)
 	s.activeNum++
 	s.activeSize = segmentHeaderLen
+	s.zeroEnd = segmentHeaderLen
 }

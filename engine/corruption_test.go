@@ -48,6 +48,9 @@ func readDiskFrames(t testing.TB, path string) []diskFrame {
 	}
 	var out []diskFrame
 	for pos := segmentHeaderLen; pos < len(data); {
+		if !slices.ContainsFunc(data[pos:], func(b byte) bool { return b != 0 }) {
+			break // the preallocated tail of an open journal
+		}
 		var fr decodedFrame
 		if err := decodeFrame(data[pos:], &fr); err != nil {
 			t.Fatalf("%s: frame at offset %d: %v", path, pos, err)

@@ -7,7 +7,8 @@
 // # Guarantees
 //
 //   - Visible implies durable: an entry becomes visible (to Poll, and so to
-//     cursors and pulls) only after the fsync of the frame that holds it.
+//     cursors and pulls) only after the fsync (fdatasync) of the frame that
+//     holds it.
 //     Concurrent appends share fsyncs (group commit).
 //   - A batch append is atomic: all of it becomes visible at once, or none
 //     of it ever does.
@@ -87,15 +88,34 @@
 //
 // # Recovery
 //
-// Open checks every frame. In the last segment, a frame that runs past the
-// end of the file, a final frame whose checksum fails, or a zero-filled
-// rest of the file is a torn tail: it is truncated. A batch begin without
+// Open checks every frame. Only the last segment can have a torn tail, and
+// only the last group's write can be torn (every earlier one was synced
+// before the next was written). A bad frame there is a torn tail, and is
+// truncated, when no checksum-valid frame follows it and it is the last
+// non-zero data: it runs past the end of the file, its declared length
+// covers every non-zero byte after it, what is left is a partial frame
+// header, or the rest is all zeros. An all-zero rest alone (the
+// preallocation of a writer that did not close) is kept as preallocated
+// space. A batch begin without
 // its commit, and fenced events without a fence commit, are cancelled:
 // their range is written to the ranges file (before the truncation, so a
 // crash in between repeats the same recovery) and never becomes visible.
-// Any other damage — a bad frame followed by more data, a bad frame in an
-// earlier segment, a garbage segment header — is corruption: Open fails
-// with an error matching ErrJournalCorrupt and changes nothing.
+// Any other damage — a bad frame followed by a valid one, a bad frame in an
+// earlier segment, non-zero data after a bad frame that it does not
+// explain, a garbage segment header — is corruption: Open fails with an
+// error matching ErrJournalCorrupt and changes nothing.
+//
+// # Preallocation and sync
+//
+// The active segment is zero-filled ahead of its written end (64 KiB at
+// first, growing to 1 MiB steps; see prealloc.go) and every sync is an
+// fdatasync. A group then overwrites blocks already allocated inside the
+// file's durable size, so its sync flushes only those data pages, with no
+// metadata commit, and costs about the same for 100 bytes or 40 KB. The
+// group that needs new zeros writes them first and its sync covers them
+// and the new size (fdatasync flushes a size change). A full segment is cut
+// back to its frames before the next one starts; Close trims the active
+// one, so the tail exists only while a writer runs or after a crash.
 //
 // Entity clocks are rebuilt from every event frame on disk, hidden ones
 // included, so a clock value is never handed out twice for an entity's

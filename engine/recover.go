@@ -56,7 +56,7 @@ func (s *Store) recover() error {
 			return fmt.Errorf("engine: create first segment: %w", err)
 		}
 		s.segs = []*os.File{f}
-		s.activeNum, s.activeSize = 0, segmentHeaderLen
+		s.activeNum, s.activeSize, s.zeroEnd = 0, segmentHeaderLen, segmentHeaderLen
 	}
 	for i, num := range nums {
 		last := i == len(nums)-1
@@ -87,10 +87,11 @@ func (s *Store) recover() error {
 			if err := rc.persistRanges(); err != nil {
 				return err
 			}
-			if err := rc.truncate(f, path, truncateAt); err != nil {
+			zeroEnd, err := rc.truncate(f, path, truncateAt)
+			if err != nil {
 				return err
 			}
-			s.activeNum, s.activeSize = num, max(truncateAt, segmentHeaderLen)
+			s.activeNum, s.activeSize, s.zeroEnd = num, max(truncateAt, segmentHeaderLen), zeroEnd
 		}
 	}
 
@@ -148,26 +149,40 @@ func (rc *recovery) persistRanges() error {
 	return nil
 }
 
-func (rc *recovery) truncate(f *os.File, path string, at int64) error {
+// truncate cuts the last segment at its valid end. An all-zero rest (the
+// preallocation of a writer that did not close) is kept as preallocated
+// space. It returns how far the segment is zero-filled.
+func (rc *recovery) truncate(f *os.File, path string, at int64) (int64, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if at < segmentHeaderLen {
 		rc.s.log.Warn("rewriting a torn segment header", "path", path)
 		if err := writeSegmentHeader(f); err != nil {
-			return fmt.Errorf("engine: rewrite segment header: %w", err)
+			return 0, fmt.Errorf("engine: rewrite segment header: %w", err)
 		}
-		return nil
+		return segmentHeaderLen, nil
 	}
 	if st.Size() == at {
-		return nil
+		return at, nil
+	}
+	end, err := nonZeroEnd(f, at, st.Size())
+	if err != nil {
+		return 0, fmt.Errorf("engine: read segment tail: %w", err)
+	}
+	if end == at {
+		rc.s.log.Debug("keeping the preallocated tail of the last segment", "path", path, "offset", at, "bytes", st.Size()-at)
+		return st.Size(), nil
 	}
 	rc.s.log.Warn("truncating torn journal tail", "path", path, "offset", at, "bytes", st.Size()-at)
 	if err := f.Truncate(at); err != nil {
-		return fmt.Errorf("engine: truncate torn tail: %w", err)
+		return 0, fmt.Errorf("engine: truncate torn tail: %w", err)
 	}
-	return f.Sync()
+	if err := syncFile(f); err != nil {
+		return 0, fmt.Errorf("engine: sync truncated segment: %w", err)
+	}
+	return at, nil
 }
 
 func (rc *recovery) cancelled(seq uint64) bool {
@@ -240,7 +255,7 @@ func (rc *recovery) scanSegment(f *os.File, path string, last bool) (int64, erro
 			continue
 		}
 		if err != nil {
-			return rc.badFrame(f, path, last, off, size, buf[pos:], err)
+			return rc.badFrame(f, path, last, off, size, err)
 		}
 		rc.apply(&fr, off)
 		pos += fr.size
@@ -249,32 +264,49 @@ func (rc *recovery) scanSegment(f *os.File, path string, last bool) (int64, erro
 
 // badFrame decides whether a frame that does not decode is a torn tail
 // (crash while appending: truncate) or corruption (refuse to open).
-func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64, rest []byte, cause error) (int64, error) {
+//
+// Only the last segment can have a torn tail, and only one group's write
+// can be torn: every earlier group was synced before the next was written.
+// A torn write leaves a prefix of what it wrote (a process killed in a
+// write) or, after a power loss, some of its pages; either way, followed
+// by the preallocated zeros or the end of the file. So the bad frame is a
+// torn tail when no checksum-valid frame follows it and it is the last
+// non-zero data: it runs past the end of the file, its declared length
+// covers every non-zero byte after it, or all that is left is a partial
+// frame header. A valid frame after it means the frame itself was damaged
+// and the data after it is real.
+func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64, cause error) (int64, error) {
 	corrupt := &CorruptionError{Path: path, Offset: off, Reason: cause.Error()}
 	if !last {
 		return 0, corrupt
 	}
-	if errors.Is(cause, errFrameShort) {
-		// A torn write leaves a prefix of the frames it wrote: nothing
-		// valid can follow the cut-off frame. A valid frame after it means
-		// the length field itself is damaged, and the data after it real.
-		if validFrameAfter(rest) {
-			return 0, &CorruptionError{Path: path, Offset: off, Reason: "frame length runs past the end of the file, but valid frames follow"}
-		}
-		return off, nil // truncated frame at the end of the file
-	}
-	if errors.Is(cause, errFrameCRC) && len(rest) >= frameHeaderLen {
-		total := int64(frameHeaderLen) + int64(uint32(rest[0])|uint32(rest[1])<<8|uint32(rest[2])<<16|uint32(rest[3])<<24)
-		if off+total == size {
-			return off, nil // the last frame was only partly written
-		}
-	}
-	zero, err := allZero(f, off, size)
+	end, err := nonZeroEnd(f, off, size)
 	if err != nil {
 		return 0, fmt.Errorf("engine: read segment tail: %w", err)
 	}
-	if zero {
-		return off, nil // zero-filled tail (preallocated or lost pages)
+	if end == off {
+		return off, nil // zero-filled rest: preallocated, or pages a crash lost
+	}
+	if limit := int64(DefaultMaxGroupBytes + rc.s.cfg.MaxBatchBytes); end-off > limit {
+		corrupt.Reason += fmt.Sprintf(" (followed by %d bytes of data: more than one torn write could leave)", end-off)
+		return 0, corrupt
+	}
+	tail := make([]byte, end-off)
+	if _, err := f.ReadAt(tail, off); err != nil {
+		return 0, fmt.Errorf("engine: read segment tail: %w", err)
+	}
+	if validFrameAfter(tail) {
+		corrupt.Reason += " (valid frames follow)"
+		return 0, corrupt
+	}
+	switch {
+	case errors.Is(cause, errFrameShort):
+		return off, nil // the frame runs past the end of the file
+	case len(tail) < frameHeaderLen:
+		return off, nil // a partial frame header, then zeros
+	}
+	if n := int64(binary.LittleEndian.Uint32(tail)); n >= 2 && n <= maxFrameBodyLen && off+frameHeaderLen+n >= end {
+		return off, nil // the last frame, only partly written
 	}
 	return 0, corrupt
 }
@@ -299,24 +331,25 @@ func validFrameAfter(rest []byte) bool {
 	return false
 }
 
-func allZero(f *os.File, from, to int64) (bool, error) {
+// nonZeroEnd returns one past the last non-zero byte of f in [from, to),
+// or from when that span is all zeros. It reads backwards from to, so a
+// preallocated tail costs one pass over its zeros.
+func nonZeroEnd(f *os.File, from, to int64) (int64, error) {
 	buf := make([]byte, 64<<10)
-	for off := from; off < to; {
-		n, err := f.ReadAt(buf[:min(int64(len(buf)), to-off)], off)
-		for _, b := range buf[:n] {
-			if b != 0 {
-				return false, nil
+	for hi := to; hi > from; {
+		lo := max(from, hi-int64(len(buf)))
+		b := buf[:hi-lo]
+		if _, err := f.ReadAt(b, lo); err != nil && !errors.Is(err, io.EOF) {
+			return 0, err
+		}
+		for i := len(b) - 1; i >= 0; i-- {
+			if b[i] != 0 {
+				return lo + int64(i) + 1, nil
 			}
 		}
-		off += int64(n)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return false, err
-		}
-		if n == 0 {
-			break
-		}
+		hi = lo
 	}
-	return true, nil
+	return from, nil
 }
 
 func (rc *recovery) seen(end uint64) {

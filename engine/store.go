@@ -35,6 +35,7 @@ type Store struct {
 	// Committer-owned state (the committer goroutine, or Open before it starts).
 	activeNum  uint32
 	activeSize int64
+	zeroEnd    int64 // the active segment is zero-filled up to here (prealloc.go)
 	clocks     []entityClock
 	keys       map[IdempotencyKey]uint64 // visible keyed entries
 	evictNext  uint64                    // next seq the key evictor looks at
