@@ -55,12 +55,12 @@ type entityInfo struct {
 
 type trieNode struct {
 	children map[string]*trieNode
-	postings []uint64
+	postings postings
 }
 
 type scopeInfo struct {
 	name     string
-	postings []uint64
+	postings postings
 }
 
 type index struct {
@@ -79,7 +79,7 @@ type index struct {
 	scopes   []scopeInfo
 	scopeIDs map[string]uint32
 
-	kinds map[Kind][]uint64
+	kinds map[Kind]*postings
 }
 
 func newIndex() *index {
@@ -87,7 +87,7 @@ func newIndex() *index {
 		coordIDs:  make(map[[2]uint32]uint32),
 		entityIDs: make(map[string]uint32),
 		scopeIDs:  make(map[string]uint32),
-		kinds:     make(map[Kind][]uint64),
+		kinds:     make(map[Kind]*postings),
 	}
 }
 
@@ -197,11 +197,15 @@ func (ix *index) insert(seq uint64, m entryMeta) {
 	ix.count++
 	ci := ix.coords[m.coord]
 	for _, n := range ix.entities[ci.entity].chain {
-		n.postings = append(n.postings, seq)
+		n.postings.add(seq)
 	}
-	sc := &ix.scopes[ci.scope]
-	sc.postings = append(sc.postings, seq)
-	ix.kinds[m.kind] = append(ix.kinds[m.kind], seq)
+	ix.scopes[ci.scope].postings.add(seq)
+	kl := ix.kinds[m.kind]
+	if kl == nil {
+		kl = &postings{}
+		ix.kinds[m.kind] = kl
+	}
+	kl.add(seq)
 }
 
 // hide marks the entries of r as hidden (a cancelled fence's staged writes).
@@ -253,11 +257,10 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 	if max <= 0 || from >= visible {
 		return out
 	}
-	var list []uint64
-	useList := false
-	pick := func(l []uint64) {
-		if !useList || len(l) < len(list) {
-			list, useList = l, true
+	var list *postings
+	pick := func(l *postings) {
+		if list == nil || l.len() < list.len() {
+			list = l
 		}
 	}
 	if p, ok := r.EntityPrefix(); ok {
@@ -265,14 +268,14 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 		if n == nil {
 			return out
 		}
-		pick(n.postings)
+		pick(&n.postings)
 	}
 	if s, ok := r.Scope(); ok {
 		id, found := ix.scopeIDs[s]
 		if !found {
 			return out
 		}
-		pick(ix.scopes[id].postings)
+		pick(&ix.scopes[id].postings)
 	}
 	if kf := r.Kind(); kf.Mode() == KindFilterExact {
 		l, found := ix.kinds[kf.Kind()]
@@ -283,19 +286,19 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 	}
 	// A category has no list of its own: merge the lists of its kinds,
 	// unless a shorter list was picked above.
-	var merge [][]uint64
+	var merge []*postings
 	if kf := r.Kind(); kf.Mode() == KindFilterCategory {
 		total := 0
 		for k, l := range ix.kinds {
 			if k.Category() == kf.Category() {
 				merge = append(merge, l)
-				total += len(l)
+				total += l.len()
 			}
 		}
 		if total == 0 {
 			return out
 		}
-		if useList && len(list) <= total {
+		if list != nil && list.len() <= total {
 			merge = nil
 		} else if len(merge) == 1 {
 			pick(merge[0])
@@ -339,19 +342,19 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 		// k-way merge: the categories' kind lists are few.
 		heads := make([]int, len(merge))
 		for j, l := range merge {
-			heads[j] = sort.Search(len(l), func(i int) bool { return l[i] >= from })
+			heads[j] = l.search(from)
 		}
 		for n < max && !full {
 			best := -1
 			for j, l := range merge {
-				if heads[j] < len(l) && (best < 0 || l[heads[j]] < merge[best][heads[best]]) {
+				if heads[j] < l.len() && (best < 0 || l.at(heads[j]) < merge[best].at(heads[best])) {
 					best = j
 				}
 			}
 			if best < 0 {
 				break
 			}
-			seq := merge[best][heads[best]]
+			seq := merge[best].at(heads[best])
 			heads[best]++
 			if seq >= visible {
 				break
@@ -362,10 +365,9 @@ func (ix *index) query(r *Region, from, visible uint64, cancelled []Range, max i
 		}
 		return out
 	}
-	if useList {
-		i := sort.Search(len(list), func(i int) bool { return list[i] >= from })
-		for ; i < len(list) && n < max && !full; i++ {
-			seq := list[i]
+	if list != nil {
+		for i := list.search(from); i < list.len() && n < max && !full; i++ {
+			seq := list.at(i)
 			if seq >= visible {
 				break
 			}
