@@ -8,7 +8,7 @@ import (
 )
 
 // The committer is the single goroutine that writes the journal. It takes
-// requests from s.reqs, groups concurrent appends, writes each group with
+// requests from s.q (reqqueue.go), groups concurrent appends, writes each group with
 // one write and one fsync, then indexes, publishes (epoch +1, wake) and
 // answers every request of the group: group commit.
 
@@ -43,6 +43,14 @@ type request struct {
 	undoFrom int   // index into the group's clock undo log
 	metas    []entryMeta
 	waiters  []*request
+
+	next *request // reqQueue link
+
+	// Storage for single-event appends: one allocation per append.
+	one        [1]Event
+	oneMeta    [1]entryMeta
+	oneEnd     [1]int
+	oneReceipt [1]Receipt
 }
 
 func (r *request) finish(receipts []Receipt, err error) {
@@ -65,77 +73,129 @@ type clockUndo struct {
 
 func (s *Store) run() {
 	defer close(s.done)
-	var group []*request
+	g := &group{}
 	for {
-		r := <-s.reqs
-		group = append(group[:0], r)
-		group = s.gather(group)
-		i := 0
-		for i < len(group) {
-			j := i
-			for j < len(group) && group[j].kind == reqAppend {
-				j++
+		r := s.next(true)
+		if r.kind != reqAppend {
+			if s.control(r) {
+				return
 			}
-			if j > i {
-				s.commitGroup(group[i:j])
-			}
-			if j < len(group) {
-				if exit := s.control(group[j]); exit {
-					for _, rest := range group[j+1:] {
-						rest.finish(nil, ErrClosed)
-					}
-					return
-				}
-				j++
-			}
-			i = j
+			continue
 		}
-		clear(group)
+		s.startGroup(g)
+		s.admit(g, r)
+		s.gather(g)
+		s.flush(g)
 	}
 }
 
-// gather adds queued requests to group without blocking, then, when fewer
-// have arrived than the appenders the previous group answered (plus those
-// that were already waiting), lingers briefly for them to come back
-// (adaptive group commit). The target is set after each group, from what
-// the group answered rather than from what gather collected, so one short
-// linger cannot split the appenders into two alternating groups for good.
-func (s *Store) gather(group []*request) []*request {
-	events, bytes := 0, 0
-	add := func(r *request) {
-		group = append(group, r)
-		events += len(r.events)
-		bytes += r.size
-	}
-	full := func() bool { return events >= s.cfg.MaxBatchEvents || bytes >= DefaultMaxGroupBytes }
-	events, bytes = len(group[0].events), group[0].size
-	for !full() {
-		select {
-		case r := <-s.reqs:
-			add(r)
-			continue
-		default:
+// next returns the oldest request not yet handled, from the committer's
+// own backlog or the queue; when block is false it returns nil if there is
+// none.
+func (s *Store) next(block bool) *request {
+	for {
+		if s.backlogAt < len(s.backlog) {
+			r := s.backlog[s.backlogAt]
+			s.backlog[s.backlogAt] = nil
+			s.backlogAt++
+			return r
 		}
-		break
+		s.backlog, s.backlogAt = s.q.takeAll(s.backlog[:0]), 0
+		if len(s.backlog) > 0 {
+			continue
+		}
+		if !block {
+			return nil
+		}
+		s.q.wait(1, nil)
 	}
+}
+
+// unread puts back the request next just returned.
+func (s *Store) unread(r *request) {
+	s.backlogAt--
+	s.backlog[s.backlogAt] = r
+}
+
+// A group is the appends written with one write and made durable with one
+// sync. Requests are admitted (checked, reserved and encoded into buf) as
+// they arrive, so the encoding of a group overlaps the wait for its last
+// members.
+type group struct {
+	buf       []byte
+	undo      []clockUndo
+	toWrite   []*request // admitted and encoded, in buf order
+	now       int64      // wall clock of the group, Unix ms
+	allocated uint64     // allocation frontier after the admitted requests
+	arrived   int        // requests taken from the queue, answered or not
+	events    int
+	bytes     int
+}
+
+func (s *Store) startGroup(g *group) {
+	clear(g.toWrite)
+	*g = group{buf: s.buf[:0], undo: g.undo[:0], toWrite: g.toWrite[:0]}
+	g.now = s.cfg.WallClock().UnixMilli()
+	g.allocated, _ = s.gate.frontiers()
+}
+
+func (g *group) full(maxEvents int) bool {
+	return g.events >= maxEvents || g.bytes >= DefaultMaxGroupBytes
+}
+
+// gather admits queued appends without blocking, then, when fewer have
+// arrived than the appenders the previous group answered (plus those that
+// were already waiting), lingers briefly for them to come back (adaptive
+// group commit): it sleeps until the missing ones have all been queued or
+// the linger ends. The target is set after each group, from what the group
+// answered rather than from what gather collected, so one short linger
+// cannot split the appenders into two alternating groups for good. A fence
+// or close request ends the group and stays first in line.
+func (s *Store) gather(g *group) {
 	linger := s.cfg.GroupCommitLinger
 	if linger == 0 {
 		linger = min(s.syncAvg/4, 500*time.Microsecond)
 	}
-	if linger > 0 && len(group) < s.lastGroup && group[0].kind == reqAppend {
-		t := time.NewTimer(linger)
-	wait:
-		for len(group) < s.lastGroup && !full() {
-			select {
-			case r := <-s.reqs:
-				add(r)
-			case <-t.C:
-				break wait
-			}
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
 		}
-		t.Stop()
+	}()
+	for {
+		for !g.full(s.cfg.MaxBatchEvents) {
+			r := s.next(false)
+			if r == nil {
+				break
+			}
+			if r.kind != reqAppend {
+				s.unread(r)
+				return
+			}
+			s.admit(g, r)
+		}
+		if linger <= 0 || g.arrived >= s.lastGroup || g.full(s.cfg.MaxBatchEvents) {
+			return
+		}
+		if t == nil {
+			t = time.NewTimer(linger)
+		}
+		if !s.q.wait(int64(s.lastGroup-g.arrived), t) {
+			// The linger ended: take what came and go.
+			for !g.full(s.cfg.MaxBatchEvents) {
+				r := s.next(false)
+				if r == nil {
+					return
+				}
+				if r.kind != reqAppend {
+					s.unread(r)
+					return
+				}
+				s.admit(g, r)
+			}
+			return
+		}
 	}
-	return group
 }
 
 // control runs a fence or close request; it reports whether the committer
@@ -172,7 +232,7 @@ func (s *Store) control(r *request) bool {
 		if !s.failed {
 			closeEv := &request{kind: reqAppend, system: true, done: make(chan struct{}),
 				events: []Event{{Coordinate: lifecycleCoordinate, Kind: KindCloseCompleted}}}
-			s.commitGroup([]*request{closeEv})
+			s.commitOne(closeEv)
 			if closeEv.err != nil && err == nil {
 				err = fmt.Errorf("engine: append close event: %w", closeEv.err)
 			}
@@ -190,53 +250,67 @@ func (s *Store) control(r *request) bool {
 	return false
 }
 
-// commitGroup writes, syncs, indexes and publishes a group of appends.
-func (s *Store) commitGroup(group []*request) {
-	buf := s.buf[:0]
-	var undo []clockUndo
-	toWrite := group[:0:0]
-	now := s.cfg.WallClock().UnixMilli()
-	allocated, _ := s.gate.frontiers()
-
-	// Intern every coordinate under the index lock (it changes the maps
-	// readers use), then encode without it: readers wait only for this.
-	s.ix.mu.Lock()
-	for _, r := range group {
+// admit checks r against the writer's state (failed, fence, idempotency
+// keys), interns its coordinates, reserves its sequences and encodes it
+// into the group's buffer; a request that cannot be written is answered at
+// once.
+func (s *Store) admit(g *group, r *request) {
+	g.arrived++
+	g.events += len(r.events)
+	g.bytes += r.size
+	switch {
+	case s.failed:
+		r.finish(nil, ErrWriterFailed)
+		return
+	case r.fenced && s.fence == nil:
+		r.finish(nil, ErrFenceNotActive)
+		return
+	case !r.fenced && !r.system && s.fence != nil:
+		r.finish(nil, ErrFenceActive)
+		return
+	}
+	if r.keyed && s.resolveKeys(r, g.allocated) {
+		return
+	}
+	// Interning changes the maps readers use: it takes the index lock.
+	// Encoding reads them without it (only the committer writes them).
+	if len(r.events) == 1 {
+		r.metas = r.oneMeta[:]
+	} else {
 		r.metas = make([]entryMeta, len(r.events))
-		for i := range r.events {
-			c := &r.events[i].Coordinate
-			r.metas[i].coord = s.ix.internCoord(c.entity, c.scope)
-		}
+	}
+	s.ix.mu.Lock()
+	for i := range r.events {
+		c := &r.events[i].Coordinate
+		r.metas[i].coord = s.ix.internCoord(c.entity, c.scope)
 	}
 	s.ix.mu.Unlock()
-	for _, r := range group {
-		switch {
-		case s.failed:
-			r.finish(nil, ErrWriterFailed)
-			continue
-		case r.fenced && s.fence == nil:
-			r.finish(nil, ErrFenceNotActive)
-			continue
-		case !r.fenced && !r.system && s.fence != nil:
-			r.finish(nil, ErrFenceActive)
-			continue
-		}
-		if r.keyed && s.resolveKeys(r, allocated) {
-			continue
-		}
-		r.undoFrom = len(undo)
-		var err error
-		buf, undo, err = s.encode(r, buf, undo, now)
-		if err != nil {
-			s.rollbackClocks(undo[r.undoFrom:])
-			undo = undo[:r.undoFrom]
-			s.releaseKeys(r)
-			r.finish(nil, err)
-			continue
-		}
-		allocated = r.first + uint64(len(r.events))
-		toWrite = append(toWrite, r)
+	r.undoFrom = len(g.undo)
+	var err error
+	g.buf, g.undo, err = s.encode(r, g.buf, g.undo, g.now)
+	if err != nil {
+		s.rollbackClocks(g.undo[r.undoFrom:])
+		g.undo = g.undo[:r.undoFrom]
+		s.releaseKeys(r)
+		r.finish(nil, err)
+		return
 	}
+	g.allocated = r.first + uint64(len(r.events))
+	g.toWrite = append(g.toWrite, r)
+}
+
+// commitOne writes and syncs a single append on its own (the close event).
+func (s *Store) commitOne(r *request) {
+	g := &group{}
+	s.startGroup(g)
+	s.admit(g, r)
+	s.flush(g)
+}
+
+// flush writes, syncs, indexes and publishes the admitted requests of g,
+// then answers them.
+func (s *Store) flush(g *group) {
+	buf, undo, toWrite := g.buf, g.undo, g.toWrite
 	s.buf = buf[:0]
 	if len(toWrite) == 0 {
 		return
@@ -314,7 +388,7 @@ func (s *Store) commitGroup(group []*request) {
 		s.evictKeys(publishTo)
 	}
 	s.maybeRotate()
-	s.lastGroup = len(toWrite) + len(s.reqs)
+	s.lastGroup = g.arrived + s.q.len() + len(s.backlog) - s.backlogAt
 }
 
 // encode assigns clocks and wall times, reserves r's sequences and appends
@@ -343,8 +417,12 @@ func (s *Store) encode(r *request, buf []byte, undo []clockUndo, now int64) ([]b
 
 	r.first = s.gate.reserve(uint64(n))
 	r.bufStart = len(buf)
-	r.itemEnds = make([]int, n)
-	r.receipts = make([]Receipt, n)
+	if n == 1 {
+		r.itemEnds, r.receipts = r.oneEnd[:], r.oneReceipt[:]
+	} else {
+		r.itemEnds = make([]int, n)
+		r.receipts = make([]Receipt, n)
+	}
 	if n > 1 {
 		buf = appendMarkerFrame(buf, frameBatchBegin, r.first, uint64(n))
 	}

@@ -47,7 +47,9 @@ type Store struct {
 	syncAvg    time.Duration
 	lastGroup  int
 
-	reqs      chan *request
+	q         *reqQueue
+	backlog   []*request // taken from q, not yet handled (committer-owned)
+	backlogAt int
 	closing   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -88,7 +90,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 		keys:        make(map[IdempotencyKey]uint64),
 		inflight:    make(map[IdempotencyKey]*request),
 		uuids:       newUUIDGen(),
-		reqs:        make(chan *request, 1024),
+		q:           newReqQueue(),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
@@ -134,7 +136,7 @@ func LifecycleCoordinate() Coordinate { return lifecycleCoordinate }
 func (s *Store) appendSystem(kind Kind, payload []byte) (Receipt, error) {
 	r := &request{kind: reqAppend, system: true, done: make(chan struct{}),
 		events: []Event{{Coordinate: lifecycleCoordinate, Kind: kind, Payload: payload}}}
-	s.reqs <- r
+	s.q.push(r)
 	<-r.done
 	if r.err != nil {
 		return Receipt{}, r.err
@@ -151,7 +153,7 @@ func (s *Store) Close() error {
 		s.closing.Store(true)
 		close(s.stop)
 		r := &request{kind: reqClose, done: make(chan struct{})}
-		s.reqs <- r
+		s.q.push(r)
 		<-r.done
 		<-s.done
 		s.failQueued()
@@ -184,7 +186,7 @@ func (s *Store) shutdownCommitter() {
 	s.closing.Store(true)
 	close(s.stop)
 	r := &request{kind: reqStop, done: make(chan struct{})}
-	s.reqs <- r
+	s.q.push(r)
 	<-s.done
 	s.failQueued()
 	_ = s.maps.unmapAll()
@@ -193,16 +195,14 @@ func (s *Store) shutdownCommitter() {
 	}
 }
 
-// failQueued answers requests still queued after the committer exited.
+// failQueued answers requests still queued after the committer exited
+// (which makes the backlog this goroutine's). A request pushed after this
+// is never answered: its caller saw s.done closed and returned ErrClosed.
 func (s *Store) failQueued() {
-	for {
-		select {
-		case r := <-s.reqs:
-			r.finish(nil, ErrClosed)
-		default:
-			return
-		}
+	for _, r := range s.q.takeAll(s.backlog[s.backlogAt:]) {
+		r.finish(nil, ErrClosed)
 	}
+	s.backlog, s.backlogAt = nil, 0
 }
 
 // Dir returns the journal directory.
@@ -258,7 +258,12 @@ func (s *Store) Changed() (uint64, <-chan struct{}) { return s.gate.changed() }
 
 // Append appends one event and returns once it is durable and visible.
 func (s *Store) Append(ctx context.Context, ev Event) (Receipt, error) {
-	rs, err := s.AppendBatch(ctx, []Event{ev})
+	r := &request{}
+	r.one[0] = ev
+	if err := s.initAppend(r, r.one[:]); err != nil {
+		return Receipt{}, err
+	}
+	rs, err := s.do(ctx, r)
 	if err != nil {
 		return Receipt{}, err
 	}
@@ -279,6 +284,15 @@ func (s *Store) AppendBatch(ctx context.Context, events []Event) ([]Receipt, err
 }
 
 // do hands r to the committer and waits for its outcome.
+//
+// Queuing never blocks (reqqueue.go). Once r is queued, waiting on r.done
+// and ctx suffices unless the store was closing after the push: a request
+// queued before Close began is answered (by the committer, or by
+// failQueued after it exits), because Close queues its own request behind
+// it. Otherwise s.done tells whether the queue was already drained.
+// Selecting on as few channels as possible matters: every appender shares
+// s.done (and often ctx.Done()), and a blocking select locks and queues on
+// each of its channels.
 func (s *Store) do(ctx context.Context, r *request) ([]Receipt, error) {
 	if ctx == nil {
 		ctx = context.Background()
@@ -286,23 +300,32 @@ func (s *Store) do(ctx context.Context, r *request) ([]Receipt, error) {
 	if s.closing.Load() {
 		return nil, ErrClosed
 	}
-	select {
-	case s.reqs <- r:
-	case <-s.done:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	select {
-	case <-r.done:
-	case <-s.done:
+	s.q.push(r)
+	if s.closing.Load() {
 		select {
 		case <-r.done:
-		default:
-			return nil, ErrClosed
+		case <-s.done:
+			select {
+			case <-r.done:
+			default:
+				return nil, ErrClosed
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-	case <-ctx.Done():
-		return nil, ctx.Err()
+		return r.receipts, r.err
+	}
+	if done := ctx.Done(); done != nil {
+		select {
+		case <-r.done:
+		case <-done:
+			return nil, ctx.Err()
+		}
+	} else {
+		<-r.done
 	}
 	return r.receipts, r.err
 }
@@ -310,44 +333,54 @@ func (s *Store) do(ctx context.Context, r *request) ([]Receipt, error) {
 // newAppend validates events and builds the request: coordinates, kinds,
 // sizes and idempotency keys are checked here, before anything is reserved.
 func (s *Store) newAppend(events []Event) (*request, error) {
+	r := &request{}
+	if err := s.initAppend(r, events); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// initAppend validates events and makes r the append request for them.
+func (s *Store) initAppend(r *request, events []Event) error {
 	if len(events) == 0 {
-		return nil, ErrEmptyBatch
+		return ErrEmptyBatch
 	}
 	if len(events) > s.cfg.MaxBatchEvents {
-		return nil, fmt.Errorf("%w: %d events (max %d)", ErrBatchTooLarge, len(events), s.cfg.MaxBatchEvents)
+		return fmt.Errorf("%w: %d events (max %d)", ErrBatchTooLarge, len(events), s.cfg.MaxBatchEvents)
 	}
 	keyed := !events[0].Key.IsZero()
 	total := 0
 	for i := range events {
 		ev := &events[i]
 		if err := ev.Coordinate.validate(); err != nil {
-			return nil, &InvalidCoordinateError{Index: i, Reason: err}
+			return &InvalidCoordinateError{Index: i, Reason: err}
 		}
 		if err := ev.Kind.checkAppendable(i); err != nil {
-			return nil, err
+			return err
 		}
 		size := eventFrameLen(len(ev.Coordinate.entity), len(ev.Coordinate.scope), len(ev.Payload))
 		if size > s.cfg.MaxEntryBytes {
-			return nil, fmt.Errorf("%w: event %d: %d bytes (max %d)", ErrEntryTooLarge, i, size, s.cfg.MaxEntryBytes)
+			return fmt.Errorf("%w: event %d: %d bytes (max %d)", ErrEntryTooLarge, i, size, s.cfg.MaxEntryBytes)
 		}
 		total += size
 		if ev.Key.IsZero() == keyed {
-			return nil, ErrIdempotencyPartialBatch
+			return ErrIdempotencyPartialBatch
 		}
 	}
 	if total > s.cfg.MaxBatchBytes {
-		return nil, fmt.Errorf("%w: %d bytes (max %d)", ErrBatchTooLarge, total, s.cfg.MaxBatchBytes)
+		return fmt.Errorf("%w: %d bytes (max %d)", ErrBatchTooLarge, total, s.cfg.MaxBatchBytes)
 	}
 	if keyed && len(events) > 1 {
 		seen := make(map[IdempotencyKey]struct{}, len(events))
 		for _, ev := range events {
 			if _, dup := seen[ev.Key]; dup {
-				return nil, fmt.Errorf("%w: key %s repeated in one batch", ErrIdempotencyConflict, ev.Key)
+				return fmt.Errorf("%w: key %s repeated in one batch", ErrIdempotencyConflict, ev.Key)
 			}
 			seen[ev.Key] = struct{}{}
 		}
 	}
-	return &request{kind: reqAppend, events: events, keyed: keyed, size: total, done: make(chan struct{})}, nil
+	r.kind, r.events, r.keyed, r.size, r.done = reqAppend, events, keyed, total, make(chan struct{})
+	return nil
 }
 
 // BeginFence starts a visibility fence: until CommitFence, appends go
@@ -392,13 +425,10 @@ func (s *Store) AppendFenced(ctx context.Context, events []Event) (*FencedAppend
 	if s.closing.Load() {
 		return nil, ErrClosed
 	}
-	select {
-	case s.reqs <- r:
-	case <-s.done:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
+	s.q.push(r)
 	select {
 	case <-r.staged:
 		return &FencedAppend{s: s, r: r}, nil

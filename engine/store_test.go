@@ -881,9 +881,9 @@ func TestIDM07_RetryRacingOriginal(t *testing.T) {
 	results := make(chan result, 2)
 	send := func() { r, err := s.Append(ctx, e); results <- result{r, err} }
 	go send()
-	waitFor(t, "original to queue", func() bool { return len(s.reqs) == 1 })
+	waitFor(t, "original to queue", func() bool { return s.q.len() == 1 })
 	go send()
-	waitFor(t, "retry to queue", func() bool { return len(s.reqs) == 2 })
+	waitFor(t, "retry to queue", func() bool { return s.q.len() == 2 })
 	release()
 	if err := <-blocker; err != nil {
 		t.Fatal(err)
