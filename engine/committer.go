@@ -509,6 +509,8 @@ func (s *Store) syncActive() error {
 
 // observeSync keeps a moving average of fsync time for the linger.
 func (s *Store) observeSync(d time.Duration) {
+	s.syncCount.Add(1)
+	s.syncNanos.Add(int64(d))
 	if s.syncAvg == 0 {
 		s.syncAvg = d
 		return

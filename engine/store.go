@@ -45,6 +45,8 @@ type Store struct {
 	uuids      *uuidGen
 	buf        []byte
 	syncAvg    time.Duration
+	syncCount  atomic.Int64 // syncs of the active segment, and their total time
+	syncNanos  atomic.Int64
 	lastGroup  int
 
 	q         *reqQueue
