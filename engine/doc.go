@@ -23,11 +23,14 @@
 //
 // A Store is safe for concurrent use. Every write goes through one
 // committer goroutine owned by the Store; Close stops it and waits for it.
-// Readers (Poll, Park) never block the committer for longer than an index
-// lookup.
+// Writers hand it requests through a lock-free queue (reqqueue.go) and
+// wait on their own request; the committer takes every queued request at
+// once, and when it lingers for a group it is woken only when the
+// appenders it waits for have all arrived. Readers (Poll, Park) never
+// block the committer for longer than an index lookup.
 //
 // Lock order: index.mu and gate.mu are never held together (the committer
-// interns a group's coordinates under index.mu, then reserves and encodes
+// interns a request's coordinates under index.mu, then reserves and encodes
 // without it; a Poll takes its gate snapshot before the index lock). gate.mu
 // (watermark) and gate.wakeMu (epoch) are never held together: a publish
 // updates the watermark, releases it, then bumps the epoch and wakes
