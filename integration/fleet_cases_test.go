@@ -244,8 +244,8 @@ func TestWRK16_WriterDown(t *testing.T) {
 	r.closeWriter(t)
 	close(hold)
 	committed := want[8] // batches of 3: the held third batch ends at the 9th event
-	waitFor(t, waitLimit, "the held batch to commit", func() bool { return w.Stats().Committed == committed })
-	waitFor(t, waitLimit, "transient retries while the writer is down", func() bool { return w.Stats().TransientErrors >= 3 })
+	waitForWorker(t, w, waitLimit, "the held batch to commit", func() bool { return w.Stats().Committed == committed })
+	waitForWorker(t, w, waitLimit, "transient retries while the writer is down", func() bool { return w.Stats().TransientErrors >= 3 })
 	st := w.Stats()
 	if st.Restarts != 0 || st.Committed != committed || !st.CommittedStarted {
 		t.Fatalf("while down: restarts %d, committed (%d, %v); want 0 and (%d, true)", st.Restarts, st.Committed, st.CommittedStarted, committed)

@@ -186,6 +186,22 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	}
 }
 
+// waitForWorker is waitFor that fails at once, with the worker's error,
+// if w exits while the test waits for cond.
+func waitForWorker(t testing.TB, w *engine.Worker, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	waitFor(t, limit, what, func() bool {
+		select {
+		case <-w.Done():
+			if !cond() {
+				t.Fatalf("worker exited while waiting for %s: %v", what, w.Join())
+			}
+		default:
+		}
+		return cond()
+	})
+}
+
 // joinWithin waits (bounded) for w to exit and returns Join's result.
 func joinWithin(t testing.TB, w *engine.Worker, limit time.Duration) error {
 	t.Helper()
