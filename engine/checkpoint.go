@@ -143,7 +143,7 @@ func DecodeCheckpoint(data []byte) (CheckpointRecord, error) {
 				rec.UpdatedMs, err = decodeUint(dec)
 			}
 		default: // process_boot_ns and unknown keys
-			err = dec.Skip()
+			err = skipValue(dec)
 		}
 		if err != nil {
 			return rec, fmt.Errorf("%s: %w", key, err)

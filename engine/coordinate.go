@@ -158,7 +158,7 @@ func (c *Coordinate) DecodeMsgpack(dec *msgpack.Decoder) error {
 			}
 			haveScope, dst = true, &scope
 		default:
-			if err := dec.Skip(); err != nil {
+			if err := skipValue(dec); err != nil {
 				return fmt.Errorf("engine: decode coordinate: skip %q: %w", key, err)
 			}
 			continue
