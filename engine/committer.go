@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,7 +45,8 @@ type request struct {
 	metas    []entryMeta
 	waiters  []*request
 
-	next *request // reqQueue link
+	next      *request    // reqQueue link
+	abandoned atomic.Bool // the caller stopped waiting (its ctx ended)
 
 	// Storage for single-event appends: one allocation per append.
 	one        [1]Event
@@ -129,18 +131,18 @@ type group struct {
 	allocated uint64     // allocation frontier after the admitted requests
 	arrived   int        // requests taken from the queue, answered or not
 	events    int
-	bytes     int
 }
 
 func (s *Store) startGroup(g *group) {
 	clear(g.toWrite)
-	*g = group{buf: s.buf[:0], undo: g.undo[:0], toWrite: g.toWrite[:0]}
+	// The group begins with its group frame, filled in by flush.
+	*g = group{buf: grow(s.buf[:0], groupFrameLen), undo: g.undo[:0], toWrite: g.toWrite[:0]}
 	g.now = s.cfg.WallClock().UnixMilli()
 	g.allocated, _ = s.gate.frontiers()
 }
 
 func (g *group) full(maxEvents int) bool {
-	return g.events >= maxEvents || g.bytes >= DefaultMaxGroupBytes
+	return g.events >= maxEvents || len(g.buf) >= DefaultMaxGroupBytes
 }
 
 // gather admits queued appends without blocking, then, when fewer have
@@ -201,6 +203,10 @@ func (s *Store) gather(g *group) {
 // control runs a fence or close request; it reports whether the committer
 // must exit.
 func (s *Store) control(r *request) bool {
+	if r.abandoned.Load() && r.kind != reqClose && r.kind != reqStop {
+		r.finish(nil, errAbandoned) // a fence operation whose caller gave up
+		return false
+	}
 	switch r.kind {
 	case reqFenceBegin:
 		switch {
@@ -257,8 +263,10 @@ func (s *Store) control(r *request) bool {
 func (s *Store) admit(g *group, r *request) {
 	g.arrived++
 	g.events += len(r.events)
-	g.bytes += r.size
 	switch {
+	case r.abandoned.Load():
+		r.finish(nil, errAbandoned)
+		return
 	case s.failed:
 		r.finish(nil, ErrWriterFailed)
 		return
@@ -316,7 +324,10 @@ func (s *Store) flush(g *group) {
 		return
 	}
 
-	// One write for the whole group, into preallocated space.
+	// One write for the whole group, into preallocated space, led by the
+	// group frame recovery uses to recognise a torn last write.
+	last := toWrite[len(toWrite)-1]
+	putGroupFrame(buf, toWrite[0].first, last.first+uint64(len(last.events)), uint64(len(buf)-groupFrameLen))
 	off := s.activeSize
 	s.ensureZeroed(off + int64(len(buf)))
 	n, werr := s.writeAt(buf, off)
@@ -335,7 +346,23 @@ func (s *Store) flush(g *group) {
 			}
 			r.err = &BatchFailedError{ItemIndex: item, Cause: werr}
 		}
-		s.failRequests(failed, undo, off+int64(failed[0].bufStart))
+		truncateAt := off // nothing of the group kept: its group frame goes too
+		if k > 0 {
+			// The requests written whole are kept: the group frame must
+			// now describe only them.
+			kept := toWrite[k-1]
+			keptEnd := kept.itemEnds[len(kept.itemEnds)-1]
+			putGroupFrame(buf, toWrite[0].first, kept.first+uint64(len(kept.events)), uint64(keptEnd-groupFrameLen))
+			if _, err := s.writeAt(buf[:groupFrameLen], off); err != nil {
+				for _, r := range toWrite[:k] {
+					r.err = &BatchFailedError{ItemIndex: 0, Cause: err}
+				}
+				failed, k = toWrite, 0
+			} else {
+				truncateAt = off + int64(failed[0].bufStart)
+			}
+		}
+		s.failRequests(failed, undo, truncateAt)
 		toWrite = toWrite[:k]
 		if k == 0 {
 			return
@@ -491,11 +518,18 @@ func (s *Store) indexRequest(r *request, groupOff int64) {
 }
 
 // writeAt writes the group at off in the active segment.
+// Written bytes are never zero-filled again: zeroEnd stays at or past
+// them (a zero-fill that stopped short must not be resumed over them).
 func (s *Store) writeAt(p []byte, off int64) (int, error) {
+	var n int
+	var err error
 	if s.cfg.faults != nil && s.cfg.faults.write != nil {
-		return s.cfg.faults.write(s.segs[s.activeNum], p, off)
+		n, err = s.cfg.faults.write(s.segs[s.activeNum], p, off)
+	} else {
+		n, err = s.segs[s.activeNum].WriteAt(p, off)
 	}
-	return s.segs[s.activeNum].WriteAt(p, off)
+	s.zeroEnd = max(s.zeroEnd, off+int64(n))
+	return n, err
 }
 
 func (s *Store) syncActive() error {

@@ -68,6 +68,8 @@ type faults struct {
 	persistRanges func() error
 	// readPayload runs before a payload read of seq.
 	readPayload func(seq uint64) error
+	// zeroWrite replaces a write of preallocation zeros at offset off of f.
+	zeroWrite func(f *os.File, p []byte, off int64) (int, error)
 }
 
 func (c Config) withDefaults() Config {

@@ -27,14 +27,42 @@ type diskFrame struct {
 	seq    uint64 // event frames
 	fenced bool   // event frames
 	a, b   uint64 // marker frames
+	group  int64  // offset of the group frame of the write holding it (0: none)
 }
 
 func (f diskFrame) end() int64 { return f.off + int64(f.size) }
 
 // readDiskFrames decodes every frame of the segment file at path and fails
 // t on anything that does not decode (a bad header, a torn or damaged
-// frame): it reads a segment that recovery has already made clean.
+// frame): it reads a segment that recovery has already made clean. Group
+// frames are left out (see readDiskGroups); each frame records the offset
+// of the group frame of the write that holds it.
 func readDiskFrames(t testing.TB, path string) []diskFrame {
+	t.Helper()
+	var out []diskFrame
+	for _, f := range readDiskAllFrames(t, path) {
+		if f.typ != frameGroup {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// readDiskGroups returns the group frames of a segment file (a, b: the
+// group's seqs).
+func readDiskGroups(t testing.TB, path string) []diskFrame {
+	t.Helper()
+	var out []diskFrame
+	for _, f := range readDiskAllFrames(t, path) {
+		if f.typ == frameGroup {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// readDiskAllFrames is readDiskFrames with the group frames.
+func readDiskAllFrames(t testing.TB, path string) []diskFrame {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -47,6 +75,7 @@ func readDiskFrames(t testing.TB, path string) []diskFrame {
 		t.Fatalf("%s: %v", path, err)
 	}
 	var out []diskFrame
+	var groupOff, groupEnd int64
 	for pos := segmentHeaderLen; pos < len(data); {
 		if !slices.ContainsFunc(data[pos:], func(b byte) bool { return b != 0 }) {
 			break // the preallocated tail of an open journal
@@ -56,6 +85,11 @@ func readDiskFrames(t testing.TB, path string) []diskFrame {
 			t.Fatalf("%s: frame at offset %d: %v", path, pos, err)
 		}
 		df := diskFrame{off: int64(pos), size: fr.size, typ: fr.typ, a: fr.a, b: fr.b}
+		if fr.typ == frameGroup {
+			groupOff, groupEnd = df.off, df.end()+int64(fr.c)
+		} else if df.off < groupEnd {
+			df.group = groupOff
+		}
 		if fr.typ == frameEvent {
 			df.seq, df.fenced = fr.rec.seq, fr.rec.flags&eventFlagFenced != 0
 		}
@@ -277,11 +311,11 @@ func zeroRange(from, to int64) func([]byte) []byte {
 }
 
 // TestTornTail: a damaged end of the last segment is a torn tail. Reopen
-// succeeds, the damaged frame and everything after it are gone, every
-// earlier event is intact, the file is cut back to its last good frame, and
-// allocation resumes after the last surviving seq (a torn frame was never
-// fsynced, so it was never acknowledged, and its seq was never handed to
-// anyone).
+// succeeds, the damaged write (its whole group) and everything after it
+// are gone, every earlier event is intact, and the file is cut back to the
+// end of the last good group. The torn group's seqs, known from its group
+// frame, are cancelled and never reused (it was never fsynced, so never
+// acknowledged); an undamaged zero tail cancels nothing.
 func TestTornTail(t *testing.T) {
 	// open 0, e1, e2 (keyed), e3, batch e4-e6, e7, close 8.
 	appends := [][]Event{
@@ -307,28 +341,29 @@ func TestTornTail(t *testing.T) {
 	cases := []struct {
 		name      string
 		damage    damage
-		keepBelow uint64 // entries below this seq survive; the open event gets it
+		keepBelow uint64 // entries below this seq survive
+		torn      bool   // the group holding seq keepBelow is cut off and cancelled
 	}{
 		{name: "cut inside the last event's frame header",
-			damage: cut(func(fs []diskFrame) int64 { return e7(fs).off + 3 }), keepBelow: 7},
+			damage: cut(func(fs []diskFrame) int64 { return e7(fs).off + 3 }), keepBelow: 7, torn: true},
 		{name: "cut inside the last event's fixed fields",
-			damage: cut(func(fs []diskFrame) int64 { return e7(fs).off + frameHeaderLen + 20 }), keepBelow: 7},
+			damage: cut(func(fs []diskFrame) int64 { return e7(fs).off + frameHeaderLen + 20 }), keepBelow: 7, torn: true},
 		{name: "cut one byte short of the last event",
-			damage: cut(func(fs []diskFrame) int64 { return e7(fs).end() - 1 }), keepBelow: 7},
+			damage: cut(func(fs []diskFrame) int64 { return e7(fs).end() - 1 }), keepBelow: 7, torn: true},
 		{name: "cut inside the close event",
-			damage: cut(func(fs []diskFrame) int64 { return last(fs).off + 11 }), keepBelow: 8},
+			damage: cut(func(fs []diskFrame) int64 { return last(fs).off + 11 }), keepBelow: 8, torn: true},
 		{name: "flipped checksum byte of the final frame",
-			damage: edit(func(fs []diskFrame) func([]byte) []byte { return xorAt(last(fs).off+5, 0x10) }), keepBelow: 8},
+			damage: edit(func(fs []diskFrame) func([]byte) []byte { return xorAt(last(fs).off+5, 0x10) }), keepBelow: 8, torn: true},
 		{name: "flipped body byte of the final frame",
-			damage: edit(func(fs []diskFrame) func([]byte) []byte { return xorAt(last(fs).off+frameHeaderLen+14, 0x01) }), keepBelow: 8},
+			damage: edit(func(fs []diskFrame) func([]byte) []byte { return xorAt(last(fs).off+frameHeaderLen+14, 0x01) }), keepBelow: 8, torn: true},
 		{name: "4 KiB of zeros after the last frame",
 			damage: edit(func([]diskFrame) func([]byte) []byte { return zeros(4096) }), keepBelow: 9},
 		{name: "last frame overwritten with zeros",
-			damage: edit(func(fs []diskFrame) func([]byte) []byte { return zeroRange(last(fs).off, last(fs).end()) }), keepBelow: 8},
+			damage: edit(func(fs []diskFrame) func([]byte) []byte { return zeroRange(last(fs).off, last(fs).end()) }), keepBelow: 8, torn: true},
 		{name: "last two frames overwritten with zeros and 4 KiB more",
 			damage: edit(func(fs []diskFrame) func([]byte) []byte {
 				return func(b []byte) []byte { return zeros(4096)(zeroRange(e7(fs).off, last(fs).end())(b)) }
-			}), keepBelow: 7},
+			}), keepBelow: 7, torn: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -344,19 +379,26 @@ func TestTornTail(t *testing.T) {
 			}
 			tc.damage(t, path, frames)
 
+			openSeq := tc.keepBelow
+			var wantRanges []Range
+			if tc.torn {
+				openSeq++ // each torn group here holds one seq
+				wantRanges = []Range{{tc.keepBelow, openSeq}}
+			}
 			s := openJournal(t, dir, Config{})
-			checkSurvivors(t, pollJournal(t, s).Entries, orig, tc.keepBelow, tc.keepBelow)
-			if rs := s.CancelledRanges(); len(rs) != 0 {
-				t.Errorf("cancelled ranges %v, want none", rs)
+			checkSurvivors(t, pollJournal(t, s).Entries, orig, tc.keepBelow, openSeq)
+			if rs := s.CancelledRanges(); !slices.Equal(rs, wantRanges) {
+				t.Errorf("cancelled ranges %v, want %v", rs, wantRanges)
 			}
-			if st := s.Stats(); st.Allocated != tc.keepBelow+1 || st.Visible != st.Allocated {
-				t.Errorf("allocated %d visible %d, want both %d", st.Allocated, st.Visible, tc.keepBelow+1)
+			if st := s.Stats(); st.Allocated != openSeq+1 || st.Visible != st.Allocated {
+				t.Errorf("allocated %d visible %d, want both %d", st.Allocated, st.Visible, openSeq+1)
 			}
-			appendAfterRecovery(t, s, tc.keepBelow+1)
+			appendAfterRecovery(t, s, openSeq+1)
 			closeJournal(t, s)
 
-			if _, err := os.Stat(filepath.Join(dir, rangesFileName)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("ranges file: %v, want none (nothing was cancelled)", err)
+			persisted, err := loadRanges(dir)
+			if err != nil || !slices.Equal(persisted, wantRanges) {
+				t.Errorf("ranges file holds %v (%v), want %v", persisted, err, wantRanges)
 			}
 			// The torn tail was cut: the file is the surviving prefix of the
 			// original, then the frames of this open, all decodable.
@@ -374,8 +416,8 @@ func TestTornTail(t *testing.T) {
 				t.Errorf("surviving prefix of the segment changed")
 			}
 			newFrames := readDiskFrames(t, path)
-			if f := newFrames[len(newFrames)-3]; f.off != int64(keepTo) || f.seq != tc.keepBelow {
-				t.Errorf("first frame of the reopen at offset %d seq %d, want offset %d seq %d", f.off, f.seq, keepTo, tc.keepBelow)
+			if f := newFrames[len(newFrames)-3]; f.group != int64(keepTo) || f.seq != openSeq {
+				t.Errorf("first write of the reopen at offset %d seq %d, want offset %d seq %d", f.group, f.seq, keepTo, openSeq)
 			}
 		})
 	}
@@ -403,8 +445,11 @@ func TestVIS14_TornBatch(t *testing.T) {
 		wantRange []Range // cancelled by the recovery
 		openSeq   uint64
 	}{
-		{name: "cut inside the batch begin",
-			damage:  func(t testing.TB, p string, l layout) { truncateJournalFile(t, p, l.begin.off+frameHeaderLen+3) },
+		{name: "cut inside the batch begin", // the group frame still names the batch's seqs
+			damage:    func(t testing.TB, p string, l layout) { truncateJournalFile(t, p, l.begin.off+frameHeaderLen+3) },
+			wantRange: []Range{{3, 6}}, openSeq: 6},
+		{name: "cut inside the group frame",
+			damage:  func(t testing.TB, p string, l layout) { truncateJournalFile(t, p, l.begin.group+20) },
 			openSeq: 3},
 		{name: "cut right after the batch begin",
 			damage:    func(t testing.TB, p string, l layout) { truncateJournalFile(t, p, l.begin.end()) },
@@ -441,7 +486,7 @@ func TestVIS14_TornBatch(t *testing.T) {
 				ev4: eventFrameAt(t, frames, 4), ev5: eventFrameAt(t, frames, 5),
 				commit: markerFrame(t, frames, frameBatchCommit), close: eventFrameAt(t, frames, 6),
 			}
-			if l.begin.a != 3 || l.begin.b != 3 || l.ev4.off <= l.ev3.off || l.commit.end() != l.close.off {
+			if l.begin.a != 3 || l.begin.b != 3 || l.ev4.off <= l.ev3.off || l.commit.end() != l.close.group || l.begin.group == 0 {
 				t.Fatalf("unexpected journal layout: %+v", frames)
 			}
 			tc.damage(t, path, l)
@@ -462,10 +507,10 @@ func TestVIS14_TornBatch(t *testing.T) {
 			if !slices.Equal(persisted, tc.wantRange) {
 				t.Fatalf("ranges file holds %v, want %v", persisted, tc.wantRange)
 			}
-			// The open event was written where the batch began.
+			// The open event was written where the batch's group began.
 			reopened := readDiskFrames(t, path)
-			if f := reopened[len(reopened)-1]; f.off != l.begin.off || f.seq != tc.openSeq {
-				t.Errorf("open event frame at offset %d seq %d, want offset %d seq %d", f.off, f.seq, l.begin.off, tc.openSeq)
+			if f := reopened[len(reopened)-1]; f.group != l.begin.group || f.seq != tc.openSeq {
+				t.Errorf("open event written at offset %d seq %d, want offset %d seq %d", f.group, f.seq, l.begin.group, tc.openSeq)
 			}
 			appendAfterRecovery(t, s, tc.openSeq+1)
 			closeJournal(t, s)
@@ -549,7 +594,7 @@ func TestVIS14_TornFence(t *testing.T) {
 			if closeFrame.seq != 5 {
 				t.Fatalf("unexpected journal layout: %+v", frames)
 			}
-			cutAt := closeFrame.off
+			cutAt := closeFrame.group // the close event's whole write
 			if tc.cutCommit {
 				cutAt = markerFrame(t, frames, frameFenceCommit).off + 10
 			}
@@ -1045,7 +1090,7 @@ func TestTornTail_SegmentHeader(t *testing.T) {
 			}
 			frames := readDiskFrames(t, journalSegPath(dir, torn))
 			// open, user, close of the first reopen, then the open of this one.
-			if len(frames) != 4 || frames[0].off != segmentHeaderLen || frames[0].seq != keep || frames[3].seq != keep+3 {
+			if len(frames) != 4 || frames[0].group != segmentHeaderLen || frames[0].seq != keep || frames[3].seq != keep+3 {
 				t.Errorf("segment %d holds frames %+v, want seqs %d-%d right after its header", torn, frames, keep, keep+3)
 			}
 			defer func() { _ = s.Close() }()

@@ -59,7 +59,7 @@
 //	offset  size  field
 //	0       4     body length L (2 <= L <= 2^28)
 //	4       4     CRC-32C (Castagnoli) of the body
-//	8       1     frame type: 1 event, 2 batch begin, 3 batch commit, 4 fence commit
+//	8       1     frame type: 1 event, 2 batch begin, 3 batch commit, 4 fence commit, 5 group
 //	9       1     frame format version (1)
 //	10      L-2   type-specific fields below
 //
@@ -84,28 +84,52 @@
 // version): 2 reserved zero bytes, then two u64 values: (first seq, count)
 // for the batch markers, [lo, hi) for a fence commit.
 //
+// Group body (after type and version): 2 reserved zero bytes, then three
+// u64 values: [first, end), the seqs the group's appends reserved, and the
+// length in bytes of the group's frames that follow this one.
+//
 // A single-event append is one event frame. An append of n >= 2 events is
 // batch begin, n event frames, batch commit. Fenced appends carry the
 // fenced flag and become visible only when a fence commit frame covering
-// their sequences follows.
+// their sequences follows. The committer writes each group of appends
+// with one write: a group frame, then the appends' frames (never a group
+// or fence commit frame); a fence commit is a write of its own. Segments
+// of earlier versions of this package hold no group frames and read the
+// same.
 //
 // # Recovery
 //
 // Open checks every frame. Only the last segment can have a torn tail, and
-// only the last group's write can be torn (every earlier one was synced
-// before the next was written). A bad frame there is a torn tail, and is
-// truncated, when no checksum-valid frame follows it and it is the last
-// non-zero data: it runs past the end of the file, its declared length
-// covers every non-zero byte after it, what is left is a partial frame
-// header, or the rest is all zeros. An all-zero rest alone (the
-// preallocation of a writer that did not close) is kept as preallocated
-// space. A batch begin without
-// its commit, and fenced events without a fence commit, are cancelled:
-// their range is written to the ranges file (before the truncation, so a
-// crash in between repeats the same recovery) and never becomes visible.
-// Any other damage — a bad frame followed by a valid one, a bad frame in an
-// earlier segment, non-zero data after a bad frame that it does not
-// explain, a garbage segment header — is corruption: Open fails with an
+// only the last write can be torn: every write (a group, or a fence
+// commit) is synced before the next one starts. A group is checked whole
+// before any of it is applied. In the last segment:
+//
+//   - a group that does not check (a frame does not decode, or the group
+//     runs past the end of the file) with nothing but zeros after its
+//     extent is the torn last write: after a power failure any subset of
+//     its pages may have reached the disk, none of it was acknowledged. It
+//     is cut off whole and its seqs [first, end) cancelled;
+//   - a bad frame where a group frame was due (right after the last good
+//     group, or the segment header), followed by valid frames of the kinds
+//     a group holds with new seqs, is the same torn write with the page
+//     holding its group frame lost: cut off, the seqs it shows cancelled;
+//   - otherwise, a bad frame is a torn tail when no checksum-valid frame
+//     follows it and it is the last non-zero data: it runs past the end of
+//     the file, it fails its checksum and its declared length covers every
+//     non-zero byte after it, or what is left is a partial frame header
+//     (this also covers segments without group frames, and fence commits).
+//
+// An all-zero rest (the preallocation of a writer that did not close) is
+// kept as preallocated space. Damage to a last group after its sync
+// completed (a media error) looks like a torn write and is handled the
+// same: the group is cancelled, never delivered half, and a warning is
+// logged. A batch begin without its commit, and fenced events without a
+// fence commit, are cancelled too. Cancelled ranges are written to the
+// ranges file before the truncation, so a crash in between repeats the
+// same recovery, and never become visible. Any other damage — a bad frame
+// followed by data it does not explain, a bad group followed by more data,
+// a bad frame in an earlier segment, a checksum-valid frame that does not
+// decode, a garbage segment header — is corruption: Open fails with an
 // error matching ErrJournalCorrupt and changes nothing.
 //
 // # Preallocation and sync
@@ -125,10 +149,4 @@
 // durable frames. Payloads are not held in the heap: polls copy them out of
 // read-only memory mappings of the segment files, so the OS page cache is
 // the payload cache.
-//
-// A power loss in the middle of an unsynced group can, on some file
-// systems, persist a later page of it without an earlier one; recovery then
-// sees a damaged frame followed by valid ones and refuses to open
-// (ErrJournalCorrupt) rather than guess. Nothing of that group was
-// acknowledged.
 package engine

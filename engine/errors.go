@@ -443,3 +443,7 @@ func (e *WorkerCrashedError) Error() string {
 }
 
 func (e *WorkerCrashedError) Unwrap() error { return ErrWorkerCrashed }
+
+// errAbandoned answers a request whose caller stopped waiting before the
+// committer reached it; nobody reads it.
+var errAbandoned = errors.New("engine: request abandoned by its caller")

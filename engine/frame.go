@@ -19,12 +19,16 @@ const (
 	eventFixedLen   = 50 // event body bytes before entity, scope and payload
 	markerBodyLen   = 20 // batch begin/commit body
 	fenceCommitLen  = 20 // fence commit body
+	groupBodyLen    = 28 // group begin body
+	groupFrameLen   = frameHeaderLen + groupBodyLen
 	maxFrameBodyLen = 1 << 28
+	maxGroupLen     = 1 << 31 // sanity bound of a group frame's length field
 
 	frameEvent       = 1
 	frameBatchBegin  = 2
 	frameBatchCommit = 3
 	frameFenceCommit = 4
+	frameGroup       = 5 // begins a group write: its seqs and length
 
 	eventFlagFenced = 1 << 0
 	eventFlagKeyed  = 1 << 1
@@ -109,6 +113,21 @@ func appendMarkerFrame(dst []byte, typ byte, a, b uint64) []byte {
 	return dst
 }
 
+// putGroupFrame writes a group begin frame into dst[:groupFrameLen]: the
+// group holds seqs [first, end) and length bytes of frames after it.
+func putGroupFrame(dst []byte, first, end, length uint64) {
+	f := dst[:groupFrameLen]
+	binary.LittleEndian.PutUint32(f[0:], groupBodyLen)
+	body := f[frameHeaderLen:]
+	body[0] = frameGroup
+	body[1] = frameVersion
+	body[2], body[3] = 0, 0
+	binary.LittleEndian.PutUint64(body[4:], first)
+	binary.LittleEndian.PutUint64(body[12:], end)
+	binary.LittleEndian.PutUint64(body[20:], length)
+	binary.LittleEndian.PutUint32(f[4:], crc32.Checksum(body, castagnoli))
+}
+
 func grow(b []byte, n int) []byte {
 	if cap(b)-len(b) >= n {
 		return b[:len(b)+n]
@@ -123,7 +142,8 @@ func grow(b []byte, n int) []byte {
 type decodedFrame struct {
 	typ        byte
 	rec        eventRecord
-	a, b       uint64 // markers: first/count (batch) or lo/hi (fence)
+	a, b       uint64 // markers: first/count (batch), lo/hi (fence), first/end (group)
+	c          uint64 // group: bytes of the group's frames after this one
 	size       int    // total frame size, header included
 	payloadOff int
 }
@@ -188,6 +208,19 @@ func decodeFrame(buf []byte, f *decodedFrame) error {
 		}
 		f.a = binary.LittleEndian.Uint64(body[4:])
 		f.b = binary.LittleEndian.Uint64(body[12:])
+	case frameGroup:
+		if len(body) != groupBodyLen {
+			return &frameError{fmt.Sprintf("group body length %d", len(body))}
+		}
+		if body[2] != 0 || body[3] != 0 {
+			return &frameError{"reserved group bytes set"}
+		}
+		f.a = binary.LittleEndian.Uint64(body[4:])
+		f.b = binary.LittleEndian.Uint64(body[12:])
+		f.c = binary.LittleEndian.Uint64(body[20:])
+		if f.b < f.a || f.c > maxGroupLen {
+			return &frameError{fmt.Sprintf("group seqs [%d, %d) of %d bytes", f.a, f.b, f.c)}
+		}
 	default:
 		return &frameError{fmt.Sprintf("unknown frame type %d", body[0])}
 	}

@@ -99,6 +99,10 @@ func frameCases(tb testing.TB) []frameCase {
 	commit := appendMarkerFrame(nil, frameBatchCommit, 5, 3)
 	fence := appendMarkerFrame(nil, frameFenceCommit, 7, 9)
 	bigMarker := appendMarkerFrame(nil, frameBatchBegin, 1<<64-8, 8)
+	group := make([]byte, groupFrameLen)
+	putGroupFrame(group, 5, 9, 1234)
+	groupBackwards := make([]byte, groupFrameLen)
+	putGroupFrame(groupBackwards, 9, 5, 10)
 
 	// Structurally broken frames with a correct checksum.
 	badVersion, _ := resealFrame(frameWithByte(single, frameHeaderLen+1, 2))
@@ -124,6 +128,8 @@ func frameCases(tb testing.TB) []frameCase {
 
 	return []frameCase{
 		{name: "event single", input: single, wantTyp: frameEvent, wantSize: len(single), wantSeq: 42},
+		{name: "group", input: group, wantTyp: frameGroup, wantSize: groupFrameLen, wantA: 5, wantB: 9},
+		{name: "group with end before first", input: groupBackwards, wantErr: errWantFrameError},
 		{name: "event keyed", input: keyed, wantTyp: frameEvent, wantSize: len(keyed), wantSeq: 1, wantFlags: eventFlagKeyed},
 		{name: "event fenced", input: fenced, wantTyp: frameEvent, wantSize: len(fenced), wantSeq: 9, wantFlags: eventFlagFenced},
 		{name: "event fenced and keyed", input: fencedKeyed, wantTyp: frameEvent, wantSize: len(fencedKeyed), wantSeq: 1 << 63, wantFlags: eventFlagFenced | eventFlagKeyed},
@@ -181,6 +187,10 @@ func reencodeFrame(t testing.TB, fr *decodedFrame) []byte {
 		return out
 	case frameBatchBegin, frameBatchCommit, frameFenceCommit:
 		return appendMarkerFrame(nil, fr.typ, fr.a, fr.b)
+	case frameGroup:
+		out := make([]byte, groupFrameLen)
+		putGroupFrame(out, fr.a, fr.b, fr.c)
+		return out
 	}
 	t.Fatalf("decodeFrame accepted unknown frame type %d", fr.typ)
 	return nil

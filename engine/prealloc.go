@@ -45,13 +45,23 @@ func preallocTarget(need, segmentBytes int64) int64 {
 // file as an append would), and only a failure of that write fails the
 // group. Bytes that were zeroed stay a harmless zero tail.
 func (s *Store) ensureZeroed(need int64) {
-	if need <= s.zeroEnd {
+	// Invariant: zeroEnd >= activeSize (writeAt keeps it), so zeros never
+	// land on written bytes; the max is a second guard.
+	from := max(s.zeroEnd, s.activeSize)
+	if need <= from {
 		return
 	}
 	f := s.segs[s.activeNum]
 	target := preallocTarget(need, s.cfg.SegmentBytes)
-	for off := s.zeroEnd; off < target; {
-		n, err := f.WriteAt(zeroBlock[:min(int64(len(zeroBlock)), target-off)], off)
+	for off := from; off < target; {
+		p := zeroBlock[:min(int64(len(zeroBlock)), target-off)]
+		var n int
+		var err error
+		if s.cfg.faults != nil && s.cfg.faults.zeroWrite != nil {
+			n, err = s.cfg.faults.zeroWrite(f, p, off)
+		} else {
+			n, err = f.WriteAt(p, off)
+		}
 		off += int64(n)
 		if off > s.zeroEnd {
 			s.zeroEnd = off

@@ -22,6 +22,9 @@ type recovery struct {
 	fenced  []pendingEntry // fenced entries awaiting a fence commit
 	segNum  uint32
 	indexed int
+
+	sawGroup bool  // a group frame was seen (the journal writes groups)
+	groupEnd int64 // where the last complete group of this segment ends
 }
 
 type openBatch struct {
@@ -215,6 +218,7 @@ func (rc *recovery) scanSegment(f *os.File, path string, last bool) (int64, erro
 	if err := checkSegmentHeader(path, hdr); err != nil {
 		return 0, err
 	}
+	rc.groupEnd = 0
 
 	buf := make([]byte, 0, 4<<20)
 	base := int64(segmentHeaderLen) // file offset of buf[0]
@@ -257,9 +261,90 @@ func (rc *recovery) scanSegment(f *os.File, path string, last bool) (int64, erro
 		if err != nil {
 			return rc.badFrame(f, path, last, off, size, err)
 		}
-		rc.apply(&fr, off)
-		pos += fr.size
+		if fr.typ != frameGroup {
+			rc.apply(&fr, off)
+			pos += fr.size
+			continue
+		}
+		// A group: check all of it before applying any of it, so a torn
+		// last group can be cut off whole.
+		g := fr
+		extent := g.size + int(g.c)
+		for len(buf)-pos < extent && !eof {
+			if err := fill(); err != nil {
+				return 0, fmt.Errorf("engine: read segment: %w", err)
+			}
+		}
+		off = base + int64(pos)
+		if bad, cause := checkGroup(buf[pos:min(len(buf), pos+extent)], extent); cause != nil {
+			return rc.badGroup(f, path, last, off, off+int64(bad), int64(extent), g.a, g.b, size, cause)
+		}
+		rc.sawGroup = true
+		for q := pos + g.size; q < pos+extent; q += fr.size {
+			_ = decodeFrame(buf[q:pos+extent], &fr) // checked by checkGroup
+			rc.apply(&fr, base+int64(q))
+		}
+		rc.seen(g.b)
+		pos += extent
+		rc.groupEnd = base + int64(pos)
 	}
+}
+
+// maxGroupWrite bounds one group write: the committer closes a group once
+// it holds DefaultMaxGroupBytes, so the last request it takes can add at
+// most one maximal batch with its two batch frames.
+func maxGroupWrite(cfg Config) int64 {
+	return int64(DefaultMaxGroupBytes) + int64(cfg.MaxBatchBytes) + 2*(frameHeaderLen+markerBodyLen) + groupFrameLen
+}
+
+// checkGroup checks the frames of a group (b holds its group frame and
+// what could be read of the extent bytes it spans): they must decode and
+// tile the extent exactly. It returns the offset in b of the first bad
+// frame and why.
+func checkGroup(b []byte, extent int) (int, error) {
+	var fr decodedFrame
+	q := groupFrameLen
+	for q < extent {
+		if q >= len(b) {
+			return q, errFrameShort
+		}
+		if err := decodeFrame(b[q:], &fr); err != nil {
+			return q, err
+		}
+		if fr.typ == frameGroup || fr.typ == frameFenceCommit {
+			return q, &frameError{"a group frame or fence commit inside a group"}
+		}
+		q += fr.size
+	}
+	return 0, nil
+}
+
+// badGroup decides about a group that does not check: a torn last write
+// (cut off whole, its seqs cancelled) or corruption. A group is written
+// with one write and synced before anything after it is written, so in
+// the last segment a damaged group with nothing but zeros after its extent
+// is the torn last write: any subset of its pages may have reached the
+// disk before the power failed, and none of it was acknowledged. (Damage
+// to that group after a completed sync looks the same; it is cut off and
+// cancelled too, never delivered half.) Anything else is corruption.
+func (rc *recovery) badGroup(f *os.File, path string, last bool, groupOff, badOff, extent int64, first, end uint64, size int64, cause error) (int64, error) {
+	corrupt := &CorruptionError{Path: path, Offset: badOff, Reason: "in the group written at offset " + fmt.Sprint(groupOff) + ": " + cause.Error()}
+	if !last {
+		return 0, corrupt
+	}
+	dataEnd, err := nonZeroEnd(f, groupOff, size)
+	if err != nil {
+		return 0, fmt.Errorf("engine: read segment tail: %w", err)
+	}
+	if dataEnd > groupOff+extent {
+		corrupt.Reason += fmt.Sprintf(" (data follows the group, up to offset %d)", dataEnd)
+		return 0, corrupt
+	}
+	rc.s.log.Warn("cutting off a torn last group write", "path", path, "offset", groupOff,
+		"seqs", Range{first, end}.String(), "damage", cause.Error(), "at", badOff)
+	rc.cancel(Range{first, end})
+	rc.seen(end)
+	return groupOff, nil
 }
 
 // badFrame decides whether a frame that does not decode is a torn tail
@@ -287,7 +372,7 @@ func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64
 	if end == off {
 		return off, nil // zero-filled rest: preallocated, or pages a crash lost
 	}
-	if limit := int64(DefaultMaxGroupBytes + rc.s.cfg.MaxBatchBytes); end-off > limit {
+	if limit := maxGroupWrite(rc.s.cfg); end-off > limit {
 		corrupt.Reason += fmt.Sprintf(" (followed by %d bytes of data: more than one torn write could leave)", end-off)
 		return 0, corrupt
 	}
@@ -296,6 +381,13 @@ func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64
 		return 0, fmt.Errorf("engine: read segment tail: %w", err)
 	}
 	if validFrameAfter(tail) {
+		if r, ok := rc.lostGroupFrame(off, tail); ok {
+			rc.s.log.Warn("cutting off a torn last group write whose first page was lost", "path", path,
+				"offset", off, "seqs", r.String())
+			rc.cancel(r)
+			rc.seen(r.End)
+			return off, nil
+		}
 		corrupt.Reason += " (valid frames follow)"
 		return 0, corrupt
 	}
@@ -304,11 +396,50 @@ func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64
 		return off, nil // the frame runs past the end of the file
 	case len(tail) < frameHeaderLen:
 		return off, nil // a partial frame header, then zeros
-	}
-	if n := int64(binary.LittleEndian.Uint32(tail)); n >= 2 && n <= maxFrameBodyLen && off+frameHeaderLen+n >= end {
-		return off, nil // the last frame, only partly written
+	case errors.Is(cause, errFrameCRC):
+		// The length is sane (decodeFrame checks it first). A frame whose
+		// checksum holds was written whole: its other faults (version,
+		// type, layout) are never a torn write.
+		if n := int64(binary.LittleEndian.Uint32(tail)); off+frameHeaderLen+n >= end {
+			return off, nil // the last frame, only partly written
+		}
 	}
 	return 0, corrupt
+}
+
+// lostGroupFrame recognises the torn last write of a journal that writes
+// groups, when the page holding its group frame was lost but later pages
+// of it were kept: the damage starts right where the last complete group
+// (or the segment's header) ends, the valid frames after it are all of
+// the kinds a group holds (no group frame, no fence commit: those would
+// mean a later write), and their seqs are all new. It returns the seqs to
+// cancel: from the first unseen seq to past the last seq found.
+func (rc *recovery) lostGroupFrame(off int64, tail []byte) (Range, bool) {
+	if !rc.sawGroup || (off != rc.groupEnd && off != segmentHeaderLen) {
+		return Range{}, false
+	}
+	var fr decodedFrame
+	end := rc.maxEnd
+	for i := 1; i+frameHeaderLen+2 <= len(tail); i++ {
+		if decodeFrame(tail[i:], &fr) != nil {
+			continue
+		}
+		var lo, hi uint64
+		switch fr.typ {
+		case frameEvent:
+			lo, hi = fr.rec.seq, fr.rec.seq+1
+		case frameBatchBegin, frameBatchCommit:
+			lo, hi = fr.a, fr.a+fr.b
+		default:
+			return Range{}, false
+		}
+		if lo < rc.maxEnd {
+			return Range{}, false
+		}
+		end = max(end, hi)
+		i += fr.size - 1
+	}
+	return Range{rc.maxEnd, end}, end > rc.maxEnd
 }
 
 // validFrameAfter reports whether a checksum-valid frame starts anywhere
@@ -321,7 +452,7 @@ func validFrameAfter(rest []byte) bool {
 		if n < 2 || n > len(b)-frameHeaderLen {
 			continue
 		}
-		if t, v := b[frameHeaderLen], b[frameHeaderLen+1]; t < frameEvent || t > frameFenceCommit || v != frameVersion {
+		if t, v := b[frameHeaderLen], b[frameHeaderLen+1]; t < frameEvent || t > frameGroup || v != frameVersion {
 			continue
 		}
 		if decodeFrame(b, &fr) == nil {

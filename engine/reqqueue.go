@@ -15,8 +15,11 @@ import (
 // of N channel hand-offs, each of which locked a channel every appender
 // shares.
 //
-// The queue is unbounded, but every producer waits for its own request,
-// so it holds at most one request per waiting caller.
+// The queue is unbounded: it holds one request per caller waiting on the
+// committer, plus those of callers that gave up (their ctx ended) since
+// the committer last took from it; the committer drops those before
+// reserving anything (request.abandoned). The fleet writer bounds its
+// callers (WriterConfig.MaxInFlight).
 type reqQueue struct {
 	head atomic.Pointer[request] // newest first, linked by request.next
 	n    atomic.Int64            // pushed and not yet taken (may lag by a push in progress)

@@ -100,7 +100,9 @@ func createSegment(dir string, num uint32) (*os.File, error) {
 		return nil, err
 	}
 	if err := syncDir(dir); err != nil {
+		// Remove it, or it would block every later attempt (O_EXCL).
 		_ = f.Close()
+		_ = os.Remove(path)
 		return nil, err
 	}
 	return f, nil

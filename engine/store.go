@@ -287,7 +287,11 @@ func (s *Store) AppendBatch(ctx context.Context, events []Event) ([]Receipt, err
 
 // do hands r to the committer and waits for its outcome.
 //
-// Queuing never blocks (reqqueue.go). Once r is queued, waiting on r.done
+// Queuing never blocks (reqqueue.go). A caller whose ctx ends marks its
+// request abandoned: if the committer has not reached it yet, it is
+// dropped before anything is reserved or written; otherwise its outcome is
+// unknown to the caller (retry with idempotency keys). Once r is queued,
+// waiting on r.done
 // and ctx suffices unless the store was closing after the push: a request
 // queued before Close began is answered (by the committer, or by
 // failQueued after it exits), because Close queues its own request behind
@@ -316,6 +320,7 @@ func (s *Store) do(ctx context.Context, r *request) ([]Receipt, error) {
 				return nil, ErrClosed
 			}
 		case <-ctx.Done():
+			r.abandoned.Store(true)
 			return nil, ctx.Err()
 		}
 		return r.receipts, r.err
@@ -324,6 +329,7 @@ func (s *Store) do(ctx context.Context, r *request) ([]Receipt, error) {
 		select {
 		case <-r.done:
 		case <-done:
+			r.abandoned.Store(true)
 			return nil, ctx.Err()
 		}
 	} else {
@@ -435,10 +441,15 @@ func (s *Store) AppendFenced(ctx context.Context, events []Event) (*FencedAppend
 	case <-r.staged:
 		return &FencedAppend{s: s, r: r}, nil
 	case <-r.done:
-		return nil, r.err
+		if r.err != nil {
+			return nil, r.err
+		}
+		// A keyed retry answered at once: Wait returns its receipts.
+		return &FencedAppend{s: s, r: r}, nil
 	case <-s.done:
 		return nil, ErrClosed
 	case <-ctx.Done():
+		r.abandoned.Store(true)
 		return nil, ctx.Err()
 	}
 }

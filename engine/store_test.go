@@ -1142,3 +1142,81 @@ func TestReopenKeepsEventsBetweenCancelledFences(t *testing.T) {
 		}
 	}
 }
+
+// A caller whose ctx ends while its append is still queued gets the ctx's
+// error, and the append is dropped before anything is reserved: it is
+// never written, no seq is spent, nothing is cancelled. The same for a
+// fenced append and a fence operation.
+func TestAppend_AbandonedWhileQueuedIsNeverWritten(t *testing.T) {
+	g := &syncGate{}
+	s := openTestStore(t, Config{faults: &faults{sync: g.hook}, GroupCommitLinger: -1})
+	ctx := context.Background()
+	release := g.blockNext()
+	blocker := make(chan error, 1)
+	go func() { _, err := s.Append(ctx, ev("other", "s", "x")); blocker <- err }()
+	<-g.entered // the committer is in a sync: what follows stays queued
+
+	abandon, cancel := context.WithCancel(ctx)
+	done := make(chan error, 2)
+	go func() { _, err := s.Append(abandon, ev("abandoned", "s", "x")); done <- err }()
+	go func() { done <- s.BeginFence(abandon) }()
+	waitFor(t, "both requests to queue", func() bool { return s.q.len() == 2 })
+	cancel()
+	for range 2 {
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("abandoned request returned %v, want context.Canceled", err)
+		}
+	}
+	allocated, _ := s.gate.frontiers()
+	release()
+	if err := <-blocker; err != nil {
+		t.Fatal(err)
+	}
+	after := mustAppend(t, s, ev("after", "s", "x"))
+	if after.Seq != allocated {
+		t.Fatalf("next append got seq %d, want %d: the abandoned append reserved seqs", after.Seq, allocated)
+	}
+	if es := pollAll(t, s, RegionEntity("abandoned")); len(es) != 0 {
+		t.Fatalf("abandoned append is visible: %v", seqsOf(es))
+	}
+	if rs := s.CancelledRanges(); len(rs) != 0 {
+		t.Fatalf("cancelled ranges %v, want none", rs)
+	}
+	if err := s.BeginFence(ctx); err != nil {
+		t.Fatalf("a fence began by the abandoned BeginFence: %v", err)
+	}
+}
+
+// A fenced retry of keyed events that are already visible is answered at
+// once: AppendFenced returns a handle whose Wait gives the original
+// receipts (found in review: it returned a nil handle and no error).
+func TestAppendFenced_KeyedRetryReplays(t *testing.T) {
+	s := openTestStore(t, Config{})
+	ctx := context.Background()
+	e := keyedEv("fenced-retry", "s", "x")
+	if err := s.BeginFence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fa, err := s.AppendFenced(ctx, []Event{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitFence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	orig, err := fa.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginFence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	retry, err := s.AppendFenced(ctx, []Event{e})
+	if err != nil || retry == nil {
+		t.Fatalf("fenced retry: handle %v, error %v; want a handle", retry, err)
+	}
+	got, err := retry.Wait(ctx)
+	if err != nil || len(got) != 1 || got[0].Seq != orig[0].Seq || !got[0].Replayed {
+		t.Fatalf("fenced retry Wait = %+v, %v; want seq %d replayed", got, err, orig[0].Seq)
+	}
+}
