@@ -35,26 +35,13 @@ func (f diskFrame) end() int64 { return f.off + int64(f.size) }
 // readDiskFrames decodes every frame of the segment file at path and fails
 // t on anything that does not decode (a bad header, a torn or damaged
 // frame): it reads a segment that recovery has already made clean. Group
-// frames are left out (see readDiskGroups); each frame records the offset
-// of the group frame of the write that holds it.
+// frames are left out; each frame records the offset of the group frame of
+// the write that holds it.
 func readDiskFrames(t testing.TB, path string) []diskFrame {
 	t.Helper()
 	var out []diskFrame
 	for _, f := range readDiskAllFrames(t, path) {
 		if f.typ != frameGroup {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// readDiskGroups returns the group frames of a segment file (a, b: the
-// group's seqs).
-func readDiskGroups(t testing.TB, path string) []diskFrame {
-	t.Helper()
-	var out []diskFrame
-	for _, f := range readDiskAllFrames(t, path) {
-		if f.typ == frameGroup {
 			out = append(out, f)
 		}
 	}
