@@ -187,10 +187,15 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 }
 
 // waitForWorker is waitFor that fails at once, with the worker's error,
-// if w exits while the test waits for cond.
+// if w exits while the test waits for cond, and reports the worker's
+// stats if it times out.
 func waitForWorker(t testing.TB, w *engine.Worker, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	waitFor(t, limit, what, func() bool {
+	deadline := time.Now().Add(limit)
+	waitFor(t, limit+time.Second, what, func() bool {
+		if time.Now().After(deadline) && !cond() {
+			t.Fatalf("timed out after %v waiting for %s; worker stats %+v", limit, what, w.Stats())
+		}
 		select {
 		case <-w.Done():
 			if !cond() {
