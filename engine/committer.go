@@ -332,42 +332,17 @@ func (s *Store) flush(g *group) {
 	s.ensureZeroed(off + int64(len(buf)))
 	n, werr := s.writeAt(buf, off)
 	if werr != nil {
-		k := 0
-		for k < len(toWrite) && toWrite[k].itemEnds[len(toWrite[k].itemEnds)-1] <= n {
-			k++
-		}
-		failed := toWrite[k:]
-		for i, r := range failed {
+		// Nothing of the group is acknowledged yet: fail all of it, so no
+		// half-written group (with a group frame to rewrite) is ever kept.
+		for _, r := range toWrite {
 			item := 0
-			if i == 0 {
-				for item < len(r.itemEnds) && r.itemEnds[item] <= n {
-					item++
-				}
+			for item < len(r.itemEnds) && r.itemEnds[item] <= n {
+				item++
 			}
-			r.err = &BatchFailedError{ItemIndex: item, Cause: werr}
+			r.err = &BatchFailedError{ItemIndex: min(item, len(r.events)-1), Cause: werr}
 		}
-		truncateAt := off // nothing of the group kept: its group frame goes too
-		if k > 0 {
-			// The requests written whole are kept: the group frame must
-			// now describe only them.
-			kept := toWrite[k-1]
-			keptEnd := kept.itemEnds[len(kept.itemEnds)-1]
-			putGroupFrame(buf, toWrite[0].first, kept.first+uint64(len(kept.events)), uint64(keptEnd-groupFrameLen))
-			if _, err := s.writeAt(buf[:groupFrameLen], off); err != nil {
-				for _, r := range toWrite[:k] {
-					r.err = &BatchFailedError{ItemIndex: 0, Cause: err}
-				}
-				failed, k = toWrite, 0
-			} else {
-				truncateAt = off + int64(failed[0].bufStart)
-			}
-		}
-		s.failRequests(failed, undo, truncateAt)
-		toWrite = toWrite[:k]
-		if k == 0 {
-			return
-		}
-		buf = buf[:toWrite[k-1].itemEnds[len(toWrite[k-1].itemEnds)-1]]
+		s.failRequests(toWrite, undo, off)
+		return
 	}
 
 	// One fsync for the whole group: visible implies durable.
@@ -746,7 +721,10 @@ func (s *Store) commitFence() error {
 // abortFence cancels a fence whose commit could not be recorded.
 func (s *Store) abortFence(cause error) error {
 	if err := s.truncateActive(s.activeSize); err != nil {
-		s.log.Warn("could not truncate failed fence commit", "error", err)
+		// Like a failed append: the next write could leave the partial
+		// fence commit behind it. Stop writing until a reopen recovers.
+		s.log.Error("could not truncate a failed fence commit; writer failed until reopened", "error", err)
+		s.failed = true
 	}
 	_ = s.cancelFenceWith(cause)
 	return cause

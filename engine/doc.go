@@ -109,10 +109,13 @@
 //     extent is the torn last write: after a power failure any subset of
 //     its pages may have reached the disk, none of it was acknowledged. It
 //     is cut off whole and its seqs [first, end) cancelled;
-//   - a bad frame where a group frame was due (right after the last good
-//     group, or the segment header), followed by valid frames of the kinds
-//     a group holds with new seqs, is the same torn write with the page
-//     holding its group frame lost: cut off, the seqs it shows cancelled;
+//   - a bad frame where the last write began (right after the last good
+//     write, or the segment header), with only zeros from there to the
+//     next 4 KiB page boundary, is the same torn write with its first page
+//     lost: cut off, and the seqs of the frames that survived after it
+//     (followed from frame to frame, all of kinds a group holds, all new)
+//     cancelled. A group frame or fence commit there means a later write:
+//     corruption;
 //   - otherwise, a bad frame is a torn tail when no checksum-valid frame
 //     follows it and it is the last non-zero data: it runs past the end of
 //     the file, it fails its checksum and its declared length covers every
@@ -120,10 +123,11 @@
 //     (this also covers segments without group frames, and fence commits).
 //
 // An all-zero rest (the preallocation of a writer that did not close) is
-// kept as preallocated space. Damage to a last group after its sync
+// kept as preallocated space. Damage inside the last group after its sync
 // completed (a media error) looks like a torn write and is handled the
 // same: the group is cancelled, never delivered half, and a warning is
-// logged. A batch begin without its commit, and fenced events without a
+// logged. A write that fails leaves nothing: the whole group is failed and
+// cut off (none of it was acknowledged). A batch begin without its commit, and fenced events without a
 // fence commit, are cancelled too. Cancelled ranges are written to the
 // ranges file before the truncation, so a crash in between repeats the
 // same recovery, and never become visible. Any other damage — a bad frame

@@ -126,7 +126,12 @@ func TestVIS14_TornWriteIntoZeroTail(t *testing.T) {
 		for i := range 3 {
 			mustAppend(t, s, journalEvent(i, false))
 		}
-		if _, err := s.AppendBatch(context.Background(), []Event{journalEvent(3, false), journalEvent(4, false), journalEvent(5, false)}); err != nil {
+		// Events of 1.5 KB: the batch's write spans pages.
+		batchEvents := []Event{journalEvent(3, false), journalEvent(4, false), journalEvent(5, false)}
+		for i := range batchEvents {
+			batchEvents[i].Payload = bytes.Repeat([]byte{byte('a' + i)}, 1500)
+		}
+		if _, err := s.AppendBatch(context.Background(), batchEvents); err != nil {
 			t.Fatal(err)
 		}
 		orig = pollJournal(t, s).Entries
@@ -156,9 +161,8 @@ func TestVIS14_TornWriteIntoZeroTail(t *testing.T) {
 		}},
 		{"an earlier page lost, a later one kept", func(b []diskFrame) func([]byte) []byte { return zeroRange(b[1].off, b[2].off) }},
 		{"the page with the group frame lost, later ones kept", func(b []diskFrame) func([]byte) []byte {
-			return zeroRange(b[0].group, b[2].off)
+			return zeroRange(b[0].group, tornPage*(b[0].group/tornPage+1))
 		}},
-		{"the group frame damaged", func(b []diskFrame) func([]byte) []byte { return xorAt(b[0].group+frameHeaderLen+6, 0x40) }},
 	}
 	for _, tc := range torn {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,6 +190,9 @@ func TestVIS14_TornWriteIntoZeroTail(t *testing.T) {
 		{"a damaged event in the group before the batch",
 			func(b []diskFrame) func([]byte) []byte { return xorAt(b[0].group-5, 0x40) },
 			func(b []diskFrame) int64 { return -1 }}, // the frame before the batch's group
+		{"the group frame damaged (not a torn write)",
+			func(b []diskFrame) func([]byte) []byte { return xorAt(b[0].group+frameHeaderLen+6, 0x40) },
+			func(b []diskFrame) int64 { return b[0].group }},
 		{"garbage far into the zero tail",
 			func(b []diskFrame) func([]byte) []byte {
 				return func(d []byte) []byte { clear(d[b[4].off:]); d[b[4].end()+4000] = 0x7f; return d }

@@ -23,8 +23,7 @@ type recovery struct {
 	segNum  uint32
 	indexed int
 
-	sawGroup bool  // a group frame was seen (the journal writes groups)
-	groupEnd int64 // where the last complete group of this segment ends
+	writeEnd int64 // where the last good write (a group, or a frame outside groups) ends in this segment
 }
 
 type openBatch struct {
@@ -218,7 +217,7 @@ func (rc *recovery) scanSegment(f *os.File, path string, last bool) (int64, erro
 	if err := checkSegmentHeader(path, hdr); err != nil {
 		return 0, err
 	}
-	rc.groupEnd = 0
+	rc.writeEnd = segmentHeaderLen
 
 	buf := make([]byte, 0, 4<<20)
 	base := int64(segmentHeaderLen) // file offset of buf[0]
@@ -264,6 +263,7 @@ func (rc *recovery) scanSegment(f *os.File, path string, last bool) (int64, erro
 		if fr.typ != frameGroup {
 			rc.apply(&fr, off)
 			pos += fr.size
+			rc.writeEnd = off + int64(fr.size)
 			continue
 		}
 		// A group: check all of it before applying any of it, so a torn
@@ -279,14 +279,13 @@ func (rc *recovery) scanSegment(f *os.File, path string, last bool) (int64, erro
 		if bad, cause := checkGroup(buf[pos:min(len(buf), pos+extent)], extent); cause != nil {
 			return rc.badGroup(f, path, last, off, off+int64(bad), int64(extent), g.a, g.b, size, cause)
 		}
-		rc.sawGroup = true
 		for q := pos + g.size; q < pos+extent; q += fr.size {
 			_ = decodeFrame(buf[q:pos+extent], &fr) // checked by checkGroup
 			rc.apply(&fr, base+int64(q))
 		}
 		rc.seen(g.b)
 		pos += extent
-		rc.groupEnd = base + int64(pos)
+		rc.writeEnd = base + int64(pos)
 	}
 }
 
@@ -376,18 +375,34 @@ func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64
 		corrupt.Reason += fmt.Sprintf(" (followed by %d bytes of data: more than one torn write could leave)", end-off)
 		return 0, corrupt
 	}
-	tail := make([]byte, end-off)
-	if _, err := f.ReadAt(tail, off); err != nil {
+	// Read the rest of the file with the zeros after its last non-zero
+	// byte (a frame may end in zeros), up to what one write and its
+	// preallocation could span; tail is the part up to that last byte.
+	whole := make([]byte, min(size, off+maxGroupWrite(rc.s.cfg)+zeroChunkMax)-off)
+	if _, err := f.ReadAt(whole, off); err != nil && !errors.Is(err, io.EOF) {
 		return 0, fmt.Errorf("engine: read segment tail: %w", err)
 	}
-	if validFrameAfter(tail) {
-		if r, ok := rc.lostGroupFrame(off, tail); ok {
-			rc.s.log.Warn("cutting off a torn last group write whose first page was lost", "path", path,
-				"offset", off, "seqs", r.String())
+	tail := whole[:end-off]
+	if off == rc.writeEnd {
+		// The last write began here. If the page holding its start never
+		// reached the disk, the bytes from here to the next page boundary
+		// are still the zeros that were there; a torn write cannot leave
+		// anything else there (it zeroes nothing, damages nothing).
+		first := min(int64(len(tail)), tornPage-off%tornPage)
+		if !slices.ContainsFunc(tail[:first], func(b byte) bool { return b != 0 }) {
+			r, ok := rc.tornRest(whole[first:], end-off)
+			if !ok {
+				corrupt.Reason += " (a lost page, then frames of another write)"
+				return 0, corrupt
+			}
+			rc.s.log.Warn("cutting off a torn last write whose first page was lost", "path", path,
+				"offset", off, "bytes", end-off, "seqs", r.String())
 			rc.cancel(r)
 			rc.seen(r.End)
 			return off, nil
 		}
+	}
+	if validFrameAfter(whole) {
 		corrupt.Reason += " (valid frames follow)"
 		return 0, corrupt
 	}
@@ -407,21 +422,28 @@ func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64
 	return 0, corrupt
 }
 
-// lostGroupFrame recognises the torn last write of a journal that writes
-// groups, when the page holding its group frame was lost but later pages
-// of it were kept: the damage starts right where the last complete group
-// (or the segment's header) ends, the valid frames after it are all of
-// the kinds a group holds (no group frame, no fence commit: those would
-// mean a later write), and their seqs are all new. It returns the seqs to
-// cancel: from the first unseen seq to past the last seq found.
-func (rc *recovery) lostGroupFrame(off int64, tail []byte) (Range, bool) {
-	if !rc.sawGroup || (off != rc.groupEnd && off != segmentHeaderLen) {
-		return Range{}, false
-	}
+// tornPage is the unit a power failure keeps or loses (the page size of
+// the file systems and devices this runs on; 4 KiB everywhere we know).
+const tornPage = 4096
+
+// tornRest reads what survived of a torn last write after its lost first
+// page: the frames found there (followed from one to the next, so frames
+// quoted inside payloads are skipped) must be of the kinds a group holds,
+// with new seqs; their seqs are returned for cancelling (empty when only
+// fragments survived). A group frame or fence commit means a later write:
+// not a torn last write. Frames whose seqs lie beyond what span bytes
+// could hold are payload bytes that merely look like frames.
+func (rc *recovery) tornRest(rest []byte, span int64) (Range, bool) {
+	const minFrame = frameHeaderLen + eventFixedLen + 2 // one-byte entity and scope
+	maxSeqs := uint64(span/minFrame) + 1
+	r := Range{rc.maxEnd, rc.maxEnd}
 	var fr decodedFrame
-	end := rc.maxEnd
-	for i := 1; i+frameHeaderLen+2 <= len(tail); i++ {
-		if decodeFrame(tail[i:], &fr) != nil {
+	for i := 0; i+frameHeaderLen+2 <= len(rest); {
+		b := rest[i:]
+		n := int(binary.LittleEndian.Uint32(b))
+		if t, v := b[frameHeaderLen], b[frameHeaderLen+1]; n < 2 || n > len(b)-frameHeaderLen ||
+			t < frameEvent || t > frameGroup || v != frameVersion || decodeFrame(b, &fr) != nil {
+			i++
 			continue
 		}
 		var lo, hi uint64
@@ -430,16 +452,20 @@ func (rc *recovery) lostGroupFrame(off int64, tail []byte) (Range, bool) {
 			lo, hi = fr.rec.seq, fr.rec.seq+1
 		case frameBatchBegin, frameBatchCommit:
 			lo, hi = fr.a, fr.a+fr.b
-		default:
+		default: // group, fence commit
+			lo, hi = fr.a, fr.b
+		}
+		if lo < rc.maxEnd || hi < lo || hi-rc.maxEnd > maxSeqs {
+			i++ // not a frame of this write: bytes of a payload
+			continue
+		}
+		if fr.typ == frameGroup || fr.typ == frameFenceCommit {
 			return Range{}, false
 		}
-		if lo < rc.maxEnd {
-			return Range{}, false
-		}
-		end = max(end, hi)
-		i += fr.size - 1
+		r.End = max(r.End, hi)
+		i += fr.size
 	}
-	return Range{rc.maxEnd, end}, end > rc.maxEnd
+	return r, true
 }
 
 // validFrameAfter reports whether a checksum-valid frame starts anywhere

@@ -100,9 +100,13 @@ func createSegment(dir string, num uint32) (*os.File, error) {
 		return nil, err
 	}
 	if err := syncDir(dir); err != nil {
-		// Remove it, or it would block every later attempt (O_EXCL).
+		// Remove it, or it would block every later attempt (O_EXCL), and
+		// try to make the removal durable: an empty segment that came
+		// back after a power failure would make the one before it look
+		// sealed.
 		_ = f.Close()
 		_ = os.Remove(path)
+		_ = syncDir(dir)
 		return nil, err
 	}
 	return f, nil

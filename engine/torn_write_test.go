@@ -1,0 +1,333 @@
+package engine
+
+// Torn writes after a power failure, found in a review of the group-frame
+// recovery: the page holding the start of the last write lost (with or
+// without complete frames after it, after a fence commit, straddling
+// pages), damage to an acknowledged group followed by a torn one (refused),
+// payloads that quote frames, and groups larger than the recovery's read
+// buffer.
+
+import (
+	"bytes"
+	"context"
+
+	"runtime"
+	"strings"
+	"testing"
+)
+
+const r2Page = 4096
+
+func r2NextPage(off int64) int64 { return (off/r2Page + 1) * r2Page }
+
+func r2BigEvents(n, size int, tag string) []Event {
+	out := make([]Event, n)
+	for i := range out {
+		out[i] = ev("r2"+tag, "s", tag+strings.Repeat("x", size))
+	}
+	return out
+}
+
+func r2Groups(t *testing.T, path string) []diskFrame {
+	t.Helper()
+	var out []diskFrame
+	for _, f := range readDiskAllFrames(t, path) {
+		if f.typ == frameGroup {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// lastGroup returns the last group frame of a segment and its extent end.
+func r2LastGroup(t *testing.T, path string) (diskFrame, int64) {
+	t.Helper()
+	gs := r2Groups(t, path)
+	if len(gs) == 0 {
+		t.Fatal("no groups")
+	}
+	g := gs[len(gs)-1]
+	fs := readDiskAllFrames(t, path)
+	end := g.end()
+	for _, f := range fs {
+		if f.group == g.off {
+			end = f.end()
+		}
+	}
+	return g, end
+}
+
+// F1: a fence commit (written alone, outside groups) is not recorded in
+// groupEnd, so a torn group that follows it, with the page holding its
+// group frame lost, is refused as corruption.
+func TestTornWrite_FenceCommitThenTornGroupLostFirstPage(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	s := openJournal(t, src, Config{})
+	for i := range 3 {
+		mustAppend(t, s, journalEvent(i, false))
+	}
+	if err := s.BeginFence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fa, err := s.AppendFenced(ctx, []Event{journalEvent(10, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitFence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fa.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendBatch(ctx, r2BigEvents(20, 500, "b")); err != nil {
+		t.Fatal(err)
+	}
+	dir := crashCopy(t, src)
+	path := journalSegPath(dir, 0)
+	g, end := r2LastGroup(t, path)
+	fc := markerFrame(t, readDiskFrames(t, path), frameFenceCommit)
+	if fc.end() != g.off {
+		t.Fatalf("layout: fence commit ends at %d, last group at %d", fc.end(), g.off)
+	}
+	lost := r2NextPage(g.off)
+	if lost+r2Page > end {
+		t.Fatalf("layout: group [%d,%d) too small", g.off, end)
+	}
+	editJournalFile(t, path, zeroRange(g.off, lost)) // power loss: the page with the group frame lost
+	s2, err := Open(dir, Config{})
+	if err != nil {
+		t.Errorf("F1: torn last group after a fence commit (first page lost) refused: %v", err)
+		return
+	}
+	defer s2.Close()
+}
+
+// F2: the page holding the group frame lost, later pages kept, but they
+// hold no complete frame (a single large event): refused as corruption.
+func TestTornWrite_LostFirstPageOnlyFragmentsKept(t *testing.T) {
+	src := t.TempDir()
+	s := openJournal(t, src, Config{})
+	for i := range 3 {
+		mustAppend(t, s, journalEvent(i, false))
+	}
+	mustAppend(t, s, ev("big", "s", strings.Repeat("y", 10000)))
+	dir := crashCopy(t, src)
+	path := journalSegPath(dir, 0)
+	g, end := r2LastGroup(t, path)
+	lost := r2NextPage(g.off)
+	if lost >= end {
+		t.Fatal("layout")
+	}
+	editJournalFile(t, path, zeroRange(g.off, lost))
+	s2, err := Open(dir, Config{})
+	if err != nil {
+		t.Errorf("F2: torn last write (group frame page lost, only fragments kept) refused: %v", err)
+		return
+	}
+	defer s2.Close()
+}
+
+// F2b: a fence commit frame straddling a page boundary, its first page
+// lost: refused as corruption.
+func TestTornWrite_FenceCommitStraddlingPageFirstPageLost(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	s := openJournal(t, src, Config{})
+	for i := range 3 {
+		mustAppend(t, s, journalEvent(i, false))
+	}
+	if err := s.BeginFence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, end0 := r2LastGroup(t, journalSegPath(src, 0))
+	// fenced group = group frame + one event frame (entity "f", scope "s").
+	fixed := int64(groupFrameLen + eventFrameLen(1, 1, 0))
+	p := ((4080-(end0+fixed))%r2Page + r2Page) % r2Page
+	if p == 0 {
+		p = r2Page
+	}
+	if _, err := s.AppendFenced(ctx, []Event{ev("f", "s", strings.Repeat("z", int(p)))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitFence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir := crashCopy(t, src)
+	path := journalSegPath(dir, 0)
+	fc := markerFrame(t, readDiskFrames(t, path), frameFenceCommit)
+	if fc.off%r2Page != 4080 {
+		t.Fatalf("layout: fence commit at %d", fc.off)
+	}
+	editJournalFile(t, path, zeroRange(fc.off, r2NextPage(fc.off)))
+	s2, err := Open(dir, Config{})
+	if err != nil {
+		t.Errorf("F2b: torn fence commit (first page lost) refused: %v", err)
+		return
+	}
+	defer s2.Close()
+}
+
+// F3: media damage to the group frame of an acknowledged group G1, then a
+// power loss that loses the first page of the next group G2: recovery
+// silently cancels G1 (acknowledged, visible before the crash).
+func TestTornWrite_DamagedAckedGroupThenTornGroup(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	s := openJournal(t, src, Config{})
+	for i := range 3 {
+		mustAppend(t, s, journalEvent(i, false))
+	}
+	rec1, err := s.AppendBatch(ctx, r2BigEvents(5, 500, "g1")) // G1: acknowledged
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendBatch(ctx, r2BigEvents(20, 500, "g2")); err != nil { // G2: the last write
+		t.Fatal(err)
+	}
+	dir := crashCopy(t, src)
+	path := journalSegPath(dir, 0)
+	gs := r2Groups(t, path)
+	g1, g2 := gs[len(gs)-2], gs[len(gs)-1]
+	editJournalFile(t, path, func(b []byte) []byte {
+		b[g1.off+frameHeaderLen+6] ^= 0x40  // G1's group frame damaged (bit rot)
+		clear(b[g2.off:r2NextPage(g2.off)]) // G2's first page lost
+		return b
+	})
+	s2, err := Open(dir, Config{})
+	if err != nil {
+		t.Logf("refused (correct): %v", err)
+		return
+	}
+	defer s2.Close()
+	vis := map[uint64]bool{}
+	for _, e := range pollJournal(t, s2).Entries {
+		vis[e.Seq] = true
+	}
+	lostAcked := 0
+	for _, r := range rec1 {
+		if !vis[r.Seq] {
+			lostAcked++
+		}
+	}
+	if lostAcked > 0 {
+		t.Errorf("F3: Open succeeded and silently dropped %d acknowledged entries of G1 (cancelled %v)", lostAcked, s2.CancelledRanges())
+	}
+}
+
+// F4 (check): a group larger than the 4 MiB scan buffer, straddling reads,
+// recovers intact; a prefix of it is cut off whole.
+func TestTornWrite_LargeGroupAcrossReads(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	s := openJournal(t, src, Config{})
+	for i := range 3 {
+		mustAppend(t, s, journalEvent(i, false))
+	}
+	big := make([]Event, 130)
+	for i := range big {
+		pl := bytes.Repeat([]byte{byte('a' + i%26)}, 60000)
+		big[i] = Event{Coordinate: MustCoordinate("huge", "s"), Kind: KindData, Payload: pl}
+	}
+	if _, err := s.AppendBatch(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendBatch(ctx, big[:70]); err != nil {
+		t.Fatal(err)
+	}
+	orig := pollJournal(t, s).Entries
+	crashed := crashCopy(t, src)
+	closeJournal(t, s)
+
+	s2 := openJournal(t, src, Config{})
+	got := pollJournal(t, s2).Entries
+	if len(got) < len(orig) {
+		t.Fatalf("reopen: %d entries, want >= %d", len(got), len(orig))
+	}
+	for i, e := range orig {
+		if !identicalEntry(e, got[i]) {
+			t.Fatalf("entry %d changed", i)
+		}
+	}
+	closeJournal(t, s2)
+
+	// Crash copy, torn: cut the second big group 3 MiB in (a prefix).
+	path := journalSegPath(crashed, 0)
+	gs := r2Groups(t, path)
+	g := gs[len(gs)-1]
+	editJournalFile(t, path, func(b []byte) []byte { clear(b[g.off+3<<20:]); return b })
+	s3 := openJournal(t, crashed, Config{})
+	got = pollJournal(t, s3).Entries
+	if n := 3 + 1 + 130; len(got) != n+1 { // open, 3 events, big batch, + this open
+		t.Errorf("torn big group: %d entries, want %d", len(got), n+1)
+	}
+	for i, e := range orig[:134] {
+		if !identicalEntry(e, got[i]) {
+			t.Fatalf("torn big group: entry %d changed", i)
+		}
+	}
+	if rs := s3.CancelledRanges(); len(rs) != 1 || rs[0] != (Range{134, 204}) {
+		t.Errorf("torn big group: cancelled %v, want [134,204)", rs)
+	}
+}
+
+// F6: lostGroupFrame scans payload bytes of the kept pages and trusts any
+// checksum-valid frame it finds: a payload that embeds an encoded frame
+// with a huge seq makes recovery cancel up to it (allocation jumps/wraps).
+func TestTornWrite_EmbeddedFrameInPayload(t *testing.T) {
+	src := t.TempDir()
+	s := openJournal(t, src, Config{})
+	for i := range 3 {
+		mustAppend(t, s, journalEvent(i, false))
+	}
+	emb, _ := appendEventFrame(nil, &eventRecord{kind: KindData, seq: 1 << 22, payload: []byte("evil")}, "e", "s")
+	pl := append(append(bytes.Repeat([]byte{'z'}, 6000), emb...), bytes.Repeat([]byte{'z'}, 100)...)
+	mustAppend(t, s, Event{Coordinate: MustCoordinate("u", "s"), Kind: KindData, Payload: pl})
+	dir := crashCopy(t, src)
+	path := journalSegPath(dir, 0)
+	g, _ := r2LastGroup(t, path)
+	editJournalFile(t, path, zeroRange(g.off, r2NextPage(g.off)))
+	s2, err := Open(dir, Config{})
+	if err != nil {
+		t.Errorf("F6: open failed: %v", err)
+		return
+	}
+	defer s2.Close()
+	st := s2.Stats()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if st.Allocated > 1<<20 {
+		t.Errorf("F6: a seq embedded in a user payload drove allocation to %d (cancelled %v); index chunks %d, heap %d MiB",
+			st.Allocated, s2.CancelledRanges(), len(s2.ix.chunks), ms.HeapAlloc>>20)
+	}
+}
+
+// F2 (small): a 300-byte single-event append whose write straddles a page
+// boundary, the first page lost: only a fragment is kept; refused.
+func TestTornWrite_SmallAppendStraddlingPageFirstPageLost(t *testing.T) {
+	src := t.TempDir()
+	s := openJournal(t, src, Config{})
+	path := journalSegPath(src, 0)
+	for i := 0; ; i++ {
+		_, end := r2LastGroup(t, path)
+		if m := end % r2Page; m > 3900 && m < 4000 {
+			break
+		}
+		mustAppend(t, s, ev("pad", "s", strings.Repeat("p", 40)))
+		if i > 1000 {
+			t.Fatal("no layout")
+		}
+	}
+	mustAppend(t, s, ev("small", "s", strings.Repeat("q", 300)))
+	dir := crashCopy(t, src)
+	path = journalSegPath(dir, 0)
+	g, end := r2LastGroup(t, path)
+	t.Logf("last group [%d,%d), page boundary %d", g.off, end, r2NextPage(g.off))
+	editJournalFile(t, path, zeroRange(g.off, r2NextPage(g.off)))
+	s2, err := Open(dir, Config{})
+	if err != nil {
+		t.Errorf("F2: torn 300-byte append (first page lost) refused: %v", err)
+		return
+	}
+	s2.Close()
+}
