@@ -53,8 +53,10 @@ run_worker scope1 "scope=scope-1" scope-1 --out "$WORK/scope1.jsonl"
 echo "  scope-1:  --region scope=scope-1         --out scope1.jsonl"
 # mawk reads pipes in blocks unless told to be interactive; gawk and
 # busybox awk hand each line over as it arrives.
+# (Capture the version first: under pipefail, "awk ... | head" can fail
+# with SIGPIPE when head exits before awk has written everything.)
 AWK=awk
-if awk -W version 2>&1 | head -n1 | grep -q mawk; then AWK="awk -W interactive"; fi
+case "$(awk -W version 2>&1 </dev/null || true)" in *mawk*) AWK="awk -W interactive" ;; esac
 run_worker cat2 "category=2" "category 2 (exec)" \
 	--exec "$AWK -v count='$WORK/cat2.count' -f '$ROOT/scripts/demo-handler.awk'"
 echo "  cat2:     --region category=2            --exec 'awk -f scripts/demo-handler.awk'"
