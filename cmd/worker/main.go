@@ -18,7 +18,7 @@ import (
 	"github.com/batfleet/batfleet/kvckpt"
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() { cli.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	cmd := "run"

@@ -16,7 +16,7 @@ import (
 // version is the program version (set with -ldflags "-X main.version=...").
 var version = "0.1.0"
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() { cli.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	cmd := "serve"

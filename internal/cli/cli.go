@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -229,6 +230,20 @@ func runForcedExitHooks() {
 	}
 }
 
+// forcedExit is set by a second signal before its hooks run.
+var forcedExit atomic.Bool
+
+// Exit ends the process with code, or with ExitSignaled when a second
+// signal is forcing the exit: its hooks (killing --exec children, say) can
+// let the normal path finish first, and that must not turn a forced exit
+// into a clean one. Mains exit through it.
+func Exit(code int) {
+	if forcedExit.Load() {
+		code = ExitSignaled
+	}
+	os.Exit(code)
+}
+
 // SignalContext returns a context cancelled by the first SIGINT or
 // SIGTERM; a second one runs the AtForcedExit hooks and exits the process
 // at once with ExitSignaled.
@@ -249,6 +264,7 @@ func SignalContext(parent context.Context, log hclog.Logger) (ctx context.Contex
 		select {
 		case sig := <-ch:
 			log.Warn("second signal; exiting now", "signal", sig.String())
+			forcedExit.Store(true)
 			runForcedExitHooks()
 			os.Exit(ExitSignaled)
 		case <-done:
