@@ -338,13 +338,29 @@ func TestWriterDiscovery(t *testing.T) {
 			if _, err := e.c.Poll(ctx, engine.RegionAll(), 0, false, 10); err != nil {
 				t.Fatal(err)
 			}
+			// micro counts a request after the handler returns, and the
+			// writer answers from its own goroutine, so the reply can
+			// arrive before the count: poll until both show.
 			var stats micro.Stats
-			request(micro.StatsVerb, &stats)
-			checkIdentity("STATS", stats.ServiceIdentity)
-			for _, ep := range stats.Endpoints {
-				if (ep.Name == "pull" || ep.Name == "append") && ep.NumRequests < 1 {
-					t.Errorf("STATS endpoint %s: %d requests", ep.Name, ep.NumRequests)
+			counted := func() bool {
+				n := 0
+				for _, ep := range stats.Endpoints {
+					if (ep.Name == "pull" || ep.Name == "append") && ep.NumRequests >= 1 {
+						n++
+					}
 				}
+				return n == 2
+			}
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				stats = micro.Stats{}
+				request(micro.StatsVerb, &stats)
+				if counted() || time.Now().After(deadline) {
+					break
+				}
+			}
+			checkIdentity("STATS", stats.ServiceIdentity)
+			if !counted() {
+				t.Errorf("STATS endpoints %+v: want pull and append with a request each", stats.Endpoints)
 			}
 
 			// The journal's own info endpoint, with and without a body.
