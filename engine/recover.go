@@ -438,11 +438,8 @@ func (rc *recovery) tornRest(rest []byte, span int64) (Range, bool) {
 	maxSeqs := uint64(span/minFrame) + 1
 	r := Range{rc.maxEnd, rc.maxEnd}
 	var fr decodedFrame
-	for i := 0; i+frameHeaderLen+2 <= len(rest); {
-		b := rest[i:]
-		n := int(binary.LittleEndian.Uint32(b))
-		if t, v := b[frameHeaderLen], b[frameHeaderLen+1]; n < 2 || n > len(b)-frameHeaderLen ||
-			t < frameEvent || t > frameGroup || v != frameVersion || decodeFrame(b, &fr) != nil {
+	for i := 0; i < len(rest); {
+		if !frameAt(rest[i:], &fr) {
 			i++
 			continue
 		}
@@ -472,20 +469,29 @@ func (rc *recovery) tornRest(rest []byte, span int64) (Range, bool) {
 // in rest after its first byte. rest is the remainder of the segment.
 func validFrameAfter(rest []byte) bool {
 	var fr decodedFrame
-	for i := 1; i+frameHeaderLen+2 <= len(rest); i++ {
-		b := rest[i:]
-		n := int(binary.LittleEndian.Uint32(b))
-		if n < 2 || n > len(b)-frameHeaderLen {
-			continue
-		}
-		if t, v := b[frameHeaderLen], b[frameHeaderLen+1]; t < frameEvent || t > frameGroup || v != frameVersion {
-			continue
-		}
-		if decodeFrame(b, &fr) == nil {
+	for i := 1; i < len(rest); i++ {
+		if frameAt(rest[i:], &fr) {
 			return true
 		}
 	}
 	return false
+}
+
+// frameAt reports whether a checksum-valid frame starts at b[0], decoding
+// it into fr; the cheap checks (length, type, version) come first, so
+// scanning data byte by byte stays fast.
+func frameAt(b []byte, fr *decodedFrame) bool {
+	if len(b) < frameHeaderLen+2 {
+		return false
+	}
+	n := int(binary.LittleEndian.Uint32(b))
+	if n < 2 || n > len(b)-frameHeaderLen {
+		return false
+	}
+	if t, v := b[frameHeaderLen], b[frameHeaderLen+1]; t < frameEvent || t > frameGroup || v != frameVersion {
+		return false
+	}
+	return decodeFrame(b, fr) == nil
 }
 
 // nonZeroEnd returns one past the last non-zero byte of f in [from, to),
