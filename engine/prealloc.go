@@ -22,7 +22,11 @@ import (
 // written end before the next one starts (recovery treats anything after
 // the frames of an earlier segment as corruption); Close trims the active
 // one. After a crash, recovery keeps an all-zero tail and truncates one
-// that holds a torn write.
+// that holds a torn write. Unlike an appending write, an overwrite's pages
+// can reach the disk in any order if the power fails during its sync: each
+// group write starts with a group frame so recovery can cut a torn one off
+// whole (recover.go). Written bytes are never zero-filled again (writeAt
+// keeps zeroEnd at or past them).
 
 const (
 	zeroChunkMin = 64 << 10 // first extension of a segment
