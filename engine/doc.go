@@ -111,8 +111,9 @@
 //     is cut off whole and its seqs [first, end) cancelled;
 //   - a bad frame where the last write began (right after the last good
 //     write, or the segment header), with only zeros from there to the
-//     next 4 KiB page boundary, is the same torn write with its first page
-//     lost: cut off, and the seqs of the frames that survived after it
+//     next 4 KiB page boundary (or, when the group frame straddles that
+//     boundary, zeros in its part after it), is the same torn write with
+//     its first (or second) page lost: cut off, and the seqs of the frames that survived after it
 //     (followed from frame to frame, all of kinds a group holds, all new)
 //     cancelled. A group frame or fence commit there means a later write:
 //     corruption;

@@ -388,8 +388,12 @@ func (rc *recovery) badFrame(f *os.File, path string, last bool, off, size int64
 		// reached the disk, the bytes from here to the next page boundary
 		// are still the zeros that were there; a torn write cannot leave
 		// anything else there (it zeroes nothing, damages nothing).
+		zero := func(b []byte) bool { return !slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) }
 		first := min(int64(len(tail)), tornPage-off%tornPage)
-		if !slices.ContainsFunc(tail[:first], func(b byte) bool { return b != 0 }) {
+		// Or the group frame straddles that boundary and its part after
+		// it is zeros: the page after the boundary was lost.
+		straddles := first < groupFrameLen && int64(len(whole)) >= groupFrameLen && zero(whole[first:groupFrameLen])
+		if zero(tail[:first]) || straddles {
 			r, ok := rc.tornRest(whole[first:], end-off)
 			if !ok {
 				corrupt.Reason += " (a lost page, then frames of another write)"
