@@ -310,30 +310,23 @@ func (s *Store) do(ctx context.Context, r *request) ([]Receipt, error) {
 		return nil, err
 	}
 	s.q.push(r)
+	// A nil channel never fires and costs a select nothing: s.done is
+	// watched only when Close had begun by the push.
+	var closed <-chan struct{}
 	if s.closing.Load() {
-		select {
-		case <-r.done:
-		case <-s.done:
-			select {
-			case <-r.done:
-			default:
-				return nil, ErrClosed
-			}
-		case <-ctx.Done():
-			r.abandoned.Store(true)
-			return nil, ctx.Err()
-		}
-		return r.receipts, r.err
+		closed = s.done
 	}
-	if done := ctx.Done(); done != nil {
+	select {
+	case <-r.done:
+	case <-closed:
 		select {
 		case <-r.done:
-		case <-done:
-			r.abandoned.Store(true)
-			return nil, ctx.Err()
+		default:
+			return nil, ErrClosed
 		}
-	} else {
-		<-r.done
+	case <-ctx.Done():
+		r.abandoned.Store(true)
+		return nil, ctx.Err()
 	}
 	return r.receipts, r.err
 }
