@@ -24,6 +24,8 @@ type recovery struct {
 	indexed int
 
 	writeEnd int64 // where the last good write (a group, or a frame outside groups) ends in this segment
+
+	groupFrames []groupedFrame // scratch: the checked frames of the group being applied
 }
 
 type openBatch struct {
@@ -276,12 +278,13 @@ func (rc *recovery) scanSegment(f *os.File, path string, last bool) (int64, erro
 			}
 		}
 		off = base + int64(pos)
-		if bad, cause := checkGroup(buf[pos:min(len(buf), pos+extent)], extent); cause != nil {
+		frames, bad, cause := checkGroup(buf[pos:min(len(buf), pos+extent)], extent, rc.groupFrames[:0])
+		rc.groupFrames = frames
+		if cause != nil {
 			return rc.badGroup(f, path, last, off, off+int64(bad), int64(extent), g.a, g.b, size, cause)
 		}
-		for q := pos + g.size; q < pos+extent; q += fr.size {
-			_ = decodeFrame(buf[q:pos+extent], &fr) // checked by checkGroup
-			rc.apply(&fr, base+int64(q))
+		for i := range frames {
+			rc.apply(&frames[i].fr, off+int64(frames[i].off))
 		}
 		rc.seen(g.b)
 		pos += extent
@@ -298,24 +301,30 @@ func maxGroupWrite(cfg Config) int64 {
 
 // checkGroup checks the frames of a group (b holds its group frame and
 // what could be read of the extent bytes it spans): they must decode and
-// tile the extent exactly. It returns the offset in b of the first bad
-// frame and why.
-func checkGroup(b []byte, extent int) (int, error) {
-	var fr decodedFrame
-	q := groupFrameLen
-	for q < extent {
+// tile the extent exactly. It returns them decoded (appended to dst; they
+// point into b), or the offset in b of the first bad frame and why.
+func checkGroup(b []byte, extent int, dst []groupedFrame) ([]groupedFrame, int, error) {
+	for q := groupFrameLen; q < extent; {
 		if q >= len(b) {
-			return q, errFrameShort
+			return dst, q, errFrameShort
 		}
-		if err := decodeFrame(b[q:], &fr); err != nil {
-			return q, err
+		dst = append(dst, groupedFrame{off: q})
+		fr := &dst[len(dst)-1].fr
+		if err := decodeFrame(b[q:], fr); err != nil {
+			return dst, q, err
 		}
 		if fr.typ == frameGroup || fr.typ == frameFenceCommit {
-			return q, &frameError{"a group frame or fence commit inside a group"}
+			return dst, q, &frameError{"a group frame or fence commit inside a group"}
 		}
 		q += fr.size
 	}
-	return 0, nil
+	return dst, 0, nil
+}
+
+// groupedFrame is a frame of a group, at offset off from its group frame.
+type groupedFrame struct {
+	off int
+	fr  decodedFrame
 }
 
 // badGroup decides about a group that does not check: a torn last write
