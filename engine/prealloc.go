@@ -2,7 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"os"
 )
 
 // Preallocation. The active segment is kept zero-filled ahead of its
@@ -87,7 +86,7 @@ func (s *Store) trimActive() error {
 		return fmt.Errorf("engine: trim segment %s: %w", f.Name(), err)
 	}
 	s.zeroEnd = s.activeSize
-	if err := syncFile(f); err != nil {
+	if err := f.Sync(); err != nil {
 		return fmt.Errorf("engine: sync trimmed segment %s: %w", f.Name(), err)
 	}
 	return nil
@@ -102,6 +101,3 @@ func (s *Store) truncateActive(off int64) error {
 	}
 	return err
 }
-
-// syncFile is a full fsync (for size and metadata changes).
-func syncFile(f *os.File) error { return f.Sync() }

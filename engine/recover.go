@@ -183,7 +183,7 @@ func (rc *recovery) truncate(f *os.File, path string, at int64) (int64, error) {
 	if err := f.Truncate(at); err != nil {
 		return 0, fmt.Errorf("engine: truncate torn tail: %w", err)
 	}
-	if err := syncFile(f); err != nil {
+	if err := f.Sync(); err != nil {
 		return 0, fmt.Errorf("engine: sync truncated segment: %w", err)
 	}
 	return at, nil
