@@ -211,6 +211,18 @@ func writeJournal(t testing.TB, cfg Config, appends ...[]Event) (string, []Entry
 	return dir, entries
 }
 
+// damageAppends is the journal most damage tests start from: open 0, e1,
+// e2 (keyed), e3, batch e4-e6, e7, then close 8.
+func damageAppends() [][]Event {
+	return [][]Event{
+		{journalEvent(1, false)},
+		{journalEvent(2, true)},
+		{journalEvent(3, false)},
+		{journalEvent(4, false), journalEvent(5, false), journalEvent(6, false)},
+		{journalEvent(7, false)},
+	}
+}
+
 func journalSegPath(dir string, num uint32) string { return filepath.Join(dir, segmentName(num)) }
 
 func identicalEntry(a, b Entry) bool {
@@ -304,14 +316,7 @@ func zeroRange(from, to int64) func([]byte) []byte {
 // frame, are cancelled and never reused (it was never fsynced, so never
 // acknowledged); an undamaged zero tail cancels nothing.
 func TestTornTail(t *testing.T) {
-	// open 0, e1, e2 (keyed), e3, batch e4-e6, e7, close 8.
-	appends := [][]Event{
-		{journalEvent(1, false)},
-		{journalEvent(2, true)},
-		{journalEvent(3, false)},
-		{journalEvent(4, false), journalEvent(5, false), journalEvent(6, false)},
-		{journalEvent(7, false)},
-	}
+	appends := damageAppends()
 	type damage func(t testing.TB, path string, frames []diskFrame) // frames of the intact file
 	cut := func(at func(frames []diskFrame) int64) damage {
 		return func(t testing.TB, path string, frames []diskFrame) { truncateJournalFile(t, path, at(frames)) }
@@ -616,14 +621,7 @@ func TestVIS14_TornFence(t *testing.T) {
 // matching ErrJournalCorrupt, IsCorruption reports it, and no file of the
 // directory changes.
 func TestCorruptJournal(t *testing.T) {
-	// open 0, e1, e2 (keyed), e3, batch e4-e6, e7, close 8.
-	appends := [][]Event{
-		{journalEvent(1, false)},
-		{journalEvent(2, true)},
-		{journalEvent(3, false)},
-		{journalEvent(4, false), journalEvent(5, false), journalEvent(6, false)},
-		{journalEvent(7, false)},
-	}
+	appends := damageAppends()
 	headerCRC := func(b []byte) {
 		binary.LittleEndian.PutUint32(b[12:], crc32.Checksum(b[:12], castagnoli))
 	}

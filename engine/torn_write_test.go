@@ -20,11 +20,10 @@ import (
 	"testing"
 )
 
-const r2Page = 4096
+// nextPage returns the first page boundary after off.
+func nextPage(off int64) int64 { return (off/tornPage + 1) * tornPage }
 
-func r2NextPage(off int64) int64 { return (off/r2Page + 1) * r2Page }
-
-func r2BigEvents(n, size int, tag string) []Event {
+func bigEvents(n, size int, tag string) []Event {
 	out := make([]Event, n)
 	for i := range out {
 		out[i] = ev("r2"+tag, "s", tag+strings.Repeat("x", size))
@@ -32,7 +31,7 @@ func r2BigEvents(n, size int, tag string) []Event {
 	return out
 }
 
-func r2Groups(t *testing.T, path string) []diskFrame {
+func groupFrames(t *testing.T, path string) []diskFrame {
 	t.Helper()
 	var out []diskFrame
 	for _, f := range readDiskAllFrames(t, path) {
@@ -43,10 +42,22 @@ func r2Groups(t *testing.T, path string) []diskFrame {
 	return out
 }
 
-// lastGroup returns the last group frame of a segment and its extent end.
-func r2LastGroup(t *testing.T, path string) (diskFrame, int64) {
+// reopenTorn opens a journal whose last write was torn: recovery must
+// accept it. The store is closed when the test ends.
+func reopenTorn(t *testing.T, dir, what string) *Store {
 	t.Helper()
-	gs := r2Groups(t, path)
+	s, err := Open(dir, Config{})
+	if err != nil {
+		t.Fatalf("%s: recovery refused a torn last write: %v", what, err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// lastGroup returns the last group frame of a segment and its extent end.
+func lastGroupExtent(t *testing.T, path string) (diskFrame, int64) {
+	t.Helper()
+	gs := groupFrames(t, path)
 	if len(gs) == 0 {
 		t.Fatal("no groups")
 	}
@@ -61,9 +72,8 @@ func r2LastGroup(t *testing.T, path string) (diskFrame, int64) {
 	return g, end
 }
 
-// F1: a fence commit (written alone, outside groups) is not recorded in
-// groupEnd, so a torn group that follows it, with the page holding its
-// group frame lost, is refused as corruption.
+// A fence commit is a write of its own: a torn group written after it,
+// with the page holding its group frame lost, is the torn last write.
 func TestTornWrite_FenceCommitThenTornGroupLostFirstPage(t *testing.T) {
 	ctx := context.Background()
 	src := t.TempDir()
@@ -84,31 +94,26 @@ func TestTornWrite_FenceCommitThenTornGroupLostFirstPage(t *testing.T) {
 	if _, err := fa.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AppendBatch(ctx, r2BigEvents(20, 500, "b")); err != nil {
+	if _, err := s.AppendBatch(ctx, bigEvents(20, 500, "b")); err != nil {
 		t.Fatal(err)
 	}
 	dir := crashCopy(t, src)
 	path := journalSegPath(dir, 0)
-	g, end := r2LastGroup(t, path)
+	g, end := lastGroupExtent(t, path)
 	fc := markerFrame(t, readDiskFrames(t, path), frameFenceCommit)
 	if fc.end() != g.off {
 		t.Fatalf("layout: fence commit ends at %d, last group at %d", fc.end(), g.off)
 	}
-	lost := r2NextPage(g.off)
-	if lost+r2Page > end {
+	lost := nextPage(g.off)
+	if lost+tornPage > end {
 		t.Fatalf("layout: group [%d,%d) too small", g.off, end)
 	}
 	editJournalFile(t, path, zeroRange(g.off, lost)) // power loss: the page with the group frame lost
-	s2, err := Open(dir, Config{})
-	if err != nil {
-		t.Errorf("F1: torn last group after a fence commit (first page lost) refused: %v", err)
-		return
-	}
-	defer s2.Close()
+	reopenTorn(t, dir, "torn last group after a fence commit (first page lost)")
 }
 
-// F2: the page holding the group frame lost, later pages kept, but they
-// hold no complete frame (a single large event): refused as corruption.
+// The page holding the group frame lost, later pages kept, holding no
+// complete frame (one large event): still the torn last write.
 func TestTornWrite_LostFirstPageOnlyFragmentsKept(t *testing.T) {
 	src := t.TempDir()
 	s := openJournal(t, src, Config{})
@@ -118,22 +123,17 @@ func TestTornWrite_LostFirstPageOnlyFragmentsKept(t *testing.T) {
 	mustAppend(t, s, ev("big", "s", strings.Repeat("y", 10000)))
 	dir := crashCopy(t, src)
 	path := journalSegPath(dir, 0)
-	g, end := r2LastGroup(t, path)
-	lost := r2NextPage(g.off)
+	g, end := lastGroupExtent(t, path)
+	lost := nextPage(g.off)
 	if lost >= end {
 		t.Fatal("layout")
 	}
 	editJournalFile(t, path, zeroRange(g.off, lost))
-	s2, err := Open(dir, Config{})
-	if err != nil {
-		t.Errorf("F2: torn last write (group frame page lost, only fragments kept) refused: %v", err)
-		return
-	}
-	defer s2.Close()
+	reopenTorn(t, dir, "torn last write (group frame page lost, only fragments kept)")
 }
 
-// F2b: a fence commit frame straddling a page boundary, its first page
-// lost: refused as corruption.
+// A fence commit straddling a page boundary, its first page lost: the
+// torn last write.
 func TestTornWrite_FenceCommitStraddlingPageFirstPageLost(t *testing.T) {
 	ctx := context.Background()
 	src := t.TempDir()
@@ -144,12 +144,12 @@ func TestTornWrite_FenceCommitStraddlingPageFirstPageLost(t *testing.T) {
 	if err := s.BeginFence(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, end0 := r2LastGroup(t, journalSegPath(src, 0))
+	_, end0 := lastGroupExtent(t, journalSegPath(src, 0))
 	// fenced group = group frame + one event frame (entity "f", scope "s").
 	fixed := int64(groupFrameLen + eventFrameLen(1, 1, 0))
-	p := ((4080-(end0+fixed))%r2Page + r2Page) % r2Page
+	p := ((4080-(end0+fixed))%tornPage + tornPage) % tornPage
 	if p == 0 {
-		p = r2Page
+		p = tornPage
 	}
 	if _, err := s.AppendFenced(ctx, []Event{ev("f", "s", strings.Repeat("z", int(p)))}); err != nil {
 		t.Fatal(err)
@@ -160,21 +160,16 @@ func TestTornWrite_FenceCommitStraddlingPageFirstPageLost(t *testing.T) {
 	dir := crashCopy(t, src)
 	path := journalSegPath(dir, 0)
 	fc := markerFrame(t, readDiskFrames(t, path), frameFenceCommit)
-	if fc.off%r2Page != 4080 {
+	if fc.off%tornPage != 4080 {
 		t.Fatalf("layout: fence commit at %d", fc.off)
 	}
-	editJournalFile(t, path, zeroRange(fc.off, r2NextPage(fc.off)))
-	s2, err := Open(dir, Config{})
-	if err != nil {
-		t.Errorf("F2b: torn fence commit (first page lost) refused: %v", err)
-		return
-	}
-	defer s2.Close()
+	editJournalFile(t, path, zeroRange(fc.off, nextPage(fc.off)))
+	reopenTorn(t, dir, "torn fence commit (first page lost)")
 }
 
-// F3: media damage to the group frame of an acknowledged group G1, then a
-// power loss that loses the first page of the next group G2: recovery
-// silently cancels G1 (acknowledged, visible before the crash).
+// Media damage to the group frame of an acknowledged group G1, then a
+// power loss that loses the first page of the next group G2: a torn write
+// damages nothing, so this is corruption; G1 must never be cancelled.
 func TestTornWrite_DamagedAckedGroupThenTornGroup(t *testing.T) {
 	ctx := context.Background()
 	src := t.TempDir()
@@ -182,44 +177,28 @@ func TestTornWrite_DamagedAckedGroupThenTornGroup(t *testing.T) {
 	for i := range 3 {
 		mustAppend(t, s, journalEvent(i, false))
 	}
-	rec1, err := s.AppendBatch(ctx, r2BigEvents(5, 500, "g1")) // G1: acknowledged
-	if err != nil {
+	if _, err := s.AppendBatch(ctx, bigEvents(5, 500, "g1")); err != nil { // G1: acknowledged
 		t.Fatal(err)
 	}
-	if _, err := s.AppendBatch(ctx, r2BigEvents(20, 500, "g2")); err != nil { // G2: the last write
+	if _, err := s.AppendBatch(ctx, bigEvents(20, 500, "g2")); err != nil { // G2: the last write
 		t.Fatal(err)
 	}
 	dir := crashCopy(t, src)
 	path := journalSegPath(dir, 0)
-	gs := r2Groups(t, path)
+	gs := groupFrames(t, path)
 	g1, g2 := gs[len(gs)-2], gs[len(gs)-1]
 	editJournalFile(t, path, func(b []byte) []byte {
-		b[g1.off+frameHeaderLen+6] ^= 0x40  // G1's group frame damaged (bit rot)
-		clear(b[g2.off:r2NextPage(g2.off)]) // G2's first page lost
+		b[g1.off+frameHeaderLen+6] ^= 0x40 // G1's group frame damaged (bit rot)
+		clear(b[g2.off:nextPage(g2.off)])  // G2's first page lost
 		return b
 	})
-	s2, err := Open(dir, Config{})
-	if err != nil {
-		t.Logf("refused (correct): %v", err)
-		return
-	}
-	defer s2.Close()
-	vis := map[uint64]bool{}
-	for _, e := range pollJournal(t, s2).Entries {
-		vis[e.Seq] = true
-	}
-	lostAcked := 0
-	for _, r := range rec1 {
-		if !vis[r.Seq] {
-			lostAcked++
-		}
-	}
-	if lostAcked > 0 {
-		t.Errorf("F3: Open succeeded and silently dropped %d acknowledged entries of G1 (cancelled %v)", lostAcked, s2.CancelledRanges())
-	}
+	before := dirSnapshot(t, dir)
+	_, err := Open(dir, Config{})
+	checkCorruption(t, err, path, g1.off)
+	checkDirUnchanged(t, dir, before)
 }
 
-// F4 (check): a group larger than the 4 MiB scan buffer, straddling reads,
+// A group larger than recovery's 4 MiB read buffer, straddling reads,
 // recovers intact; a prefix of it is cut off whole.
 func TestTornWrite_LargeGroupAcrossReads(t *testing.T) {
 	ctx := context.Background()
@@ -257,7 +236,7 @@ func TestTornWrite_LargeGroupAcrossReads(t *testing.T) {
 
 	// Crash copy, torn: cut the second big group 3 MiB in (a prefix).
 	path := journalSegPath(crashed, 0)
-	gs := r2Groups(t, path)
+	gs := groupFrames(t, path)
 	g := gs[len(gs)-1]
 	editJournalFile(t, path, func(b []byte) []byte { clear(b[g.off+3<<20:]); return b })
 	s3 := openJournal(t, crashed, Config{})
@@ -275,9 +254,10 @@ func TestTornWrite_LargeGroupAcrossReads(t *testing.T) {
 	}
 }
 
-// F6: lostGroupFrame scans payload bytes of the kept pages and trusts any
-// checksum-valid frame it finds: a payload that embeds an encoded frame
-// with a huge seq makes recovery cancel up to it (allocation jumps/wraps).
+// A payload quoting an encoded frame with a far seq, in a torn write whose
+// first page was lost: recovery follows frames from one to the next and
+// bounds their seqs, so the quoted frame cannot steer the cancelled range
+// (it once made allocation jump by millions).
 func TestTornWrite_EmbeddedFrameInPayload(t *testing.T) {
 	src := t.TempDir()
 	s := openJournal(t, src, Config{})
@@ -289,32 +269,27 @@ func TestTornWrite_EmbeddedFrameInPayload(t *testing.T) {
 	mustAppend(t, s, Event{Coordinate: MustCoordinate("u", "s"), Kind: KindData, Payload: pl})
 	dir := crashCopy(t, src)
 	path := journalSegPath(dir, 0)
-	g, _ := r2LastGroup(t, path)
-	editJournalFile(t, path, zeroRange(g.off, r2NextPage(g.off)))
-	s2, err := Open(dir, Config{})
-	if err != nil {
-		t.Errorf("F6: open failed: %v", err)
-		return
-	}
-	defer s2.Close()
+	g, _ := lastGroupExtent(t, path)
+	editJournalFile(t, path, zeroRange(g.off, nextPage(g.off)))
+	s2 := reopenTorn(t, dir, "a payload quoting a frame")
 	st := s2.Stats()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	if st.Allocated > 1<<20 {
-		t.Errorf("F6: a seq embedded in a user payload drove allocation to %d (cancelled %v); index chunks %d, heap %d MiB",
+		t.Errorf("a seq embedded in a user payload drove allocation to %d (cancelled %v); index chunks %d, heap %d MiB",
 			st.Allocated, s2.CancelledRanges(), len(s2.ix.chunks), ms.HeapAlloc>>20)
 	}
 }
 
-// F2 (small): a 300-byte single-event append whose write straddles a page
-// boundary, the first page lost: only a fragment is kept; refused.
+// A 300-byte single-event append whose write straddles a page boundary,
+// the first page lost: only a fragment is kept; the torn last write.
 func TestTornWrite_SmallAppendStraddlingPageFirstPageLost(t *testing.T) {
 	src := t.TempDir()
 	s := openJournal(t, src, Config{})
 	path := journalSegPath(src, 0)
 	for i := 0; ; i++ {
-		_, end := r2LastGroup(t, path)
-		if m := end % r2Page; m > 3900 && m < 4000 {
+		_, end := lastGroupExtent(t, path)
+		if m := end % tornPage; m > 3900 && m < 4000 {
 			break
 		}
 		mustAppend(t, s, ev("pad", "s", strings.Repeat("p", 40)))
@@ -325,15 +300,10 @@ func TestTornWrite_SmallAppendStraddlingPageFirstPageLost(t *testing.T) {
 	mustAppend(t, s, ev("small", "s", strings.Repeat("q", 300)))
 	dir := crashCopy(t, src)
 	path = journalSegPath(dir, 0)
-	g, end := r2LastGroup(t, path)
-	t.Logf("last group [%d,%d), page boundary %d", g.off, end, r2NextPage(g.off))
-	editJournalFile(t, path, zeroRange(g.off, r2NextPage(g.off)))
-	s2, err := Open(dir, Config{})
-	if err != nil {
-		t.Errorf("F2: torn 300-byte append (first page lost) refused: %v", err)
-		return
-	}
-	s2.Close()
+	g, end := lastGroupExtent(t, path)
+	t.Logf("last group [%d,%d), page boundary %d", g.off, end, nextPage(g.off))
+	editJournalFile(t, path, zeroRange(g.off, nextPage(g.off)))
+	reopenTorn(t, dir, "torn 300-byte append (first page lost)")
 }
 
 // The torn-write property. A journal is written with appends of random
