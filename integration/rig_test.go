@@ -191,20 +191,19 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 // stats if it times out.
 func waitForWorker(t testing.TB, w *engine.Worker, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	waitFor(t, limit+time.Second, what, func() bool {
-		if time.Now().After(deadline) && !cond() {
-			t.Fatalf("timed out after %v waiting for %s; worker stats %+v", limit, what, w.Stats())
-		}
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(time.Millisecond) {
 		select {
 		case <-w.Done():
 			if !cond() {
 				t.Fatalf("worker exited while waiting for %s: %v", what, w.Join())
 			}
+			return
 		default:
 		}
-		return cond()
-	})
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; worker stats %+v", limit, what, w.Stats())
+		}
+	}
 }
 
 // joinWithin waits (bounded) for w to exit and returns Join's result.
