@@ -165,39 +165,35 @@ func (s *Store) gather(g *group) {
 		}
 	}()
 	for {
-		for !g.full(s.cfg.MaxBatchEvents) {
-			r := s.next(false)
-			if r == nil {
-				break
-			}
-			if r.kind != reqAppend {
-				s.unread(r)
-				return
-			}
-			s.admit(g, r)
-		}
-		if linger <= 0 || g.arrived >= s.lastGroup || g.full(s.cfg.MaxBatchEvents) {
+		if s.admitQueued(g) || linger <= 0 || g.arrived >= s.lastGroup || g.full(s.cfg.MaxBatchEvents) {
 			return
 		}
 		if t == nil {
 			t = time.NewTimer(linger)
 		}
 		if !s.q.wait(int64(s.lastGroup-g.arrived), t) {
-			// The linger ended: take what came and go.
-			for !g.full(s.cfg.MaxBatchEvents) {
-				r := s.next(false)
-				if r == nil {
-					return
-				}
-				if r.kind != reqAppend {
-					s.unread(r)
-					return
-				}
-				s.admit(g, r)
-			}
+			s.admitQueued(g) // the linger ended: take what came and go
 			return
 		}
 	}
+}
+
+// admitQueued admits queued appends until the group is full or the queue
+// is empty. It reports true when a fence or close request ended the group
+// (it stays first in line).
+func (s *Store) admitQueued(g *group) bool {
+	for !g.full(s.cfg.MaxBatchEvents) {
+		r := s.next(false)
+		if r == nil {
+			return false
+		}
+		if r.kind != reqAppend {
+			s.unread(r)
+			return true
+		}
+		s.admit(g, r)
+	}
+	return false
 }
 
 // control runs a fence or close request; it reports whether the committer
