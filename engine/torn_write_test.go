@@ -42,6 +42,18 @@ func groupFrames(t *testing.T, path string) []diskFrame {
 	return out
 }
 
+// tornSource opens a journal in a new directory and appends three small
+// events: what each torn-write case builds on.
+func tornSource(t *testing.T) (string, *Store) {
+	t.Helper()
+	src := t.TempDir()
+	s := openJournal(t, src, Config{})
+	for i := range 3 {
+		mustAppend(t, s, journalEvent(i, false))
+	}
+	return src, s
+}
+
 // reopenTorn opens a journal whose last write was torn: recovery must
 // accept it. The store is closed when the test ends.
 func reopenTorn(t *testing.T, dir, what string) *Store {
@@ -76,11 +88,7 @@ func lastGroupExtent(t *testing.T, path string) (diskFrame, int64) {
 // with the page holding its group frame lost, is the torn last write.
 func TestTornWrite_FenceCommitThenTornGroupLostFirstPage(t *testing.T) {
 	ctx := context.Background()
-	src := t.TempDir()
-	s := openJournal(t, src, Config{})
-	for i := range 3 {
-		mustAppend(t, s, journalEvent(i, false))
-	}
+	src, s := tornSource(t)
 	if err := s.BeginFence(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -115,11 +123,7 @@ func TestTornWrite_FenceCommitThenTornGroupLostFirstPage(t *testing.T) {
 // The page holding the group frame lost, later pages kept, holding no
 // complete frame (one large event): still the torn last write.
 func TestTornWrite_LostFirstPageOnlyFragmentsKept(t *testing.T) {
-	src := t.TempDir()
-	s := openJournal(t, src, Config{})
-	for i := range 3 {
-		mustAppend(t, s, journalEvent(i, false))
-	}
+	src, s := tornSource(t)
 	mustAppend(t, s, ev("big", "s", strings.Repeat("y", 10000)))
 	dir := crashCopy(t, src)
 	path := journalSegPath(dir, 0)
@@ -136,11 +140,7 @@ func TestTornWrite_LostFirstPageOnlyFragmentsKept(t *testing.T) {
 // torn last write.
 func TestTornWrite_FenceCommitStraddlingPageFirstPageLost(t *testing.T) {
 	ctx := context.Background()
-	src := t.TempDir()
-	s := openJournal(t, src, Config{})
-	for i := range 3 {
-		mustAppend(t, s, journalEvent(i, false))
-	}
+	src, s := tornSource(t)
 	if err := s.BeginFence(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -172,11 +172,7 @@ func TestTornWrite_FenceCommitStraddlingPageFirstPageLost(t *testing.T) {
 // damages nothing, so this is corruption; G1 must never be cancelled.
 func TestTornWrite_DamagedAckedGroupThenTornGroup(t *testing.T) {
 	ctx := context.Background()
-	src := t.TempDir()
-	s := openJournal(t, src, Config{})
-	for i := range 3 {
-		mustAppend(t, s, journalEvent(i, false))
-	}
+	src, s := tornSource(t)
 	if _, err := s.AppendBatch(ctx, bigEvents(5, 500, "g1")); err != nil { // G1: acknowledged
 		t.Fatal(err)
 	}
@@ -202,11 +198,7 @@ func TestTornWrite_DamagedAckedGroupThenTornGroup(t *testing.T) {
 // recovers intact; a prefix of it is cut off whole.
 func TestTornWrite_LargeGroupAcrossReads(t *testing.T) {
 	ctx := context.Background()
-	src := t.TempDir()
-	s := openJournal(t, src, Config{})
-	for i := range 3 {
-		mustAppend(t, s, journalEvent(i, false))
-	}
+	src, s := tornSource(t)
 	big := make([]Event, 130)
 	for i := range big {
 		pl := bytes.Repeat([]byte{byte('a' + i%26)}, 60000)
@@ -259,11 +251,7 @@ func TestTornWrite_LargeGroupAcrossReads(t *testing.T) {
 // bounds their seqs, so the quoted frame cannot steer the cancelled range
 // (it once made allocation jump by millions).
 func TestTornWrite_EmbeddedFrameInPayload(t *testing.T) {
-	src := t.TempDir()
-	s := openJournal(t, src, Config{})
-	for i := range 3 {
-		mustAppend(t, s, journalEvent(i, false))
-	}
+	src, s := tornSource(t)
 	emb, _ := appendEventFrame(nil, &eventRecord{kind: KindData, seq: 1 << 22, payload: []byte("evil")}, "e", "s")
 	pl := append(append(bytes.Repeat([]byte{'z'}, 6000), emb...), bytes.Repeat([]byte{'z'}, 100)...)
 	mustAppend(t, s, Event{Coordinate: MustCoordinate("u", "s"), Kind: KindData, Payload: pl})
