@@ -199,27 +199,25 @@ func decodeFrame(buf []byte, f *decodedFrame) error {
 		n += sl
 		r.payload = body[n:]
 		f.payloadOff = frameHeaderLen + n
-	case frameBatchBegin, frameBatchCommit, frameFenceCommit:
-		if len(body) != markerBodyLen {
-			return &frameError{fmt.Sprintf("marker body length %d", len(body))}
+	case frameBatchBegin, frameBatchCommit, frameFenceCommit, frameGroup:
+		// Fixed bodies: 2 reserved zero bytes, then u64 fields.
+		want := markerBodyLen
+		if body[0] == frameGroup {
+			want = groupBodyLen
+		}
+		if len(body) != want {
+			return &frameError{fmt.Sprintf("type %d body length %d", body[0], len(body))}
 		}
 		if body[2] != 0 || body[3] != 0 {
 			return &frameError{"reserved marker bytes set"}
 		}
 		f.a = binary.LittleEndian.Uint64(body[4:])
 		f.b = binary.LittleEndian.Uint64(body[12:])
-	case frameGroup:
-		if len(body) != groupBodyLen {
-			return &frameError{fmt.Sprintf("group body length %d", len(body))}
-		}
-		if body[2] != 0 || body[3] != 0 {
-			return &frameError{"reserved group bytes set"}
-		}
-		f.a = binary.LittleEndian.Uint64(body[4:])
-		f.b = binary.LittleEndian.Uint64(body[12:])
-		f.c = binary.LittleEndian.Uint64(body[20:])
-		if f.b < f.a || f.c > maxGroupLen {
-			return &frameError{fmt.Sprintf("group seqs [%d, %d) of %d bytes", f.a, f.b, f.c)}
+		if body[0] == frameGroup {
+			f.c = binary.LittleEndian.Uint64(body[20:])
+			if f.b < f.a || f.c > maxGroupLen {
+				return &frameError{fmt.Sprintf("group seqs [%d, %d) of %d bytes", f.a, f.b, f.c)}
+			}
 		}
 	default:
 		return &frameError{fmt.Sprintf("unknown frame type %d", body[0])}
