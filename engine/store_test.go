@@ -865,13 +865,9 @@ func TestIDM06_FailedKeyedAppendNotRemembered(t *testing.T) {
 
 // Catalogue: IDM-07.
 func TestIDM07_RetryRacingOriginal(t *testing.T) {
-	g := &syncGate{}
-	s := openTestStore(t, Config{faults: &faults{sync: g.hook}, GroupCommitLinger: -1})
+	s, release, blocker := stallInSync(t)
 	ctx := context.Background()
-	release := g.blockNext()
-	blocker := make(chan error, 1)
-	go func() { _, err := s.Append(ctx, ev("other", "s", "x")); blocker <- err }()
-	<-g.entered // the committer is busy: the next two requests queue together
+	// the committer is busy: the next two requests queue together
 
 	e := keyedEv("k", "x", "race")
 	type result struct {
@@ -1148,13 +1144,9 @@ func TestReopenKeepsEventsBetweenCancelledFences(t *testing.T) {
 // never written, no seq is spent, nothing is cancelled. The same for a
 // fenced append and a fence operation.
 func TestAppend_AbandonedWhileQueuedIsNeverWritten(t *testing.T) {
-	g := &syncGate{}
-	s := openTestStore(t, Config{faults: &faults{sync: g.hook}, GroupCommitLinger: -1})
+	s, release, blocker := stallInSync(t)
 	ctx := context.Background()
-	release := g.blockNext()
-	blocker := make(chan error, 1)
-	go func() { _, err := s.Append(ctx, ev("other", "s", "x")); blocker <- err }()
-	<-g.entered // the committer is in a sync: what follows stays queued
+	// the committer is in a sync: what follows stays queued
 
 	abandon, cancel := context.WithCancel(ctx)
 	done := make(chan error, 2)
@@ -1219,4 +1211,18 @@ func TestAppendFenced_KeyedRetryReplays(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].Seq != orig[0].Seq || !got[0].Replayed {
 		t.Fatalf("fenced retry Wait = %+v, %v; want seq %d replayed", got, err, orig[0].Seq)
 	}
+}
+
+// stallInSync opens a store and holds its committer inside the fsync of an
+// append (of entity "other"), so that what is sent next stays queued.
+// release lets the sync finish; blocker then receives that append's error.
+func stallInSync(t *testing.T) (s *Store, release func(), blocker chan error) {
+	t.Helper()
+	g := &syncGate{}
+	s = openTestStore(t, Config{faults: &faults{sync: g.hook}, GroupCommitLinger: -1})
+	release = g.blockNext()
+	blocker = make(chan error, 1)
+	go func() { _, err := s.Append(context.Background(), ev("other", "s", "x")); blocker <- err }()
+	<-g.entered
+	return s, release, blocker
 }
