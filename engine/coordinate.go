@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/batfleet/batfleet/internal/msgpackutil"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -36,15 +37,15 @@ func NewCoordinate(entity, scope string) (Coordinate, error) {
 		return Coordinate{}, ErrEmptyEntity
 	case scope == "":
 		return Coordinate{}, ErrEmptyScope
-	case len(entity) > maxComponentBytes:
-		return Coordinate{}, &LengthError{Limit: ErrEntityTooLong, Len: len(entity), Max: maxComponentBytes}
-	case len(scope) > maxComponentBytes:
-		return Coordinate{}, &LengthError{Limit: ErrScopeTooLong, Len: len(scope), Max: maxComponentBytes}
+	case len(entity) > MaxComponentBytes:
+		return Coordinate{}, &LengthError{Limit: ErrEntityTooLong, Len: len(entity), Max: MaxComponentBytes}
+	case len(scope) > MaxComponentBytes:
+		return Coordinate{}, &LengthError{Limit: ErrScopeTooLong, Len: len(scope), Max: MaxComponentBytes}
 	}
-	if err := validateComponent("entity", entity); err != nil {
+	if err := ValidateComponent("entity", entity); err != nil {
 		return Coordinate{}, err
 	}
-	if err := validateComponent("scope", scope); err != nil {
+	if err := ValidateComponent("scope", scope); err != nil {
 		return Coordinate{}, err
 	}
 	return Coordinate{entity: entity, scope: scope}, nil
@@ -75,6 +76,19 @@ func ValidateScope(s string) error {
 }
 
 // Entity returns the coordinate's entity (its stream key).
+// Validate re-checks c: the zero Coordinate (the only invalid value one
+// can hold) fails with ErrEmptyEntity; any other passes.
+func (c Coordinate) Validate() error {
+	_, err := NewCoordinate(c.entity, c.scope)
+	return err
+}
+
+// LifecycleCoordinate returns batfleet:store@batfleet:lifecycle, where the
+// journal appends its OPEN_COMPLETED and CLOSE_COMPLETED events (SPEC §3.6).
+func LifecycleCoordinate() Coordinate {
+	return Coordinate{entity: "batfleet:store", scope: "batfleet:lifecycle"}
+}
+
 func (c Coordinate) Entity() string { return c.entity }
 
 // Scope returns the coordinate's scope (its isolation boundary).
@@ -158,7 +172,7 @@ func (c *Coordinate) DecodeMsgpack(dec *msgpack.Decoder) error {
 			}
 			haveScope, dst = true, &scope
 		default:
-			if err := skipValue(dec); err != nil {
+			if err := msgpackutil.Skip(dec); err != nil {
 				return fmt.Errorf("engine: decode coordinate: skip %q: %w", key, err)
 			}
 			continue

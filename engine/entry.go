@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	mrand "math/rand/v2"
 )
 
 // Entry is one delivered event. A redelivered entry is identical in every
@@ -90,30 +89,23 @@ func ParseID128(s string) (ID128, error) {
 	return id, nil
 }
 
-func newID128() ID128 {
+// NewID128 returns a random 128-bit id (journal and incarnation ids).
+func NewID128() ID128 {
 	var id ID128
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails on Linux
 	return id
 }
 
-// uuidGen makes UUIDv7 ids. It is not safe for concurrent use (the
-// committer owns one).
-type uuidGen struct {
-	rng *mrand.ChaCha8
-}
-
-func newUUIDGen() *uuidGen {
-	var seed [32]byte
-	_, _ = rand.Read(seed[:])
-	return &uuidGen{rng: mrand.NewChaCha8(seed)}
-}
-
-// next returns a UUIDv7 for unix-millisecond time ms.
-func (g *uuidGen) next(ms int64) [16]byte {
-	var u [16]byte
-	binary.BigEndian.PutUint64(u[8:], g.rng.Uint64())
-	binary.BigEndian.PutUint64(u[0:], uint64(ms)<<16|g.rng.Uint64()&0xffff)
+// UUIDv7 returns the UUIDv7 (RFC 9562) of unix-millisecond time ms whose
+// random bits come from rnd: bytes 0-5 are ms (big endian), the version
+// nibble is 7 and the variant bits 10; the other 74 bits are rnd's. Event
+// ids of unkeyed appends, and the keys remote appends get when the caller
+// gives none, are made this way.
+func UUIDv7(ms int64, rnd [16]byte) [16]byte {
+	u := rnd
+	binary.BigEndian.PutUint32(u[0:], uint32(uint64(ms)>>16))
+	binary.BigEndian.PutUint16(u[4:], uint16(ms))
 	u[6] = 0x70 | u[6]&0x0f // version 7
-	u[8] = 0x80 | u[8]&0x3f // RFC 4122 variant
+	u[8] = 0x80 | u[8]&0x3f // RFC 9562 variant
 	return u
 }

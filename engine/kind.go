@@ -104,9 +104,9 @@ func (k Kind) IsReserved() bool {
 // String returns k as four lowercase hex digits, for example "0x1001".
 func (k Kind) String() string { return fmt.Sprintf("0x%04x", uint16(k)) }
 
-// checkAppendable returns a *ReservedKindError (matching ErrReservedKind)
+// CheckAppendable returns a *ReservedKindError (matching ErrReservedKind)
 // if k is reserved; index is the event's position in its batch.
-func (k Kind) checkAppendable(index int) error {
+func (k Kind) CheckAppendable(index int) error {
 	if k.IsReserved() {
 		return &ReservedKindError{Index: index, Kind: k}
 	}

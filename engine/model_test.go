@@ -29,8 +29,8 @@ type coordinateCase struct {
 }
 
 var (
-	kib          = strings.Repeat("x", maxComponentBytes)
-	kibPlus1     = strings.Repeat("x", maxComponentBytes+1)
+	kib          = strings.Repeat("x", MaxComponentBytes)
+	kibPlus1     = strings.Repeat("x", MaxComponentBytes+1)
 	runes341     = strings.Repeat("€", 341) // 1023 bytes
 	runes342     = strings.Repeat("€", 342) // 1026 bytes, 342 runes
 	modelEntity  = "entity:test"
@@ -249,11 +249,11 @@ func TestValidateEntityAndScope(t *testing.T) {
 func TestValidateComponentDoesNotAllocate(t *testing.T) {
 	for _, s := range []string{"entity:test", "名前:ü", kib} {
 		if n := testing.AllocsPerRun(100, func() {
-			if validateComponent("entity", s) != nil {
+			if ValidateComponent("entity", s) != nil {
 				t.Fatal("unexpected failure")
 			}
 		}); n != 0 {
-			t.Fatalf("validateComponent(%.16q…) allocates %v times, want 0", s, n)
+			t.Fatalf("ValidateComponent(%.16q…) allocates %v times, want 0", s, n)
 		}
 	}
 }
@@ -268,7 +268,7 @@ func BenchmarkValidateComponent(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(s)))
 			for b.Loop() {
-				if validateComponent("entity", s) != nil {
+				if ValidateComponent("entity", s) != nil {
 					b.Fatal("unexpected failure")
 				}
 			}
@@ -820,7 +820,7 @@ func TestDM15_KindConstruction(t *testing.T) {
 		batch := []Kind{KindData, KindOpenCompleted, KindError}
 		var err error
 		for i, k := range batch {
-			if err = k.checkAppendable(i); err != nil {
+			if err = k.CheckAppendable(i); err != nil {
 				break
 			}
 		}
@@ -829,84 +829,7 @@ func TestDM15_KindConstruction(t *testing.T) {
 		if !errors.As(err, &re) || re.Index != 1 || re.Kind != KindOpenCompleted {
 			t.Fatalf("error %v, want ReservedKindError{Index: 1, Kind: 0x0008}", err)
 		}
-		checkErr(t, KindData.checkAppendable(0), nil)
-		checkErr(t, Kind(0xD001).checkAppendable(3), ErrReservedKind)
+		checkErr(t, KindData.CheckAppendable(0), nil)
+		checkErr(t, Kind(0xD001).CheckAppendable(3), ErrReservedKind)
 	})
-}
-
-// checkpointIDCases are the CK-01 to CK-03 cases (also fuzz seeds).
-var checkpointIDCases = []struct {
-	name    string
-	id      string
-	wantErr error
-}{
-	// CK-01
-	{name: "CK01 empty", id: "", wantErr: ErrCheckpointIDEmpty},
-	{name: "CK01 1025 bytes", id: kibPlus1, wantErr: ErrCheckpointIDTooLong},
-	{name: "CK01 1024 bytes", id: kib},
-	// CK-02
-	{name: "CK02 dotdot path", id: "../../etc/passwd", wantErr: ErrPathTraversal},
-	{name: "CK02 slash", id: "with/slash", wantErr: ErrPathTraversal},
-	{name: "CK02 nul", id: "with\x00nul", wantErr: ErrNulByte},
-	{name: "CK02 control", id: "with\x01ctrl", wantErr: ErrControlChar},
-	{name: "CK02 pipe", id: "scope|fact", wantErr: ErrForbiddenSeparator},
-	{name: "CK02 equals", id: "scope=fact", wantErr: ErrForbiddenSeparator},
-	{name: "CK02 del", id: "x\x7f", wantErr: ErrControlChar},
-	{name: "CK02 invalid utf8", id: "x\xc3", wantErr: ErrInvalidUTF8},
-	{name: "CK02 long before chars", id: "/" + kib, wantErr: ErrCheckpointIDTooLong},
-	// CK-03
-	{name: "CK03 dash", id: "witness-cursor"},
-	{name: "CK03 dot", id: "a.b"},
-	{name: "CK03 space", id: "a b"},
-	{name: "CK03 non-ascii", id: "名前"},
-	{name: "CK03 colon at", id: "x:y@z"},
-	{name: "CK03 backslash", id: `a\b`},
-	{name: "CK03 star", id: "*"},
-	{name: "CK03 gt", id: ">"},
-	{name: "CK03 1024 bytes", id: strings.Repeat("é", maxComponentBytes/2)},
-}
-
-func runCheckpointIDCases(t *testing.T, prefix string) {
-	t.Helper()
-	for _, tc := range checkpointIDCases {
-		if !strings.HasPrefix(tc.name, prefix) {
-			continue
-		}
-		t.Run(tc.name, func(t *testing.T) {
-			err := ValidateCheckpointID(tc.id)
-			checkErr(t, err, tc.wantErr)
-			if tc.wantErr != nil {
-				checkErr(t, err, ErrInvalidCheckpointID)
-			}
-		})
-	}
-}
-
-// Catalogue: CK-01.
-func TestCK01_CheckpointIDLength(t *testing.T) {
-	runCheckpointIDCases(t, "CK01")
-	t.Run("length error fields", func(t *testing.T) {
-		err := ValidateCheckpointID(kibPlus1)
-		var le *LengthError
-		if !errors.As(err, &le) || *le != (LengthError{Limit: ErrCheckpointIDTooLong, Len: 1025, Max: 1024}) {
-			t.Fatalf("error %v, want LengthError{1025, 1024}", err)
-		}
-	})
-}
-
-// Catalogue: CK-02.
-func TestCK02_CheckpointIDCharacters(t *testing.T) {
-	runCheckpointIDCases(t, "CK02")
-	t.Run("component error fields", func(t *testing.T) {
-		err := ValidateCheckpointID("with\x00nul")
-		var ce *ComponentError
-		if !errors.As(err, &ce) || *ce != (ComponentError{Field: "checkpoint id", Offset: 4, Rule: ErrNulByte}) {
-			t.Fatalf("error %v, want ComponentError{checkpoint id, 4, NUL}", err)
-		}
-	})
-}
-
-// Catalogue: CK-03.
-func TestCK03_CheckpointIDValid(t *testing.T) {
-	runCheckpointIDCases(t, "CK03")
 }

@@ -1,15 +1,14 @@
 package engine
 
 import (
-	"fmt"
 	"unicode/utf8"
 )
 
-// maxComponentBytes is the byte limit of an entity, a scope and a
+// MaxComponentBytes is the byte limit of an entity, a scope and a
 // checkpoint id (SPEC §3.1, §8.1); a string of exactly this length is legal.
-const maxComponentBytes = 1024
+const MaxComponentBytes = 1024
 
-// Byte classes for the single scan of validateComponent. Every byte that
+// Byte classes for the single scan of ValidateComponent. Every byte that
 // does not need attention is compByteOK, so the common case is one table load
 // and one compare per byte.
 const (
@@ -38,7 +37,7 @@ var componentByteClass = func() (t [256]uint8) {
 	return t
 }()
 
-// validateComponent applies the character rules of SPEC §3.1 rule 5 to one
+// ValidateComponent applies the character rules of SPEC §3.1 rule 5 to one
 // string component, in order, first failure wins:
 //
 //  1. a byte scan from the left: 0x00 is ErrNulByte, any other byte below
@@ -51,7 +50,7 @@ var componentByteClass = func() (t [256]uint8) {
 // first offending byte (for rules 3 and 4, the earliest occurrence of any of
 // the forbidden sequences). Emptiness and length are the caller's business.
 // It does not allocate when s is valid.
-func validateComponent(field, s string) error {
+func ValidateComponent(field, s string) error {
 	traversal, separator := -1, -1
 	high := false
 	for i := 0; i < len(s); i++ {
@@ -103,29 +102,14 @@ func firstInvalidUTF8(s string) int {
 }
 
 // validateSized checks a required component: empty is errEmpty, more than
-// maxComponentBytes bytes is a *LengthError matching errLong, then the
-// character rules of validateComponent under the name field.
+// MaxComponentBytes bytes is a *LengthError matching errLong, then the
+// character rules of ValidateComponent under the name field.
 func validateSized(field, s string, errEmpty, errLong error) error {
 	if s == "" {
 		return errEmpty
 	}
-	if len(s) > maxComponentBytes {
-		return &LengthError{Limit: errLong, Len: len(s), Max: maxComponentBytes}
+	if len(s) > MaxComponentBytes {
+		return &LengthError{Limit: errLong, Len: len(s), Max: MaxComponentBytes}
 	}
-	return validateComponent(field, s)
-}
-
-// ValidateCheckpointID reports whether id is a valid checkpoint id (SPEC
-// §8.1). In order, first failure wins: empty is ErrCheckpointIDEmpty; more
-// than 1024 bytes is a *LengthError matching ErrCheckpointIDTooLong; then
-// the character rules of a coordinate component (ErrNulByte,
-// ErrControlChar, ErrInvalidUTF8, ErrPathTraversal, ErrForbiddenSeparator)
-// as a *ComponentError. Every failure also matches ErrInvalidCheckpointID.
-// Everything else is allowed, including ".", "\", spaces, ":", "*", ">" and
-// non-ASCII text.
-func ValidateCheckpointID(id string) error {
-	if err := validateSized("checkpoint id", id, ErrCheckpointIDEmpty, ErrCheckpointIDTooLong); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidCheckpointID, err)
-	}
-	return nil
+	return ValidateComponent(field, s)
 }

@@ -14,6 +14,9 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/delivery"
+	"github.com/batfleet/batfleet/engine/journal"
 )
 
 // ClientConfig configures a Client. Zero values mean the defaults.
@@ -44,7 +47,7 @@ func (c ClientConfig) withDefaults() ClientConfig {
 }
 
 // Client talks to a journal's writer over NATS: appends, info, and an
-// engine.Source for cursors and workers. It subscribes to the journal's
+// delivery.Source for cursors and workers. It subscribes to the journal's
 // epoch subject when created — before its first pull — and parks on
 // epoch messages with the lost-wakeup guard (a newer epoch, or any new
 // incarnation, wakes it; the park timeout is only the safety net). A
@@ -68,7 +71,7 @@ type Client struct {
 	pre *prefetcher
 }
 
-var _ engine.Source = (*Client)(nil)
+var _ delivery.Source = (*Client)(nil)
 
 // NewClient subscribes to the journal's epoch subject and returns the
 // client. It does not contact the writer.
@@ -194,7 +197,7 @@ func (c *Client) Park(ctx context.Context, snap engine.Snapshot, timeout time.Du
 }
 
 // request sends one request and maps failures: no writer, timeouts and
-// connection trouble wrap engine.ErrTransient; error replies become
+// connection trouble wrap delivery.ErrTransient; error replies become
 // *RemoteError.
 func (c *Client) request(ctx context.Context, subject string, body []byte) ([]byte, error) {
 	if ctx == nil {
@@ -211,11 +214,11 @@ func (c *Client) request(ctx context.Context, subject string, body []byte) ([]by
 		}
 		switch {
 		case errors.Is(err, nats.ErrNoResponders):
-			return nil, fmt.Errorf("%w: no writer answers %s: %w", ErrUnavailable, subject, engine.ErrTransient)
+			return nil, fmt.Errorf("%w: no writer answers %s: %w", ErrUnavailable, subject, delivery.ErrTransient)
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
 			errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
 			errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting):
-			return nil, fmt.Errorf("%w: %s: %w", engine.ErrTransient, subject, err)
+			return nil, fmt.Errorf("%w: %s: %w", delivery.ErrTransient, subject, err)
 		case errors.Is(err, nats.ErrMaxPayload):
 			return nil, fmt.Errorf("%w: %s: %w", ErrTooLarge, subject, err)
 		}
@@ -310,12 +313,12 @@ func EncodeInfoRequest() []byte {
 // all keyed or all unkeyed.
 func (c *Client) Append(ctx context.Context, events []engine.Event) ([]engine.Receipt, error) {
 	if len(events) == 0 {
-		return nil, engine.ErrEmptyBatch
+		return nil, journal.ErrEmptyBatch
 	}
 	unkeyed := events[0].Key.IsZero()
 	for i := range events {
 		if events[i].Key.IsZero() != unkeyed {
-			return nil, engine.ErrIdempotencyPartialBatch
+			return nil, journal.ErrIdempotencyPartialBatch
 		}
 	}
 	if unkeyed {
@@ -351,7 +354,7 @@ func (c *Client) Append(ctx context.Context, events []engine.Event) ([]engine.Re
 			}
 			return receipts, nil
 		}
-		if !errors.Is(err, engine.ErrTransient) || ctx.Err() != nil {
+		if !errors.Is(err, delivery.ErrTransient) || ctx.Err() != nil {
 			return nil, err
 		}
 		lastErr = err
@@ -369,9 +372,9 @@ func (c *Client) Append(ctx context.Context, events []engine.Event) ([]engine.Re
 // StartWorker starts an engine cursor worker that pulls region from the
 // writer through c and commits to checkpoints (typically a kvckpt.Store):
 // the same loop, actions and restart rules as a local worker.
-func StartWorker(ctx context.Context, c *Client, checkpoints engine.CheckpointStore, region engine.Region, cfg engine.WorkerConfig, h engine.Handler) (*engine.Worker, error) {
+func StartWorker(ctx context.Context, c *Client, checkpoints checkpoint.Store, region engine.Region, cfg delivery.WorkerConfig, h delivery.Handler) (*delivery.Worker, error) {
 	if checkpoints != nil {
 		cfg.Checkpoints = checkpoints
 	}
-	return engine.StartWorker(ctx, c, region, cfg, h)
+	return delivery.StartWorker(ctx, c, region, cfg, h)
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/delivery"
+	"github.com/batfleet/batfleet/engine/journal"
 )
 
 // recorder is a worker handler that records what it was handed.
@@ -20,7 +23,7 @@ type recorder struct {
 	mu      sync.Mutex
 	seqs    []uint64
 	counts  map[uint64]int
-	gaps    []engine.GapObservation
+	gaps    []delivery.GapObservation
 	batches [][]uint64
 	handled map[uint64]time.Time // first delivery of each seq
 }
@@ -29,7 +32,7 @@ func newRecorder() *recorder {
 	return &recorder{counts: map[uint64]int{}, handled: map[uint64]time.Time{}}
 }
 
-func (r *recorder) handle(_ context.Context, batch []engine.Entry, d *engine.Delivery) engine.Action {
+func (r *recorder) handle(_ context.Context, batch []engine.Entry, d *delivery.Delivery) delivery.Action {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -44,7 +47,7 @@ func (r *recorder) handle(_ context.Context, batch []engine.Entry, d *engine.Del
 	r.seqs = append(r.seqs, seqs...)
 	r.batches = append(r.batches, seqs)
 	r.gaps = append(r.gaps, d.Gaps...)
-	return engine.Continue
+	return delivery.Continue
 }
 
 func (r *recorder) handledAt(seq uint64) (time.Time, bool) {
@@ -62,10 +65,10 @@ func (r *recorder) delivered() []uint64 {
 	return append([]uint64(nil), r.seqs...)
 }
 
-func (r *recorder) observations() []engine.GapObservation {
+func (r *recorder) observations() []delivery.GapObservation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]engine.GapObservation(nil), r.gaps...)
+	return append([]delivery.GapObservation(nil), r.gaps...)
 }
 
 // exactlyOnce fails unless every seq of want was handled exactly once, in
@@ -84,14 +87,14 @@ func (r *recorder) exactlyOnce(t testing.TB, want []uint64) {
 	}
 }
 
-func workerConfig(idle time.Duration, batch int) engine.WorkerConfig {
-	cfg := engine.DefaultWorkerConfig()
+func workerConfig(idle time.Duration, batch int) delivery.WorkerConfig {
+	cfg := delivery.DefaultWorkerConfig()
 	cfg.IdleTimeout = idle
 	cfg.BatchSize = batch
 	return cfg
 }
 
-func appendTo(t testing.TB, store *engine.Store, entity string, n int) []uint64 {
+func appendTo(t testing.TB, store *journal.Store, entity string, n int) []uint64 {
 	t.Helper()
 	var seqs []uint64
 	for i := 0; i < n; i++ {
@@ -104,7 +107,7 @@ func appendTo(t testing.TB, store *engine.Store, entity string, n int) []uint64 
 	return seqs
 }
 
-func stopWorker(t testing.TB, w *engine.Worker) {
+func stopWorker(t testing.TB, w *delivery.Worker) {
 	t.Helper()
 	start := time.Now()
 	if err := w.StopAndJoin(); err != nil {
@@ -185,7 +188,7 @@ func TestClientParkAcrossWriterRestart(t *testing.T) {
 	wnc := connect(t, ns, true)
 	cnc := connect(t, ns, false)
 	pnc := connect(t, ns, true) // publishes crafted epoch messages
-	store1 := openStore(t, dir, engine.Config{})
+	store1 := openStore(t, dir, journal.Config{})
 	w1 := startWriter(t, wnc, store1, WriterConfig{})
 	c := newClient(t, cnc, ClientConfig{})
 	ctx := testCtx(t)
@@ -234,7 +237,7 @@ func TestClientParkAcrossWriterRestart(t *testing.T) {
 	if err := store1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	store2 := openStore(t, dir, engine.Config{})
+	store2 := openStore(t, dir, journal.Config{})
 	i2 := store2.Incarnation()
 	if i2 == i1 || store2.JournalID() != jid {
 		t.Fatalf("reopened journal %v incarnation %v (was %v, %v)", store2.JournalID(), i2, jid, i1)
@@ -281,13 +284,13 @@ func TestRemoteWorkerFollowsWriterRestart(t *testing.T) {
 	dir := t.TempDir()
 	wnc := connect(t, ns, true)
 	cnc := connect(t, ns, true)
-	store1 := openStore(t, dir, engine.Config{})
+	store1 := openStore(t, dir, journal.Config{})
 	w1 := startWriter(t, wnc, store1, WriterConfig{})
 	c := newClient(t, cnc, ClientConfig{})
 	ctx := testCtx(t)
 	want := appendTo(t, store1, "order", 2)
 	rec := newRecorder()
-	ckpts := engine.NewMemoryCheckpointStore()
+	ckpts := checkpoint.NewMemoryStore()
 	cfg := workerConfig(30*time.Second, 64)
 	cfg.CheckpointID = "vis-15"
 	wk, err := StartWorker(ctx, c, ckpts, engine.RegionEntity("order"), cfg, rec.handle)
@@ -308,7 +311,7 @@ func TestRemoteWorkerFollowsWriterRestart(t *testing.T) {
 	if err := store1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	store2 := openStore(t, dir, engine.Config{})
+	store2 := openStore(t, dir, journal.Config{})
 	startWriter(t, wnc, store2, WriterConfig{})
 	rcs, err := c.Append(ctx, []engine.Event{event(t, "order", []byte("after restart"))})
 	if err != nil {
@@ -390,14 +393,14 @@ func TestRemoteWorkerRetriesWhileWriterDown(t *testing.T) {
 	dir := t.TempDir()
 	wnc := connect(t, ns, true)
 	cnc := connect(t, ns, false)
-	store1 := openStore(t, dir, engine.Config{})
+	store1 := openStore(t, dir, journal.Config{})
 	w1 := startWriter(t, wnc, store1, WriterConfig{})
 	c := newClient(t, cnc, ClientConfig{Timeout: 2 * time.Second})
 	ctx := testCtx(t)
 
 	want := appendTo(t, store1, "order", 3)
 	rec := newRecorder()
-	ckpts := engine.NewMemoryCheckpointStore()
+	ckpts := checkpoint.NewMemoryStore()
 	cfg := workerConfig(100*time.Millisecond, 2)
 	cfg.CheckpointID = "wrk-16"
 	wk, err := StartWorker(ctx, c, ckpts, engine.RegionEntity("order"), cfg, rec.handle)
@@ -431,7 +434,7 @@ func TestRemoteWorkerRetriesWhileWriterDown(t *testing.T) {
 	if err := store1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	store2 := openStore(t, dir, engine.Config{})
+	store2 := openStore(t, dir, journal.Config{})
 	startWriter(t, wnc, store2, WriterConfig{})
 	want = append(want, appendTo(t, store2, "order", 2)...)
 	last := want[len(want)-1]
@@ -458,14 +461,14 @@ func TestRemoteWorkerStopWhileBackingOff(t *testing.T) {
 	for _, durable := range []bool{false, true} {
 		t.Run(fmt.Sprintf("durable=%v", durable), func(t *testing.T) {
 			cfg := workerConfig(5*time.Second, 8)
-			var ckpts engine.CheckpointStore
+			var ckpts checkpoint.Store
 			if durable {
 				cfg.CheckpointID = "backoff"
-				ckpts = engine.NewMemoryCheckpointStore()
+				ckpts = checkpoint.NewMemoryStore()
 			}
-			wk, err := StartWorker(ctx, c, ckpts, engine.RegionAll(), cfg, func(context.Context, []engine.Entry, *engine.Delivery) engine.Action {
+			wk, err := StartWorker(ctx, c, ckpts, engine.RegionAll(), cfg, func(context.Context, []engine.Entry, *delivery.Delivery) delivery.Action {
 				t.Error("handler called with no writer")
-				return engine.Stop
+				return delivery.Stop
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -529,11 +532,11 @@ func TestRemoteGapsMatchLocal(t *testing.T) {
 	for _, batch := range []int{1, 2, 8} {
 		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
 			// What a local cursor records.
-			cur, err := engine.NewCursor(st, region)
+			cur, err := delivery.NewCursor(st, region)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := cur.WithGapConfig(engine.GapConfig{Capacity: 100}); err != nil {
+			if err := cur.WithGapConfig(delivery.GapConfig{Capacity: 100}); err != nil {
 				t.Fatal(err)
 			}
 			for {
@@ -550,9 +553,9 @@ func TestRemoteGapsMatchLocal(t *testing.T) {
 				t.Fatalf("the local cursor recorded %v", expected)
 			}
 
-			run := func(src engine.Source) (*recorder, engine.WorkerStats) {
+			run := func(src delivery.Source) (*recorder, delivery.WorkerStats) {
 				rec := newRecorder()
-				wk, err := engine.StartWorker(ctx, src, region, workerConfig(10*time.Millisecond, batch), rec.handle)
+				wk, err := delivery.StartWorker(ctx, src, region, workerConfig(10*time.Millisecond, batch), rec.handle)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -669,17 +672,17 @@ func TestClientAppendIdempotency(t *testing.T) {
 		"unkeyed first": {unkeyed, keyed[0]},
 		"keyed first":   {keyed[0], unkeyed},
 	} {
-		if _, err := e.c.Append(ctx, batch); !errors.Is(err, engine.ErrIdempotencyPartialBatch) {
+		if _, err := e.c.Append(ctx, batch); !errors.Is(err, journal.ErrIdempotencyPartialBatch) {
 			t.Errorf("Client.Append of a partial keyed batch (%s): %v, want ErrIdempotencyPartialBatch", name, err)
 		}
 	}
 	// Sent as is, the writer refuses it 400 and writes nothing.
 	_, err = e.c.request(ctx, e.subj.Append, EncodeAppendRequest([]engine.Event{keyed[0], unkeyed}))
 	var re *RemoteError
-	if !errors.Is(err, ErrBadRequest) || !errors.As(err, &re) || !strings.Contains(re.Description, engine.ErrIdempotencyPartialBatch.Error()) {
+	if !errors.Is(err, ErrBadRequest) || !errors.As(err, &re) || !strings.Contains(re.Description, journal.ErrIdempotencyPartialBatch.Error()) {
 		t.Errorf("partial keyed batch on the wire: %v", err)
 	}
-	if _, err := e.c.Append(ctx, nil); !errors.Is(err, engine.ErrEmptyBatch) {
+	if _, err := e.c.Append(ctx, nil); !errors.Is(err, journal.ErrEmptyBatch) {
 		t.Errorf("empty append: %v", err)
 	}
 	if a := e.store.Stats().Allocated; a != allocated {
@@ -699,8 +702,8 @@ func TestClientErrorMapping(t *testing.T) {
 		var re *RemoteError
 		check := func(what string, err error) {
 			t.Helper()
-			if !errors.Is(err, ErrUnavailable) || !errors.Is(err, engine.ErrTransient) || errors.As(err, &re) {
-				t.Errorf("%s with no writer: %v, want ErrUnavailable and engine.ErrTransient", what, err)
+			if !errors.Is(err, ErrUnavailable) || !errors.Is(err, delivery.ErrTransient) || errors.As(err, &re) {
+				t.Errorf("%s with no writer: %v, want ErrUnavailable and delivery.ErrTransient", what, err)
 			}
 		}
 		_, err := c.Poll(ctx, engine.RegionAll(), 0, false, 10)
@@ -712,7 +715,7 @@ func TestClientErrorMapping(t *testing.T) {
 		// A caller that gives up gets its own error, not a transient one.
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if _, err := c.Poll(cctx, engine.RegionAll(), 0, false, 10); !errors.Is(err, context.Canceled) || errors.Is(err, engine.ErrTransient) {
+		if _, err := c.Poll(cctx, engine.RegionAll(), 0, false, 10); !errors.Is(err, context.Canceled) || errors.Is(err, delivery.ErrTransient) {
 			t.Errorf("Poll with a cancelled context: %v", err)
 		}
 		// Poll of max 0 asks nobody.
@@ -726,12 +729,12 @@ func TestClientErrorMapping(t *testing.T) {
 		ctx := testCtx(t)
 		_, err := e.c.Poll(ctx, engine.RegionEntity("*"), 0, false, 10)
 		var re *RemoteError
-		if !errors.Is(err, ErrBadRequest) || errors.Is(err, engine.ErrTransient) || !errors.As(err, &re) ||
+		if !errors.Is(err, ErrBadRequest) || errors.Is(err, delivery.ErrTransient) || !errors.As(err, &re) ||
 			re.Code != 400 || !strings.HasPrefix(re.Description, "region: ") {
 			t.Fatalf("Poll of region *: %v, want a 400 naming region", err)
 		}
 		_, err = e.c.request(ctx, e.subj.Pull, mp(t, validPull().with("max", MaxPullEntries+1)))
-		if !errors.Is(err, ErrTooLarge) || errors.Is(err, engine.ErrTransient) || !errors.As(err, &re) || re.Code != 413 {
+		if !errors.Is(err, ErrTooLarge) || errors.Is(err, delivery.ErrTransient) || !errors.As(err, &re) || re.Code != 413 {
 			t.Fatalf("pull over MaxPullEntries: %v, want 413", err)
 		}
 		// Client.Poll clamps max itself.
@@ -739,7 +742,7 @@ func TestClientErrorMapping(t *testing.T) {
 			t.Fatalf("Poll of max %d: %v", MaxPullEntries*2, err)
 		}
 		// A bad region never reaches a worker.
-		if _, err := StartWorker(ctx, e.c, nil, engine.RegionEntity("*"), engine.DefaultWorkerConfig(), newRecorder().handle); !errors.Is(err, engine.ErrInvalidRegion) {
+		if _, err := StartWorker(ctx, e.c, nil, engine.RegionEntity("*"), delivery.DefaultWorkerConfig(), newRecorder().handle); !errors.Is(err, engine.ErrInvalidRegion) {
 			t.Fatalf("StartWorker with region *: %v", err)
 		}
 	})
@@ -761,7 +764,7 @@ func TestClientErrorMapping(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = c.Poll(ctx, engine.RegionAll(), 0, false, 1)
-		if !errors.Is(err, engine.ErrTransient) || errors.Is(err, ErrUnavailable) {
+		if !errors.Is(err, delivery.ErrTransient) || errors.Is(err, ErrUnavailable) {
 			t.Errorf("Poll of a silent writer: %v, want a transient timeout", err)
 		}
 		_ = silent.Unsubscribe()
@@ -777,7 +780,7 @@ func TestClientErrorMapping(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = c.Poll(ctx, engine.RegionAll(), 0, false, 1)
-		if !errors.Is(err, ErrRemote) || errors.Is(err, engine.ErrTransient) {
+		if !errors.Is(err, ErrRemote) || errors.Is(err, delivery.ErrTransient) {
 			t.Errorf("Poll of a garbage reply: %v", err)
 		}
 		_, err = c.Describe(ctx)
@@ -805,7 +808,7 @@ func TestClientErrorMapping(t *testing.T) {
 			{"not a number", ErrRemote, false},
 		} {
 			err := error(remoteError(tc.code, "why"))
-			if !errors.Is(err, tc.want) || errors.Is(err, engine.ErrTransient) != tc.transient {
+			if !errors.Is(err, tc.want) || errors.Is(err, delivery.ErrTransient) != tc.transient {
 				t.Errorf("code %q: %v, want %v (transient %v)", tc.code, err, tc.want, tc.transient)
 			}
 			for _, other := range []error{ErrBadRequest, ErrUnknownJournal, ErrTooLarge, ErrUnavailable, ErrRemote} {

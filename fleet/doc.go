@@ -1,11 +1,11 @@
 // Package fleet puts an engine journal on NATS.
 //
-// A Writer serves an *engine.Store as the NATS micro service
+// A Writer serves an *journal.Store as the NATS micro service
 // "batfleet-writer" (endpoints pull, append and info on
 // batfleet.<journal>.{pull,append,info}; metadata journal and journal_id)
 // and publishes an epoch message on batfleet.<journal>.epoch after each
 // visibility advance. A Client is the other side: appends with
-// idempotency keys, info, and an engine.Source, so the engine's cursor and
+// idempotency keys, info, and an delivery.Source, so the engine's cursor and
 // cursor worker run unchanged on any node; StartWorker wires a remote
 // worker to a checkpoint store (kvckpt in a fleet).
 //
@@ -15,7 +15,7 @@
 // (bad request, naming the field and the rule), 404, 413 (over a limit),
 // 503 (closing, busy, or no writer) and 500; the client maps each code to
 // an exported sentinel (errors.go), and 503 also matches
-// engine.ErrTransient, which a worker retries with backoff.
+// delivery.ErrTransient, which a worker retries with backoff.
 //
 // Guarantees carried over the network: replies never exceed the server's
 // max payload (a pull returns fewer entries instead); a client subscribes

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
 )
 
 // Sentinels for the writer's error replies (micro error codes).
@@ -18,14 +18,14 @@ var (
 	// ErrTooLarge (413): a request or batch over a limit.
 	ErrTooLarge = errors.New("fleet: request too large")
 	// ErrUnavailable (503): the writer is closing, not ready, or busy; no
-	// writer answered. Matches engine.ErrTransient: retry.
+	// writer answered. Matches delivery.ErrTransient: retry.
 	ErrUnavailable = errors.New("fleet: writer unavailable")
 	// ErrRemote (500): anything else went wrong at the writer.
 	ErrRemote = errors.New("fleet: writer error")
 )
 
 // RemoteError is an error reply from the writer. It matches the sentinel
-// of its code (and ErrUnavailable also matches engine.ErrTransient).
+// of its code (and ErrUnavailable also matches delivery.ErrTransient).
 type RemoteError struct {
 	Code        int
 	Description string
@@ -52,7 +52,7 @@ func (e *RemoteError) sentinel() error {
 
 func (e *RemoteError) Unwrap() []error {
 	if e.Code == 503 {
-		return []error{ErrUnavailable, engine.ErrTransient}
+		return []error{ErrUnavailable, delivery.ErrTransient}
 	}
 	return []error{e.sentinel()}
 }

@@ -54,7 +54,7 @@ func SubjectsFor(journal string) Subjects {
 	return Subjects{Pull: p + "pull", Append: p + "append", Info: p + "info", Epoch: p + "epoch"}
 }
 
-// MaxEntryBytes returns the engine.Config.MaxEntryBytes that lets every
+// MaxEntryBytes returns the journal.Config.MaxEntryBytes that lets every
 // entry fit a pull reply under a server max payload of maxPayload bytes.
 func MaxEntryBytes(maxPayload int64) int {
 	return int(maxPayload) - replyReserve(int(maxPayload)) - entryOverhead + 58 // 58: the journal's own framing, counted by the engine

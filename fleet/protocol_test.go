@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/journal"
 )
 
 // ---------------------------------------------------------------------
@@ -513,7 +514,7 @@ func TestAppendRequestRoundTrip(t *testing.T) {
 	}{{"keyed", keyed}, {"unkeyed", unkeyed}, {"one", unkeyed[1:]}} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := EncodeAppendRequest(tc.events)
-			got, err := DecodeAppendRequest(b, engine.DefaultMaxBatchEvents)
+			got, err := DecodeAppendRequest(b, journal.DefaultMaxBatchEvents)
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -895,7 +896,7 @@ func appendBody(t testing.TB, events ...any) []byte {
 }
 
 func badAppendCases(t testing.TB) []badCase {
-	tooMany := appendArrayLen(appendStr(appendUint(appendStr(appendMapLen(nil, 2), "v"), 1), "events"), engine.DefaultMaxBatchEvents+1)
+	tooMany := appendArrayLen(appendStr(appendUint(appendStr(appendMapLen(nil, 2), "v"), 1), "events"), journal.DefaultMaxBatchEvents+1)
 	return []badCase{
 		{"malformed msgpack", []byte{0xc1}, "body", 400, "map"},
 		{"not a map", mp(t, []any{validEvent()}), "body", 400, "map"},
@@ -981,12 +982,12 @@ func TestPullRegionStarIsBadRequest(t *testing.T) {
 }
 
 func TestBadAppendRequests(t *testing.T) {
-	if _, err := DecodeAppendRequest(appendBody(t, validEvent()), engine.DefaultMaxBatchEvents); err != nil {
+	if _, err := DecodeAppendRequest(appendBody(t, validEvent()), journal.DefaultMaxBatchEvents); err != nil {
 		t.Fatalf("valid append request refused: %v", err)
 	}
 	for _, c := range badAppendCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			evs, err := DecodeAppendRequest(c.body, engine.DefaultMaxBatchEvents)
+			evs, err := DecodeAppendRequest(c.body, journal.DefaultMaxBatchEvents)
 			if err == nil {
 				t.Fatalf("decoded %+v without error", evs)
 			}

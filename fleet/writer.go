@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/journal"
 )
 
 // WriterConfig configures a Writer. Zero values mean the defaults.
@@ -61,7 +62,7 @@ type WriterStats struct {
 	Errors       map[string]uint64 // error replies by code
 }
 
-// Writer serves an engine.Store over NATS as the micro service
+// Writer serves an journal.Store over NATS as the micro service
 // "batfleet-writer": endpoints pull, append and info on
 // batfleet.<journal>.*, and epoch messages on batfleet.<journal>.epoch
 // after each visibility advance (coalesced). Requests are handed to
@@ -69,7 +70,7 @@ type WriterStats struct {
 // commit) never holds up pulls; Close drains them.
 type Writer struct {
 	nc    *nats.Conn
-	store *engine.Store
+	store *journal.Store
 	cfg   WriterConfig
 	log   hclog.Logger
 	subj  Subjects
@@ -96,7 +97,7 @@ type Writer struct {
 
 // NewWriter registers the service on nc and starts publishing epochs. The
 // store stays the caller's: Close the Writer before the store.
-func NewWriter(nc *nats.Conn, store *engine.Store, cfg WriterConfig) (*Writer, error) {
+func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, error) {
 	if err := ValidJournal(cfg.Journal); err != nil {
 		return nil, err
 	}
@@ -284,12 +285,12 @@ func (w *Writer) failRequest(r micro.Request, err error) {
 // failEngine answers an engine error with its code.
 func (w *Writer) failEngine(r micro.Request, err error) {
 	switch {
-	case errors.Is(err, engine.ErrClosed), errors.Is(err, engine.ErrFenceActive), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, journal.ErrClosed), errors.Is(err, journal.ErrFenceActive), errors.Is(err, context.DeadlineExceeded):
 		w.fail(r, 503, err.Error())
-	case errors.Is(err, engine.ErrEntryTooLarge), errors.Is(err, engine.ErrBatchTooLarge), errors.Is(err, engine.ErrEntityClockOverflow):
+	case errors.Is(err, journal.ErrEntryTooLarge), errors.Is(err, journal.ErrBatchTooLarge), errors.Is(err, journal.ErrEntityClockOverflow):
 		w.fail(r, 413, err.Error())
-	case errors.Is(err, engine.ErrEmptyBatch), errors.Is(err, engine.ErrReservedKind),
-		errors.Is(err, engine.ErrIdempotencyPartialBatch), errors.Is(err, engine.ErrIdempotencyConflict),
+	case errors.Is(err, journal.ErrEmptyBatch), errors.Is(err, engine.ErrReservedKind),
+		errors.Is(err, journal.ErrIdempotencyPartialBatch), errors.Is(err, journal.ErrIdempotencyConflict),
 		errors.Is(err, engine.ErrInvalidRegion), isInvalidCoordinate(err):
 		w.fail(r, 400, err.Error())
 	default:
@@ -366,7 +367,7 @@ func (w *Writer) handleAppend(r micro.Request) {
 		w.fail(r, 413, "request over the max payload")
 		return
 	}
-	events, err := DecodeAppendRequest(r.Data(), engine.DefaultMaxBatchEvents)
+	events, err := DecodeAppendRequest(r.Data(), journal.DefaultMaxBatchEvents)
 	if err != nil {
 		w.failRequest(r, err)
 		return

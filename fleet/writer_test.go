@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
+	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/internal/natstest"
 )
 
@@ -55,9 +57,9 @@ func connect(t testing.TB, ns *server.Server, inproc bool) *nats.Conn {
 	return nc
 }
 
-func openStore(t testing.TB, dir string, cfg engine.Config) *engine.Store {
+func openStore(t testing.TB, dir string, cfg journal.Config) *journal.Store {
 	t.Helper()
-	s, err := engine.Open(dir, cfg)
+	s, err := journal.Open(dir, cfg)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -65,7 +67,7 @@ func openStore(t testing.TB, dir string, cfg engine.Config) *engine.Store {
 	return s
 }
 
-func startWriter(t testing.TB, nc *nats.Conn, store *engine.Store, cfg WriterConfig) *Writer {
+func startWriter(t testing.TB, nc *nats.Conn, store *journal.Store, cfg WriterConfig) *Writer {
 	t.Helper()
 	if cfg.Journal == "" {
 		cfg.Journal = testJournal
@@ -98,7 +100,7 @@ func newClient(t testing.TB, nc *nats.Conn, cfg ClientConfig) *Client {
 type envOpts struct {
 	inproc bool
 	server func(*server.Options)
-	store  engine.Config
+	store  journal.Config
 	writer WriterConfig
 	client ClientConfig
 }
@@ -107,7 +109,7 @@ type envOpts struct {
 type fleetEnv struct {
 	ns    *server.Server
 	dir   string
-	store *engine.Store
+	store *journal.Store
 	wnc   *nats.Conn // the writer's connection
 	w     *Writer
 	cnc   *nats.Conn // the client's connection
@@ -400,14 +402,14 @@ func TestWriterReachableOnReturn(t *testing.T) {
 	wnc := connect(t, ns, false)
 	cnc := connect(t, ns, false)
 	for i := 0; i < 20; i++ {
-		journal := fmt.Sprintf("j%d", i)
-		store := openStore(t, t.TempDir(), engine.Config{})
-		startWriter(t, wnc, store, WriterConfig{Journal: journal})
-		msg, err := cnc.Request(SubjectsFor(journal).Info, nil, 5*time.Second)
+		name := fmt.Sprintf("j%d", i)
+		store := openStore(t, t.TempDir(), journal.Config{})
+		startWriter(t, wnc, store, WriterConfig{Journal: name})
+		msg, err := cnc.Request(SubjectsFor(name).Info, nil, 5*time.Second)
 		if err != nil {
 			t.Fatalf("writer %d: info right after NewWriter: %v", i, err)
 		}
-		if in, err := DecodeInfo(msg.Data); err != nil || in.Journal != journal {
+		if in, err := DecodeInfo(msg.Data); err != nil || in.Journal != name {
 			t.Fatalf("writer %d: info %+v, %v", i, in, err)
 		}
 	}
@@ -430,7 +432,7 @@ func TestWriterPublishesEpochs(t *testing.T) {
 	if err := snc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	store := openStore(t, dir, engine.Config{})
+	store := openStore(t, dir, journal.Config{})
 	w := startWriter(t, wnc, store, WriterConfig{})
 	next := func() EpochMessage {
 		t.Helper()
@@ -506,8 +508,8 @@ func TestWriterRefusesBadRequests(t *testing.T) {
 				wireCase{badCase{name: "info not a map", body: []byte{0x01}, field: "v", code: 400}, e.subj.Info},
 				// Engine-level refusals: 400 with the engine's rule.
 				wireCase{badCase{name: "reserved kind", body: appendBody(t, validEvent(), validEvent().with("kind", 0x0008)), field: "engine: event 1", code: 400, rule: "reserved"}, e.subj.Append},
-				wireCase{badCase{name: "partial keyed batch", body: appendBody(t, validEvent().with("idempotency_key", key[:]), validEvent()), field: "engine", code: 400, rule: "keyed and unkeyed"}, e.subj.Append},
-				wireCase{badCase{name: "repeated key", body: appendBody(t, validEvent().with("idempotency_key", key[:]), validEvent().with("idempotency_key", key[:])), field: "engine", code: 400, rule: "conflict"}, e.subj.Append},
+				wireCase{badCase{name: "partial keyed batch", body: appendBody(t, validEvent().with("idempotency_key", key[:]), validEvent()), field: "journal", code: 400, rule: "keyed and unkeyed"}, e.subj.Append},
+				wireCase{badCase{name: "repeated key", body: appendBody(t, validEvent().with("idempotency_key", key[:]), validEvent().with("idempotency_key", key[:])), field: "journal", code: 400, rule: "conflict"}, e.subj.Append},
 			)
 
 			// A well-behaved client appends and reads back throughout.
@@ -601,7 +603,7 @@ func TestWriterPayloadClamp(t *testing.T) {
 			e := newEnv(t, envOpts{
 				inproc: tr.inproc,
 				server: func(o *server.Options) { o.MaxPayload = maxPayload },
-				store:  engine.Config{MaxEntryBytes: MaxEntryBytes(maxPayload)},
+				store:  journal.Config{MaxEntryBytes: MaxEntryBytes(maxPayload)},
 				client: ClientConfig{AppendAttempts: 1},
 			})
 			ctx := testCtx(t)
@@ -706,10 +708,10 @@ func TestWriterPayloadClamp(t *testing.T) {
 			if !errors.Is(err, ErrTooLarge) || !errors.As(err, &re) || re.Code != 413 {
 				t.Fatalf("append over MaxEntryBytes: %v, want a 413 matching ErrTooLarge", err)
 			}
-			if !strings.Contains(re.Description, engine.ErrEntryTooLarge.Error()) {
-				t.Errorf("413 description %q does not carry %q", re.Description, engine.ErrEntryTooLarge)
+			if !strings.Contains(re.Description, journal.ErrEntryTooLarge.Error()) {
+				t.Errorf("413 description %q does not carry %q", re.Description, journal.ErrEntryTooLarge)
 			}
-			if errors.Is(err, engine.ErrTransient) {
+			if errors.Is(err, delivery.ErrTransient) {
 				t.Errorf("a 413 is transient: %v", err)
 			}
 
@@ -717,7 +719,7 @@ func TestWriterPayloadClamp(t *testing.T) {
 			errsBefore := e.w.Stats().Errors
 			start := time.Now()
 			_, err = e.c.Append(ctx, []engine.Event{event(t, "big", make([]byte, maxPayload+1))})
-			if !errors.Is(err, ErrTooLarge) || !errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, engine.ErrTransient) {
+			if !errors.Is(err, ErrTooLarge) || !errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, delivery.ErrTransient) {
 				t.Fatalf("append over the max payload: %v, want ErrTooLarge wrapping nats.ErrMaxPayload", err)
 			}
 			t.Logf("oversized request refused client-side in %v: %v", time.Since(start), err)
@@ -740,7 +742,7 @@ func TestWriterReplyWithManyCancelledRanges(t *testing.T) {
 	e := newEnv(t, envOpts{
 		inproc: true,
 		server: func(o *server.Options) { o.MaxPayload = maxPayload },
-		store:  engine.Config{MaxEntryBytes: MaxEntryBytes(maxPayload)},
+		store:  journal.Config{MaxEntryBytes: MaxEntryBytes(maxPayload)},
 	})
 	ctx := testCtx(t)
 	region := engine.RegionEntity("big")
@@ -817,11 +819,11 @@ func TestWriterReplyWithManyCancelledRanges(t *testing.T) {
 	}
 
 	// A remote cursor reads everything once, with every range observed.
-	cur, err := engine.NewCursor(e.c, region)
+	cur, err := delivery.NewCursor(e.c, region)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cur.WithGapConfig(engine.GapConfig{Capacity: 10}); err != nil {
+	if err := cur.WithGapConfig(delivery.GapConfig{Capacity: 10}); err != nil {
 		t.Fatal(err)
 	}
 	var got []uint64
@@ -872,7 +874,7 @@ func TestWriterMaxInFlight(t *testing.T) {
 	start := time.Now()
 	_, err := e.c.Poll(ctx, engine.RegionAll(), 0, false, 10)
 	var re *RemoteError
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, engine.ErrTransient) || !errors.As(err, &re) || re.Code != 503 {
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, delivery.ErrTransient) || !errors.As(err, &re) || re.Code != 503 {
 		t.Fatalf("poll while the writer is busy: %v, want a 503", err)
 	}
 	t.Logf("busy writer answered 503 in %v", time.Since(start))
@@ -895,7 +897,7 @@ func TestWriterMaxInFlight(t *testing.T) {
 
 // Close waits for the requests in flight and answers them; requests that
 // come meanwhile get 503; after Close nobody answers. Both match
-// ErrUnavailable and engine.ErrTransient.
+// ErrUnavailable and delivery.ErrTransient.
 func TestWriterCloseDrainsInFlight(t *testing.T) {
 	e := newEnv(t, envOpts{inproc: true})
 	ctx := testCtx(t)
@@ -912,7 +914,7 @@ func TestWriterCloseDrainsInFlight(t *testing.T) {
 	})
 	var re *RemoteError
 	if !errors.As(err, &re) || re.Code != 503 || !strings.Contains(re.Description, "closing") ||
-		!errors.Is(err, ErrUnavailable) || !errors.Is(err, engine.ErrTransient) {
+		!errors.Is(err, ErrUnavailable) || !errors.Is(err, delivery.ErrTransient) {
 		t.Fatalf("poll while closing: %v, want 503 closing", err)
 	}
 	select {
@@ -930,7 +932,7 @@ func TestWriterCloseDrainsInFlight(t *testing.T) {
 	// After Close: 503 while the endpoints drain, then no responders.
 	waitFor(t, 10*time.Second, "no responders after Close", func() bool {
 		_, err = e.c.Poll(ctx, engine.RegionAll(), 0, false, 1)
-		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, engine.ErrTransient) {
+		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, delivery.ErrTransient) {
 			t.Fatalf("poll after Close: %v, want ErrUnavailable", err)
 		}
 		return !errors.As(err, &re)
@@ -1030,7 +1032,7 @@ func TestWriterCloseUnderLoad(t *testing.T) {
 			if seq, found := stored[o.key]; !found || seq != o.seq {
 				t.Errorf("receipt seq %d for key %s, journal has %d (found %v)", o.seq, o.key, seq, found)
 			}
-		case errors.Is(o.err, ErrUnavailable) && errors.Is(o.err, engine.ErrTransient):
+		case errors.Is(o.err, ErrUnavailable) && errors.Is(o.err, delivery.ErrTransient):
 			refused++
 			if _, found := stored[o.key]; found {
 				t.Errorf("refused append of key %s is in the journal", o.key)

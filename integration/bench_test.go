@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/internal/natstest"
 )
@@ -49,7 +50,7 @@ func benchPayloadBytes(i int) []byte {
 func BenchmarkRemote(b *testing.B) {
 	r := newRig(b)
 	pnc, _ := natstest.Connect(b, r.Server, nats.Name("bench-producer"))
-	producer, err := fleet.NewClient(pnc, fleet.ClientConfig{Journal: journal})
+	producer, err := fleet.NewClient(pnc, fleet.ClientConfig{Journal: journalName})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -96,16 +97,16 @@ func benchPull(b *testing.B, r *rig, batch int, last uint64) {
 	var events, batches atomic.Int64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		cfg := engine.DefaultWorkerConfig()
+		cfg := delivery.DefaultWorkerConfig()
 		cfg.CheckpointID = fmt.Sprintf("bench-pull-%d-%d", batch, benchRun.Add(1))
 		cfg.BatchSize, cfg.IdleTimeout = batch, time.Second
-		w, err := fleet.StartWorker(ctx, r.Client, r.Checkpoints, region, cfg, func(_ context.Context, es []engine.Entry, _ *engine.Delivery) engine.Action {
+		w, err := fleet.StartWorker(ctx, r.Client, r.Checkpoints, region, cfg, func(_ context.Context, es []engine.Entry, _ *delivery.Delivery) delivery.Action {
 			events.Add(int64(len(es)))
 			batches.Add(1)
 			if es[len(es)-1].Seq == last {
-				return engine.Stop
+				return delivery.Stop
 			}
-			return engine.Continue
+			return delivery.Continue
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -168,10 +169,10 @@ func benchWake(b *testing.B, r *rig, producer *fleet.Client) {
 	var mu sync.Mutex
 	var starts []time.Time // handler start times, one per call
 	notify := make(chan struct{}, 1)
-	cfg := engine.DefaultWorkerConfig()
+	cfg := delivery.DefaultWorkerConfig()
 	cfg.CheckpointID = fmt.Sprintf("bench-wake-%d", run)
 	cfg.Checkpoints, cfg.IdleTimeout = r.Checkpoints, 10*time.Second
-	w, err := engine.StartWorker(ctx, spy, engine.RegionEntity(entity), cfg, func(context.Context, []engine.Entry, *engine.Delivery) engine.Action {
+	w, err := delivery.StartWorker(ctx, spy, engine.RegionEntity(entity), cfg, func(context.Context, []engine.Entry, *delivery.Delivery) delivery.Action {
 		now := time.Now()
 		mu.Lock()
 		starts = append(starts, now)
@@ -180,7 +181,7 @@ func benchWake(b *testing.B, r *rig, producer *fleet.Client) {
 		case notify <- struct{}{}:
 		default:
 		}
-		return engine.Continue
+		return delivery.Continue
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/internal/natstest"
 	"github.com/batfleet/batfleet/kvckpt"
@@ -206,7 +207,7 @@ type crashBatch struct {
 	err      error
 }
 
-// TestCrashWriter kills the writer process (engine.Open + fleet.Writer in
+// TestCrashWriter kills the writer process (journal.Open + fleet.Writer in
 // a child, on this process's embedded server) with SIGKILL at a random
 // moment while producers append through fleet.Client, then restarts it on
 // the same directory. Every acknowledged append is in the journal after
@@ -222,12 +223,12 @@ func TestCrashWriter(t *testing.T) {
 	dir := t.TempDir()
 	srv := natstest.StartServer(t)
 	nc, js := natstest.Connect(t, srv, nats.Name("crash-producer-and-worker"))
-	client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: journal, Timeout: time.Second, AppendAttempts: 12})
+	client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: journalName, Timeout: time.Second, AppendAttempts: 12})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
-	ck, err := kvckpt.Open(context.Background(), js, kvckpt.Config{Journal: journal})
+	ck, err := kvckpt.Open(context.Background(), js, kvckpt.Config{Journal: journalName})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,13 +241,13 @@ func TestCrashWriter(t *testing.T) {
 	region := engine.RegionEntity("wc")
 	var wmu sync.Mutex
 	var delivered []engine.Entry
-	cfg := engine.DefaultWorkerConfig()
+	cfg := delivery.DefaultWorkerConfig()
 	cfg.CheckpointID, cfg.BatchSize, cfg.IdleTimeout = "crash-writer", 32, 50*time.Millisecond
-	w, err := fleet.StartWorker(context.Background(), client, ck, region, cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+	w, err := fleet.StartWorker(context.Background(), client, ck, region, cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 		wmu.Lock()
 		delivered = append(delivered, b...)
 		wmu.Unlock()
-		return engine.Continue
+		return delivery.Continue
 	})
 	if err != nil {
 		t.Fatal(err)

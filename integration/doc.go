@@ -6,7 +6,7 @@
 // What lives here:
 //
 //   - the shared worker scenarios of the SPEC §13 catalogue
-//     (enginetest.RunWorkerScenarios) run on a fleet backend, so the
+//     (deliverytest.RunWorkerScenarios) run on a fleet backend, so the
 //     † cases hold over the network with the KV checkpoint store
 //     (env_test.go), plus the fleet-only † cases VIS-15, WRK-16, WRK-18
 //     and the new-incarnation re-checks of §9.7 (fleet_cases_test.go);

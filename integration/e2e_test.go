@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/internal/natstest"
 	"github.com/batfleet/batfleet/kvckpt"
@@ -84,7 +86,7 @@ type e2eConsumer struct {
 	problem string   // first inconsistency seen by the handler
 }
 
-func (c *e2eConsumer) handle(_ context.Context, batch []engine.Entry, _ *engine.Delivery) engine.Action {
+func (c *e2eConsumer) handle(_ context.Context, batch []engine.Entry, _ *delivery.Delivery) delivery.Action {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range batch {
@@ -103,7 +105,7 @@ func (c *e2eConsumer) handle(_ context.Context, batch []engine.Entry, _ *engine.
 		c.seqs = append(c.seqs, e.Seq)
 		c.idx = append(c.idx, i)
 	}
-	return engine.Continue
+	return delivery.Continue
 }
 
 // TestEndToEnd appends e2eEvents() events over 1,000 entities, 4 scopes
@@ -125,20 +127,20 @@ func TestEndToEnd(t *testing.T) {
 		{name: "e2e-scope", region: engine.RegionScope("s2"), batch: 256},
 		{name: "e2e-category", region: engine.RegionAll().WithCategory(2), batch: 128},
 	}
-	workers := make([]*engine.Worker, len(consumers))
+	workers := make([]*delivery.Worker, len(consumers))
 	for i, c := range consumers {
 		// A node of its own: connection, client and checkpoint store.
 		nc, js := natstest.Connect(t, r.Server, nats.Name(c.name))
-		client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: journal})
+		client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: journalName})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = client.Close() })
-		ck, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: journal})
+		ck, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: journalName})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := engine.DefaultWorkerConfig()
+		cfg := delivery.DefaultWorkerConfig()
 		cfg.CheckpointID, cfg.BatchSize, cfg.IdleTimeout = c.name, c.batch, 100*time.Millisecond
 		w, err := fleet.StartWorker(ctx, client, ck, c.region, cfg, c.handle)
 		if err != nil {
@@ -150,7 +152,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// Producers: a node of their own; batch b goes to producer b%4.
 	pnc, _ := natstest.Connect(t, r.Server, nats.Name("e2e-producer"))
-	producer, err := fleet.NewClient(pnc, fleet.ClientConfig{Journal: journal, Timeout: 30 * time.Second})
+	producer, err := fleet.NewClient(pnc, fleet.ClientConfig{Journal: journalName, Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +296,7 @@ func head[T any](s []T, n int) []T { return s[:min(n, len(s))] }
 // wrk17Call is one handler call as observed.
 type wrk17Call struct {
 	Seqs    []uint64
-	Gaps    []engine.GapObservation
+	Gaps    []delivery.GapObservation
 	Witness string // the witness's checkpoint id, "" for none
 }
 
@@ -302,7 +304,7 @@ type wrk17Call struct {
 type wrk17Run struct {
 	Calls     []wrk17Call
 	Join      string // Join's error text, "<nil>" for none
-	Record    *engine.CheckpointRecord
+	Record    *checkpoint.Record
 	Batches   uint64
 	Events    uint64
 	Saves     uint64
@@ -317,21 +319,21 @@ type wrk17Run struct {
 // except that the call delivering the last seq Stops.
 type wrk17Step struct {
 	batch  int
-	policy engine.RestartPolicy
+	policy delivery.RestartPolicy
 	script map[int]string // "continue", "stop", "rollback", "panic"
 }
 
 var wrk17Script = []wrk17Step{
-	{batch: 4, policy: engine.RestartOnce{}, script: map[int]string{1: "continue", 2: "continue", 3: "rollback"}},
-	{batch: 3, policy: engine.RestartOnce{}, script: map[int]string{2: "panic", 5: "stop"}},
-	{batch: 5, policy: engine.RestartBounded{MaxRestarts: 0}, script: map[int]string{2: "panic"}},
-	{batch: 2, policy: engine.RestartBounded{MaxRestarts: 2, Within: time.Minute}, script: map[int]string{1: "panic", 2: "panic", 4: "stop"}},
-	{batch: 7, policy: engine.RestartOnce{}, script: map[int]string{}},
+	{batch: 4, policy: delivery.RestartOnce{}, script: map[int]string{1: "continue", 2: "continue", 3: "rollback"}},
+	{batch: 3, policy: delivery.RestartOnce{}, script: map[int]string{2: "panic", 5: "stop"}},
+	{batch: 5, policy: delivery.RestartBounded{MaxRestarts: 0}, script: map[int]string{2: "panic"}},
+	{batch: 2, policy: delivery.RestartBounded{MaxRestarts: 2, Within: time.Minute}, script: map[int]string{1: "panic", 2: "panic", 4: "stop"}},
+	{batch: 7, policy: delivery.RestartOnce{}, script: map[int]string{}},
 }
 
 // runWRK17 runs the script with workers started by start, committing to
 // ck, and returns what each run showed.
-func runWRK17(t *testing.T, start func(cfg engine.WorkerConfig, h engine.Handler) (*engine.Worker, error), ck engine.CheckpointStore, last uint64) []wrk17Run {
+func runWRK17(t *testing.T, start func(cfg delivery.WorkerConfig, h delivery.Handler) (*delivery.Worker, error), ck checkpoint.Store, last uint64) []wrk17Run {
 	t.Helper()
 	const id = "wrk-17"
 	var runs []wrk17Run
@@ -339,10 +341,10 @@ func runWRK17(t *testing.T, start func(cfg engine.WorkerConfig, h engine.Handler
 		var mu sync.Mutex
 		var run wrk17Run
 		call := 0
-		cfg := engine.DefaultWorkerConfig()
+		cfg := delivery.DefaultWorkerConfig()
 		cfg.CheckpointID, cfg.Checkpoints = id, ck
 		cfg.BatchSize, cfg.Restart, cfg.WorkerID = step.batch, step.policy, "wrk-17-worker"
-		w, err := start(cfg, func(_ context.Context, b []engine.Entry, d *engine.Delivery) engine.Action {
+		w, err := start(cfg, func(_ context.Context, b []engine.Entry, d *delivery.Delivery) delivery.Action {
 			mu.Lock()
 			call++
 			n := call
@@ -354,16 +356,16 @@ func runWRK17(t *testing.T, start func(cfg engine.WorkerConfig, h engine.Handler
 			mu.Unlock()
 			switch step.script[n] {
 			case "stop":
-				return engine.Stop
+				return delivery.Stop
 			case "rollback":
-				return engine.StopWithRollback
+				return delivery.StopWithRollback
 			case "panic":
 				panic(fmt.Sprintf("wrk-17 scripted panic at call %d", n))
 			}
 			if b[len(b)-1].Seq == last {
-				return engine.Stop
+				return delivery.Stop
 			}
-			return engine.Continue
+			return delivery.Continue
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -392,7 +394,7 @@ func entrySeqs(es []engine.Entry) []uint64 {
 
 // TestWRK17_LocalEqualsRemote runs one scripted sequence of durable
 // worker runs (Continue, rollback, panics under several restart policies,
-// Stop) twice over the same journal: once locally (the *engine.Store as
+// Stop) twice over the same journal: once locally (the *journal.Store as
 // source, the in-memory checkpoint store) and once remotely (fleet.Client
 // over TCP, kvckpt). Every handler call (seqs, gap observations, witness),
 // every Join result, every stored position and the worker counters are
@@ -428,10 +430,10 @@ func TestWRK17_LocalEqualsRemote(t *testing.T) {
 	add(16, true)
 	last := matching[len(matching)-1]
 
-	local := runWRK17(t, func(cfg engine.WorkerConfig, h engine.Handler) (*engine.Worker, error) {
-		return engine.StartWorker(ctx, store, region, cfg, h)
-	}, engine.NewMemoryCheckpointStore(), last)
-	remote := runWRK17(t, func(cfg engine.WorkerConfig, h engine.Handler) (*engine.Worker, error) {
+	local := runWRK17(t, func(cfg delivery.WorkerConfig, h delivery.Handler) (*delivery.Worker, error) {
+		return delivery.StartWorker(ctx, store, region, cfg, h)
+	}, checkpoint.NewMemoryStore(), last)
+	remote := runWRK17(t, func(cfg delivery.WorkerConfig, h delivery.Handler) (*delivery.Worker, error) {
 		return fleet.StartWorker(ctx, r.Client, r.Checkpoints, region, cfg, h)
 	}, r.Checkpoints, last)
 
@@ -478,7 +480,7 @@ func fmtRun(r wrk17Run) string {
 }
 
 // TestRegionsLocalEqualsRemote drains one journal through a local cursor
-// (the *engine.Store) and a remote one (fleet.Client) for every region
+// (the *journal.Store) and a remote one (fleet.Client) for every region
 // shape the pull request can carry — entity prefix, scope, exact kind,
 // category, clock range and combinations — in batches of 7: both see the
 // same entries (every field), the same batch boundaries and the same gap
@@ -533,12 +535,12 @@ func TestRegionsLocalEqualsRemote(t *testing.T) {
 	}
 	for _, region := range regions {
 		t.Run(region.Identity(), func(t *testing.T) {
-			drain := func(src engine.Source) (batches [][]engine.Entry, gaps []engine.GapObservation) {
-				cur, err := engine.NewCursor(src, region)
+			drain := func(src delivery.Source) (batches [][]engine.Entry, gaps []delivery.GapObservation) {
+				cur, err := delivery.NewCursor(src, region)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := cur.WithGapConfig(engine.GapConfig{Capacity: 1024}); err != nil {
+				if err := cur.WithGapConfig(delivery.GapConfig{Capacity: 1024}); err != nil {
 					t.Fatal(err)
 				}
 				for {

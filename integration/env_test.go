@@ -6,7 +6,8 @@ import (
 	"time"
 
 	"github.com/batfleet/batfleet/engine"
-	"github.com/batfleet/batfleet/engine/enginetest"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/deliverytest"
 )
 
 // TestWorkerScenariosFleet runs the shared worker scenarios (SPEC §13) on
@@ -17,12 +18,12 @@ import (
 // store; fleet_cases_test.go has the † cases that only a fleet has
 // (VIS-15, WRK-16, WRK-18), e2e_test.go has WRK-17.
 func TestWorkerScenariosFleet(t *testing.T) {
-	enginetest.RunWorkerScenarios(t, fleetEnv)
+	deliverytest.RunWorkerScenarios(t, fleetEnv)
 }
 
-// fleetEnv is an enginetest.NewEnv: a fresh server, journal, writer,
+// fleetEnv is an deliverytest.NewEnv: a fresh server, journal, writer,
 // client and KV checkpoint store per call, all closed when t ends.
-func fleetEnv(t testing.TB) enginetest.Env {
+func fleetEnv(t testing.TB) deliverytest.Env {
 	t.Helper()
 	return newRig(t).env()
 }
@@ -36,19 +37,19 @@ func fleetEnv(t testing.TB) enginetest.Env {
 //     (a new revision, bypassing compare-and-swap);
 //   - BreakRecord: the KV stream's max message size drops to 1 byte, so
 //     the JetStream server rejects every write to the bucket (reads still
-//     work) and a save fails as engine.ErrCheckpointIO, never as a
+//     work) and a save fails as checkpoint.ErrIO, never as a
 //     conflict; repair restores the limit. It breaks the whole bucket,
 //     which is fine for a scenario with one durable worker;
 //   - Reopen: a clean writer restart on the same directory (a new
 //     incarnation) and connection; client and KV store stay.
-func (r *rig) env() enginetest.Env {
-	return enginetest.Env{
+func (r *rig) env() deliverytest.Env {
+	return deliverytest.Env{
 		Source:      r.Client,
 		Store:       r.Store(),
 		Checkpoints: r.Checkpoints,
 		PlantRecord: r.plantRecord,
 		BreakRecord: r.breakRecord,
-		Reopen: func(t testing.TB) enginetest.Env {
+		Reopen: func(t testing.TB) deliverytest.Env {
 			t.Helper()
 			r.restartWriter(t)
 			return r.env()
@@ -103,7 +104,7 @@ func TestFleetBreakRecordIsIO(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
 	ident := engine.RegionEntity("entity:break").Identity()
-	rec := engine.CheckpointRecord{Position: 3, Started: true, RegionIdentity: &ident, Owner: "t"}
+	rec := checkpoint.Record{Position: 3, Started: true, RegionIdentity: &ident, Owner: "t"}
 	rev, err := r.Checkpoints.Save(ctx, "break", rec, 0)
 	if err != nil {
 		t.Fatalf("first save: %v", err)
@@ -112,8 +113,8 @@ func TestFleetBreakRecordIsIO(t *testing.T) {
 	rec2 := rec
 	rec2.Position = 9
 	_, err = r.Checkpoints.Save(ctx, "break", rec2, rev)
-	wantErrIs(t, "save on a broken bucket", err, engine.ErrCheckpointIO)
-	wantNotErrIs(t, "save on a broken bucket", err, engine.ErrCheckpointConflict)
+	wantErrIs(t, "save on a broken bucket", err, checkpoint.ErrIO)
+	wantNotErrIs(t, "save on a broken bucket", err, checkpoint.ErrConflict)
 	if got, _ := loadCheckpoint(t, r.Checkpoints, "break"); got.Position != 3 {
 		t.Fatalf("record after a failed save at %d, want 3", got.Position)
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/fleet"
 )
 
@@ -152,12 +154,12 @@ func TestVIS15_NewIncarnationWakesParkedWorker(t *testing.T) {
 	t.Run("worker-across-writer-restart", func(t *testing.T) {
 		spy := &parkSpy{Source: r.Client}
 		log := &seqLog{}
-		cfg := engine.DefaultWorkerConfig()
+		cfg := delivery.DefaultWorkerConfig()
 		cfg.CheckpointID, cfg.Checkpoints = "vis-15", r.Checkpoints
 		cfg.IdleTimeout = 10 * time.Second
-		w, err := engine.StartWorker(ctx, spy, engine.RegionEntity("entity:vis15"), cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+		w, err := delivery.StartWorker(ctx, spy, engine.RegionEntity("entity:vis15"), cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 			log.add(b)
-			return engine.Continue
+			return delivery.Continue
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -219,23 +221,23 @@ func TestWRK16_WriterDown(t *testing.T) {
 	log := &seqLog{}
 	hold := make(chan struct{})
 	held := make(chan struct{})
-	cfg := engine.DefaultWorkerConfig()
+	cfg := delivery.DefaultWorkerConfig()
 	cfg.CheckpointID, cfg.BatchSize, cfg.IdleTimeout = "wrk-16", 3, 20*time.Millisecond
-	w, err := fleet.StartWorker(ctx, r.Client, r.Checkpoints, region, cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+	w, err := fleet.StartWorker(ctx, r.Client, r.Checkpoints, region, cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 		log.add(b)
 		if log.calls() == 3 {
 			close(held)
 			<-hold
 		}
-		return engine.Continue
+		return delivery.Continue
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	stopOnCleanup(t, w)
 	// A second, in-memory worker that is stopped while the writer is down.
-	idle, err := fleet.StartWorker(ctx, r.Client, nil, region, engine.DefaultWorkerConfig(), func(context.Context, []engine.Entry, *engine.Delivery) engine.Action {
-		return engine.Continue
+	idle, err := fleet.StartWorker(ctx, r.Client, nil, region, delivery.DefaultWorkerConfig(), func(context.Context, []engine.Entry, *delivery.Delivery) delivery.Action {
+		return delivery.Continue
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -302,11 +304,11 @@ func TestWRK18_LostEpochMessages(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	spy := &parkSpy{Source: r.Client}
 	log := &seqLog{}
-	cfg := engine.DefaultWorkerConfig()
+	cfg := delivery.DefaultWorkerConfig()
 	cfg.CheckpointID, cfg.Checkpoints, cfg.IdleTimeout = "wrk-18", r.Checkpoints, idle
-	w, err := engine.StartWorker(ctx, spy, engine.RegionEntity("entity:wrk18"), cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+	w, err := delivery.StartWorker(ctx, spy, engine.RegionEntity("entity:wrk18"), cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 		log.add(b)
-		return engine.Continue
+		return delivery.Continue
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -361,8 +363,8 @@ func TestRemoteWorkerRechecksNewIncarnation(t *testing.T) {
 		name string
 		want error
 	}{
-		{"journal-recreated", engine.ErrCheckpointJournalMismatch},
-		{"journal-rolled-back", engine.ErrCheckpointAhead},
+		{"journal-recreated", checkpoint.ErrJournalMismatch},
+		{"journal-rolled-back", checkpoint.ErrAhead},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
@@ -384,11 +386,11 @@ func TestRemoteWorkerRechecksNewIncarnation(t *testing.T) {
 			last := seqs[len(seqs)-1]
 			spy := &parkSpy{Source: r.Client}
 			log := &seqLog{}
-			cfg := engine.DefaultWorkerConfig()
+			cfg := delivery.DefaultWorkerConfig()
 			cfg.CheckpointID, cfg.Checkpoints, cfg.IdleTimeout = "recheck", r.Checkpoints, 10*time.Second
-			w, err := engine.StartWorker(ctx, spy, region, cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+			w, err := delivery.StartWorker(ctx, spy, region, cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 				log.add(b)
-				return engine.Continue
+				return delivery.Continue
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -446,15 +448,15 @@ func TestWRK16_BackoffAtMostOneSecond(t *testing.T) {
 	first := r.appendLocal(t, dataEvent("entity:backoff", "s", "1"))[0]
 	log := &seqLog{}
 	entered, release := make(chan struct{}), make(chan struct{})
-	cfg := engine.DefaultWorkerConfig()
+	cfg := delivery.DefaultWorkerConfig()
 	cfg.CheckpointID, cfg.Checkpoints, cfg.IdleTimeout = "backoff", r.Checkpoints, 10*time.Second
-	w, err := fleet.StartWorker(ctx, r.Client, nil, engine.RegionEntity("entity:backoff"), cfg, func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+	w, err := fleet.StartWorker(ctx, r.Client, nil, engine.RegionEntity("entity:backoff"), cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 		log.add(b)
 		if b[0].Seq == first {
 			close(entered)
 			<-release
 		}
-		return engine.Continue
+		return delivery.Continue
 	})
 	if err != nil {
 		t.Fatal(err)

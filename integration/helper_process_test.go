@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
+	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/kvckpt"
 )
@@ -97,7 +99,7 @@ func helperWorker() error {
 		return err
 	}
 	defer nc.Close()
-	client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: journal})
+	client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: journalName})
 	if err != nil {
 		return err
 	}
@@ -108,25 +110,25 @@ func helperWorker() error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ck, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: journal})
+	ck, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: journalName})
 	if err != nil {
 		return err
 	}
-	cfg := engine.DefaultWorkerConfig()
+	cfg := delivery.DefaultWorkerConfig()
 	cfg.CheckpointID, cfg.BatchSize, cfg.IdleTimeout = os.Getenv(helperCkptEnv), batch, 50*time.Millisecond
 	cfg.WorkerID = fmt.Sprintf("helper-worker-%d", os.Getpid())
 	out := bufio.NewWriter(os.Stdout)
 	w, err := fleet.StartWorker(ctx, client, ck, engine.RegionEntity(os.Getenv(helperEntityEnv)), cfg,
-		func(_ context.Context, b []engine.Entry, _ *engine.Delivery) engine.Action {
+		func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 			for _, e := range b {
 				fmt.Fprintf(out, "seq %d\n", e.Seq)
 			}
 			_ = out.Flush() // one write per batch: the parent sees whole batches or nothing
 			time.Sleep(sleep)
 			if b[len(b)-1].Seq >= last {
-				return engine.Stop
+				return delivery.Stop
 			}
-			return engine.Continue
+			return delivery.Continue
 		})
 	if err != nil {
 		return err
@@ -150,11 +152,11 @@ func helperWriter() error {
 		return err
 	}
 	defer nc.Close()
-	s, err := engine.Open(os.Getenv(helperDirEnv), engine.Config{MaxEntryBytes: fleet.MaxEntryBytes(nc.MaxPayload())})
+	s, err := journal.Open(os.Getenv(helperDirEnv), journal.Config{MaxEntryBytes: fleet.MaxEntryBytes(nc.MaxPayload())})
 	if err != nil {
 		return err
 	}
-	w, err := fleet.NewWriter(nc, s, fleet.WriterConfig{Journal: journal})
+	w, err := fleet.NewWriter(nc, s, fleet.WriterConfig{Journal: journalName})
 	if err != nil {
 		_ = s.Close()
 		return err

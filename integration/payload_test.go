@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/fleet"
 )
 
@@ -68,10 +69,10 @@ func TestPullReplyFitsWithCancelledRanges(t *testing.T) {
 		{"max-size-entry", engine.RegionEntity("gaps:max"), 64, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			local := drainRegion(t, func(cfg engine.WorkerConfig, h engine.Handler) (*engine.Worker, error) {
-				return engine.StartWorker(ctx, s, tc.region, cfg, h)
+			local := drainRegion(t, func(cfg delivery.WorkerConfig, h delivery.Handler) (*delivery.Worker, error) {
+				return delivery.StartWorker(ctx, s, tc.region, cfg, h)
 			}, tc.batch, tc.want)
-			remote := drainRegion(t, func(cfg engine.WorkerConfig, h engine.Handler) (*engine.Worker, error) {
+			remote := drainRegion(t, func(cfg delivery.WorkerConfig, h delivery.Handler) (*delivery.Worker, error) {
 				return fleet.StartWorker(ctx, r.Client, nil, tc.region, cfg, h)
 			}, tc.batch, tc.want)
 			t.Logf("local: %s", local)
@@ -94,7 +95,7 @@ func TestPullReplyFitsWithCancelledRanges(t *testing.T) {
 type drained struct {
 	events  int
 	batches []int // sizes
-	gaps    []engine.GapObservation
+	gaps    []delivery.GapObservation
 	err     error // Join's result
 }
 
@@ -103,7 +104,7 @@ func (d drained) String() string {
 		d.events, d.batches, len(d.gaps), gapSeqs(d.gaps), d.err)
 }
 
-func gapSeqs(gs []engine.GapObservation) uint64 {
+func gapSeqs(gs []delivery.GapObservation) uint64 {
 	var n uint64
 	for _, g := range gs {
 		for _, r := range g.Ranges {
@@ -115,22 +116,22 @@ func gapSeqs(gs []engine.GapObservation) uint64 {
 
 // drainRegion runs an in-memory worker until it has been handed want
 // entries (then it stops) or it exits on its own.
-func drainRegion(t *testing.T, start func(engine.WorkerConfig, engine.Handler) (*engine.Worker, error), batch, want int) drained {
+func drainRegion(t *testing.T, start func(delivery.WorkerConfig, delivery.Handler) (*delivery.Worker, error), batch, want int) drained {
 	t.Helper()
 	var mu sync.Mutex
 	var d drained
-	cfg := engine.DefaultWorkerConfig()
+	cfg := delivery.DefaultWorkerConfig()
 	cfg.BatchSize = batch
-	w, err := start(cfg, func(_ context.Context, b []engine.Entry, del *engine.Delivery) engine.Action {
+	w, err := start(cfg, func(_ context.Context, b []engine.Entry, del *delivery.Delivery) delivery.Action {
 		mu.Lock()
 		defer mu.Unlock()
 		d.events += len(b)
 		d.batches = append(d.batches, len(b))
 		d.gaps = append(d.gaps, del.Gaps...)
 		if d.events >= want {
-			return engine.Stop
+			return delivery.Stop
 		}
-		return engine.Continue
+		return delivery.Continue
 	})
 	if err != nil {
 		t.Fatal(err)

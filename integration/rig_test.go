@@ -13,20 +13,23 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/delivery"
+	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/internal/natstest"
 	"github.com/batfleet/batfleet/kvckpt"
 )
 
 // journal is the journal name every test serves.
-const journal = "main"
+const journalName = "main"
 
 // waitLimit bounds the waits of the tests here; generous, so that the race
 // detector and a slow shared machine do not turn a pass into a timeout.
 const waitLimit = 20 * time.Second
 
 // rig is one fleet on one embedded JetStream server reached over loopback
-// TCP: a writer node (a journal directory, its *engine.Store and a
+// TCP: a writer node (a journal directory, its *journal.Store and a
 // fleet.Writer on a connection of its own) and a worker node (a
 // fleet.Client and a kvckpt.Store on another connection).
 //
@@ -44,7 +47,7 @@ type rig struct {
 	KV          jetstream.KeyValue // the checkpoint bucket, for planting records
 
 	mu     sync.Mutex
-	store  *engine.Store
+	store  *journal.Store
 	writer *fleet.Writer
 }
 
@@ -60,7 +63,7 @@ func newRig(t testing.TB) *rig {
 	r.openWriter(t)
 	t.Cleanup(func() { r.closeWriter(t) })
 
-	client, err := fleet.NewClient(cnc, fleet.ClientConfig{Journal: journal})
+	client, err := fleet.NewClient(cnc, fleet.ClientConfig{Journal: journalName})
 	if err != nil {
 		t.Fatalf("fleet client: %v", err)
 	}
@@ -73,7 +76,7 @@ func newRig(t testing.TB) *rig {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ck, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: journal})
+	ck, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: journalName})
 	if err != nil {
 		t.Fatalf("kvckpt open: %v", err)
 	}
@@ -86,7 +89,7 @@ func newRig(t testing.TB) *rig {
 }
 
 // Store returns the writer's current journal.
-func (r *rig) Store() *engine.Store {
+func (r *rig) Store() *journal.Store {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.store
@@ -103,11 +106,11 @@ func (r *rig) Writer() *fleet.Writer {
 // on WriterNC.
 func (r *rig) openWriter(t testing.TB) {
 	t.Helper()
-	s, err := engine.Open(r.Dir, engine.Config{MaxEntryBytes: fleet.MaxEntryBytes(r.WriterNC.MaxPayload())})
+	s, err := journal.Open(r.Dir, journal.Config{MaxEntryBytes: fleet.MaxEntryBytes(r.WriterNC.MaxPayload())})
 	if err != nil {
 		t.Fatalf("open journal %s: %v", r.Dir, err)
 	}
-	w, err := fleet.NewWriter(r.WriterNC, s, fleet.WriterConfig{Journal: journal})
+	w, err := fleet.NewWriter(r.WriterNC, s, fleet.WriterConfig{Journal: journalName})
 	if err != nil {
 		_ = s.Close()
 		t.Fatalf("fleet writer: %v", err)
@@ -189,7 +192,7 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 // waitForWorker is waitFor that fails at once, with the worker's error,
 // if w exits while the test waits for cond, and reports the worker's
 // stats if it times out.
-func waitForWorker(t testing.TB, w *engine.Worker, limit time.Duration, what string, cond func() bool) {
+func waitForWorker(t testing.TB, w *delivery.Worker, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(limit); !cond(); time.Sleep(time.Millisecond) {
 		select {
@@ -207,7 +210,7 @@ func waitForWorker(t testing.TB, w *engine.Worker, limit time.Duration, what str
 }
 
 // joinWithin waits (bounded) for w to exit and returns Join's result.
-func joinWithin(t testing.TB, w *engine.Worker, limit time.Duration) error {
+func joinWithin(t testing.TB, w *delivery.Worker, limit time.Duration) error {
 	t.Helper()
 	select {
 	case <-w.Done():
@@ -220,7 +223,7 @@ func joinWithin(t testing.TB, w *engine.Worker, limit time.Duration) error {
 
 // stopOnCleanup stops w (bounded wait) when the test ends, before the
 // rig's clients close.
-func stopOnCleanup(t testing.TB, w *engine.Worker) {
+func stopOnCleanup(t testing.TB, w *delivery.Worker) {
 	t.Cleanup(func() {
 		w.Stop()
 		select {
@@ -232,11 +235,11 @@ func stopOnCleanup(t testing.TB, w *engine.Worker) {
 }
 
 // loadCheckpoint loads id from ck; found is false when there is no record.
-func loadCheckpoint(t testing.TB, ck engine.CheckpointStore, id string) (rec engine.CheckpointRecord, found bool) {
+func loadCheckpoint(t testing.TB, ck checkpoint.Store, id string) (rec checkpoint.Record, found bool) {
 	t.Helper()
 	rec, _, err := ck.Load(context.Background(), id)
-	if errors.Is(err, engine.ErrCheckpointNotFound) {
-		return engine.CheckpointRecord{}, false
+	if errors.Is(err, checkpoint.ErrNotFound) {
+		return checkpoint.Record{}, false
 	}
 	if err != nil {
 		t.Fatalf("load checkpoint %q: %v", id, err)
@@ -247,7 +250,7 @@ func loadCheckpoint(t testing.TB, ck engine.CheckpointStore, id string) (rec eng
 // parkSpy wraps a Source and counts parks, so a test can wait until a
 // worker is idle instead of sleeping.
 type parkSpy struct {
-	engine.Source
+	delivery.Source
 	parks  atomic.Int64 // Park calls so far
 	inPark atomic.Int32 // Park calls in progress
 }
@@ -262,7 +265,7 @@ func (s *parkSpy) Park(ctx context.Context, snap engine.Snapshot, timeout time.D
 // parkedAt reports whether w is parked with committed position (pos,
 // started): the worker goroutine is inside Park, and since it commits
 // before it polls and parks again, this park began after that commit.
-func (s *parkSpy) parkedAt(w *engine.Worker, pos uint64, started bool) bool {
+func (s *parkSpy) parkedAt(w *delivery.Worker, pos uint64, started bool) bool {
 	st := w.Stats()
 	return s.inPark.Load() > 0 && st.CommittedStarted == started && st.Committed == pos
 }

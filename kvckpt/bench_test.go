@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
 	"github.com/batfleet/batfleet/internal/natstest"
 )
 
@@ -54,7 +55,7 @@ func BenchmarkRawUpdate(b *testing.B) {
 			benchCAS(b, clients, func(b *testing.B, js jetstream.JetStream, client int) func() {
 				s := openStore(b, js, Config{Journal: "bench"}) // the same bucket
 				key := s.Key(fmt.Sprintf("bench worker %d", client))
-				value := engine.EncodeCheckpoint(benchRecord(client))
+				value := checkpoint.Encode(benchRecord(client))
 				rev, err := s.kv.Create(context.Background(), key, value)
 				if err != nil {
 					b.Fatal(err)
@@ -71,9 +72,9 @@ func BenchmarkRawUpdate(b *testing.B) {
 }
 
 // benchRecord is a record of realistic size (~160 bytes encoded).
-func benchRecord(client int) engine.CheckpointRecord {
+func benchRecord(client int) checkpoint.Record {
 	ident := engine.RegionEntity("order").WithScope("shop").Identity()
-	return engine.CheckpointRecord{
+	return checkpoint.Record{
 		Position: 1_000_000, Started: true, RegionIdentity: &ident,
 		JournalID: "0123456789abcdef0123456789abcdef",
 		Owner:     fmt.Sprintf("worker-host-%d-1234-abcdef", client),
@@ -139,12 +140,12 @@ func BenchmarkSaveClientWork(b *testing.B) {
 	const id = "bench worker 0"
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := engine.ValidateCheckpointID(id); err != nil {
+		if err := checkpoint.ValidateID(id); err != nil {
 			b.Fatal(err)
 		}
 		ctx, cancel := withTimeout(context.Background(), s.cfg.Timeout)
 		rec.Position++
-		benchSink = len(s.Key(id)) + len(engine.EncodeCheckpoint(rec))
+		benchSink = len(s.Key(id)) + len(checkpoint.Encode(rec))
 		cancel()
 		_ = ctx
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
 	"github.com/batfleet/batfleet/internal/natstest"
 )
 
@@ -70,7 +70,7 @@ func TestClusterR3(t *testing.T) {
 		for round := range 40 {
 			for _, creators := range []bool{true, false} {
 				id := fmt.Sprintf("raced-%d-%t", round, creators)
-				var base engine.Revision
+				var base checkpoint.Revision
 				if !creators {
 					base = mustSave(t, s, id, testRecord(0, "base"), 0)
 				}
@@ -190,10 +190,10 @@ func TestClusterR3(t *testing.T) {
 
 func wantConflict(t testing.TB, err error, what string) {
 	t.Helper()
-	if !errors.Is(err, engine.ErrCheckpointConflict) {
+	if !errors.Is(err, checkpoint.ErrConflict) {
 		t.Fatalf("%s: %v, want ErrCheckpointConflict", what, err)
 	}
-	if errors.Is(err, engine.ErrCheckpointIO) {
+	if errors.Is(err, checkpoint.ErrIO) {
 		t.Fatalf("%s: conflict also matches ErrCheckpointIO: %v", what, err)
 	}
 }
@@ -203,7 +203,7 @@ func wantConflict(t testing.TB, err error, what string) {
 // leader. A save that timed out may have been applied all the same, so
 // after an I/O error it reloads the record and its revision, and requires
 // the position not to have moved other than by its own saves.
-func saveUntilAccepted(t testing.TB, s *Store, id string, rev engine.Revision, pos uint64) (engine.Revision, uint64) {
+func saveUntilAccepted(t testing.TB, s *Store, id string, rev checkpoint.Revision, pos uint64) (checkpoint.Revision, uint64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for attempt := 1; ; attempt++ {
@@ -216,7 +216,7 @@ func saveUntilAccepted(t testing.TB, s *Store, id string, rev engine.Revision, p
 		if time.Now().After(deadline) {
 			t.Fatalf("save of %q still failing after %d attempts: %v", id, attempt, err)
 		}
-		if !errors.Is(err, engine.ErrCheckpointIO) && !errors.Is(err, engine.ErrCheckpointConflict) {
+		if !errors.Is(err, checkpoint.ErrIO) && !errors.Is(err, checkpoint.ErrConflict) {
 			t.Fatalf("save of %q: %v, want success, an I/O error or (after an ambiguous timeout) a conflict", id, err)
 		}
 		ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)

@@ -1,5 +1,5 @@
 // Package kvckpt stores batfleet checkpoints in a NATS JetStream KV bucket
-// with compare-and-swap, implementing engine.CheckpointStore, so a worker
+// with compare-and-swap, implementing checkpoint.Store, so a worker
 // on any node commits its position to the NATS deployment and no two
 // workers can both move one checkpoint.
 //
@@ -22,7 +22,7 @@
 // errors.Is(err, jetstream.ErrKeyExists) and
 // errors.Is(err, jetstream.ErrKeyRevisionMismatch) — never by code or
 // text, as replicated buckets report another code — and returned as
-// engine.ErrCheckpointConflict.
+// checkpoint.ErrConflict.
 //
 // # Deleted keys
 //
@@ -45,13 +45,13 @@
 //
 // Every call takes a context and is bounded by Config.Timeout (default
 // 5 s) or the context's deadline, whichever comes first. A disconnected server surfaces as
-// engine.ErrCheckpointIO, never a hang. A Store is safe for concurrent use.
+// checkpoint.ErrIO, never a hang. A Store is safe for concurrent use.
 //
 // Save publishes only while the client is connected: during an outage it
 // waits for the reconnect (within its timeout) instead of leaving the save
 // in nats.go's reconnect buffer, where it could fail at its deadline and
 // still be applied afterwards; a save that was never sent fails with
-// engine.ErrCheckpointIO and leaves the record intact. A save whose request
+// checkpoint.ErrIO and leaves the record intact. A save whose request
 // times out while connected is still ambiguous, as any timeout is: it may
 // have been applied. Compare-and-swap keeps that safe — it lands only on
 // the revision its worker last saw, and records a position the worker had

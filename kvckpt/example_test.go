@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
 	"github.com/batfleet/batfleet/internal/natstest"
 	"github.com/batfleet/batfleet/kvckpt"
 )
@@ -57,11 +58,11 @@ func ExampleStore_Key() {
 	}
 
 	ident := engine.RegionEntity("order").Identity()
-	rec := engine.CheckpointRecord{Position: 42, Started: true, RegionIdentity: &ident}
+	rec := checkpoint.Record{Position: 42, Started: true, RegionIdentity: &ident}
 	rev, err := store.Save(ctx, "billing", rec, 0)
 	fmt.Println("created at revision", rev, err)
 	_, err = store.Save(ctx, "billing", rec, 0)
-	fmt.Println("second create conflicts:", errors.Is(err, engine.ErrCheckpointConflict))
+	fmt.Println("second create conflicts:", errors.Is(err, checkpoint.ErrConflict))
 	got, rev, err := store.Load(ctx, "billing")
 	fmt.Println("loaded position", got.Position, "at revision", rev, err)
 

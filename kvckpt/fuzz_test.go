@@ -7,21 +7,21 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
 )
 
 // FuzzValueDecode: whatever bytes a key holds, Load returns a record or
-// ErrCheckpointCorrupt (a *engine.CheckpointCorruptError naming the id and
+// ErrCheckpointCorrupt (a *checkpoint.CorruptError naming the id and
 // location), and never panics. Every input goes through decodeValue, the
 // decoding step of Load and List; inputs up to 64 KiB also go through a
 // real bucket (Put, then Load) on one server shared by the fuzz process,
 // and must give the same answer. A record that decodes re-encodes to
 // itself.
 func FuzzValueDecode(f *testing.F) {
-	valid := engine.EncodeCheckpoint(testRecord(300, "w"))
+	valid := checkpoint.Encode(testRecord(300, "w"))
 	for _, seed := range [][]byte{
 		valid,
-		engine.EncodeCheckpoint(engine.CheckpointRecord{}),
+		checkpoint.Encode(checkpoint.Record{}),
 		mustHex(f, "84a8706f736974696f6e00a773746172746564c2af70726f636573735f626f6f745f6e73c0af726567696f6e5f6964656e74697479d922656e746974793d2a7c73636f70653d2a7c666163743d6e6f6e657c636c6f636b3d2a"),
 		mustHex(f, "84a8706f736974696f6e07a773746172746564c3af70726f636573735f626f6f745f6e73c0af726567696f6e5f6964656e74697479d938656e746974793d656e746974793a637572736f722d6c6f61642d666c61677c73636f70653d2a7c666163743d6e6f6e657c636c6f636b3d2a"),
 		[]byte("not-msgpack"),
@@ -57,22 +57,22 @@ func FuzzValueDecode(f *testing.F) {
 	})
 }
 
-func checkDecoded(t *testing.T, s *Store, id string, rec engine.CheckpointRecord, err error) {
+func checkDecoded(t *testing.T, s *Store, id string, rec checkpoint.Record, err error) {
 	t.Helper()
 	if err == nil {
-		again, rerr := engine.DecodeCheckpoint(engine.EncodeCheckpoint(rec))
+		again, rerr := checkpoint.Decode(checkpoint.Encode(rec))
 		if rerr != nil || !reflect.DeepEqual(again, rec) {
 			t.Fatalf("record %+v does not survive re-encoding: %+v, %v", rec, again, rerr)
 		}
 		return
 	}
-	if !errors.Is(err, engine.ErrCheckpointCorrupt) {
+	if !errors.Is(err, checkpoint.ErrCorrupt) {
 		t.Fatalf("error %v, want ErrCheckpointCorrupt", err)
 	}
-	if errors.Is(err, engine.ErrCheckpointIO) || errors.Is(err, engine.ErrCheckpointNotFound) {
+	if errors.Is(err, checkpoint.ErrIO) || errors.Is(err, checkpoint.ErrNotFound) {
 		t.Fatalf("corrupt also matches I/O or not found: %v", err)
 	}
-	var ce *engine.CheckpointCorruptError
+	var ce *checkpoint.CorruptError
 	if !errors.As(err, &ce) || ce.ID != id || ce.Location != s.Location(id) || ce.Reason == "" {
 		t.Fatalf("error %#v, want a CheckpointCorruptError naming %q at %q with a reason", err, id, s.Location(id))
 	}
@@ -112,11 +112,11 @@ func FuzzKeyEncoding(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id string) {
 		// As a key part: accepted only in the one spelling encodeID uses.
 		if got, err := decodeID(id); err == nil {
-			if encodeID(got) != id || engine.ValidateCheckpointID(got) != nil {
-				t.Fatalf("decodeID(%q) = %q, which encodes to %q (valid: %v)", id, got, encodeID(got), engine.ValidateCheckpointID(got))
+			if encodeID(got) != id || checkpoint.ValidateID(got) != nil {
+				t.Fatalf("decodeID(%q) = %q, which encodes to %q (valid: %v)", id, got, encodeID(got), checkpoint.ValidateID(got))
 			}
 		}
-		if engine.ValidateCheckpointID(id) != nil {
+		if checkpoint.ValidateID(id) != nil {
 			return
 		}
 		checkRoundTrip(t, id)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
 )
 
 // encodeID maps a checkpoint id to the id part of a KV key.
@@ -31,7 +31,7 @@ func decodeID(s string) (string, error) {
 		if encodeID(id) != s {
 			return "", fmt.Errorf("kvckpt: key part %q is not the encoding of a checkpoint id", s)
 		}
-		if err := engine.ValidateCheckpointID(id); err != nil {
+		if err := checkpoint.ValidateID(id); err != nil {
 			return "", fmt.Errorf("kvckpt: key part %q: %w", s, err)
 		}
 		return id, nil

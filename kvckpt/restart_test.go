@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/internal/natstest"
 )
 
@@ -74,7 +76,7 @@ func TestWorkerAcrossServerRestart(t *testing.T) {
 					t.Fatalf("history: %v", err)
 				}
 				for _, e := range hist {
-					r, err := engine.DecodeCheckpoint(e.Value())
+					r, err := checkpoint.Decode(e.Value())
 					if err != nil {
 						t.Fatalf("history revision %d: %v", e.Revision(), err)
 					}
@@ -82,8 +84,8 @@ func TestWorkerAcrossServerRestart(t *testing.T) {
 				}
 			}
 
-			start := func(name string, log *deliveryLog) *engine.Worker {
-				cfg := engine.DefaultWorkerConfig()
+			start := func(name string, log *deliveryLog) *delivery.Worker {
+				cfg := delivery.DefaultWorkerConfig()
 				cfg.BatchSize = 8
 				cfg.IdleTimeout = 5 * time.Millisecond
 				cfg.CheckpointID = id
@@ -91,7 +93,7 @@ func TestWorkerAcrossServerRestart(t *testing.T) {
 				cfg.WorkerID = name
 				cfg.SaveTimeout = tc.saveTimeout
 				cfg.OnCheckpointFailure = func(_ string, err error) { t.Logf("%s: save failed: %v", name, err) }
-				w, err := engine.StartWorker(context.Background(), journal, region, cfg, log.handler(engine.Continue))
+				w, err := delivery.StartWorker(context.Background(), journal, region, cfg, log.handler(delivery.Continue))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -147,7 +149,7 @@ func TestWorkerAcrossServerRestart(t *testing.T) {
 					t.Fatal("worker-1 survived an outage longer than its save timeout")
 				}
 				t.Logf("worker-1 kept going after the reconnect (%d saves)", w1.Stats().Saves)
-			case errors.Is(err1, engine.ErrCheckpointWriteFailed) && errors.Is(err1, engine.ErrCheckpointIO):
+			case errors.Is(err1, delivery.ErrCheckpointWriteFailed) && errors.Is(err1, checkpoint.ErrIO):
 				if tc.want == keepGoing {
 					t.Fatalf("worker-1 stopped: %v; want it to ride out the outage", err1)
 				}

@@ -8,10 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batfleet/batfleet/engine/checkpoint"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/batfleet/batfleet/engine"
 )
 
 // Defaults applied to zero Config fields.
@@ -78,7 +77,7 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Store is an engine.CheckpointStore on a JetStream KV bucket. It is safe
+// Store is an checkpoint.Store on a JetStream KV bucket. It is safe
 // for concurrent use.
 type Store struct {
 	js      jetstream.JetStream
@@ -87,7 +86,7 @@ type Store struct {
 	journal string
 }
 
-var _ engine.CheckpointStore = (*Store)(nil)
+var _ checkpoint.Store = (*Store)(nil)
 
 // Open creates the bucket, or binds an existing one after checking that
 // its settings can hold checkpoints safely (file storage, no TTL, at
@@ -165,52 +164,52 @@ func (s *Store) Location(id string) string { return "kv:" + s.kv.Bucket() + "/" 
 func (s *Store) Bucket() string { return s.kv.Bucket() }
 
 // Load returns the record of id and its KV revision. A missing, deleted or
-// purged key is engine.ErrCheckpointNotFound; a value that does not decode
-// is engine.ErrCheckpointCorrupt (fail closed: never a rewind); anything
-// else is engine.ErrCheckpointIO.
-func (s *Store) Load(ctx context.Context, id string) (engine.CheckpointRecord, engine.Revision, error) {
-	if err := engine.ValidateCheckpointID(id); err != nil {
-		return engine.CheckpointRecord{}, 0, err
+// purged key is checkpoint.ErrNotFound; a value that does not decode
+// is checkpoint.ErrCorrupt (fail closed: never a rewind); anything
+// else is checkpoint.ErrIO.
+func (s *Store) Load(ctx context.Context, id string) (checkpoint.Record, checkpoint.Revision, error) {
+	if err := checkpoint.ValidateID(id); err != nil {
+		return checkpoint.Record{}, 0, err
 	}
 	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	e, err := s.kv.Get(ctx, s.Key(id))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-		return engine.CheckpointRecord{}, 0, engine.ErrCheckpointNotFound
+		return checkpoint.Record{}, 0, checkpoint.ErrNotFound
 	case err != nil:
-		return engine.CheckpointRecord{}, 0, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
+		return checkpoint.Record{}, 0, fmt.Errorf("%w: %s: %w", checkpoint.ErrIO, s.Location(id), err)
 	}
 	rec, err := s.decodeValue(id, e.Value())
 	if err != nil {
-		return engine.CheckpointRecord{}, 0, err
+		return checkpoint.Record{}, 0, err
 	}
-	return rec, engine.Revision(e.Revision()), nil
+	return rec, checkpoint.Revision(e.Revision()), nil
 }
 
 // decodeValue decodes the value stored under id's key; a value that does
-// not decode is a *engine.CheckpointCorruptError (ErrCheckpointCorrupt).
-func (s *Store) decodeValue(id string, value []byte) (engine.CheckpointRecord, error) {
-	rec, err := engine.DecodeCheckpoint(value)
+// not decode is a *checkpoint.CorruptError (ErrCheckpointCorrupt).
+func (s *Store) decodeValue(id string, value []byte) (checkpoint.Record, error) {
+	rec, err := checkpoint.Decode(value)
 	if err != nil {
-		return engine.CheckpointRecord{}, &engine.CheckpointCorruptError{ID: id, Location: s.Location(id), Reason: err.Error()}
+		return checkpoint.Record{}, &checkpoint.CorruptError{ID: id, Location: s.Location(id), Reason: err.Error()}
 	}
 	return rec, nil
 }
 
 // Save stores rec under id: a create when expected is 0, else an update
-// against expected. A lost compare-and-swap is engine.ErrCheckpointConflict
-// (wrapping the KV error); other failures are engine.ErrCheckpointIO.
-func (s *Store) Save(ctx context.Context, id string, rec engine.CheckpointRecord, expected engine.Revision) (engine.Revision, error) {
-	if err := engine.ValidateCheckpointID(id); err != nil {
+// against expected. A lost compare-and-swap is checkpoint.ErrConflict
+// (wrapping the KV error); other failures are checkpoint.ErrIO.
+func (s *Store) Save(ctx context.Context, id string, rec checkpoint.Record, expected checkpoint.Revision) (checkpoint.Revision, error) {
+	if err := checkpoint.ValidateID(id); err != nil {
 		return 0, err
 	}
 	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if err := s.awaitConnected(ctx); err != nil {
-		return 0, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
+		return 0, fmt.Errorf("%w: %s: %w", checkpoint.ErrIO, s.Location(id), err)
 	}
-	value := engine.EncodeCheckpoint(rec)
+	value := checkpoint.Encode(rec)
 	var rev uint64
 	var err error
 	if expected == 0 {
@@ -220,11 +219,11 @@ func (s *Store) Save(ctx context.Context, id string, rec engine.CheckpointRecord
 	}
 	switch {
 	case err == nil:
-		return engine.Revision(rev), nil
+		return checkpoint.Revision(rev), nil
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-		return 0, fmt.Errorf("%w: %s (expected revision %d): %w", engine.ErrCheckpointConflict, s.Location(id), expected, err)
+		return 0, fmt.Errorf("%w: %s (expected revision %d): %w", checkpoint.ErrConflict, s.Location(id), expected, err)
 	default:
-		return 0, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
+		return 0, fmt.Errorf("%w: %s: %w", checkpoint.ErrIO, s.Location(id), err)
 	}
 }
 
@@ -256,8 +255,8 @@ func (s *Store) awaitConnected(ctx context.Context) error {
 // Listed is one checkpoint of a journal.
 type Listed struct {
 	ID       string
-	Record   engine.CheckpointRecord
-	Revision engine.Revision
+	Record   checkpoint.Record
+	Revision checkpoint.Revision
 	Created  time.Time // when this revision was written
 	Err      error     // set when the value does not decode (the other fields but ID are zero)
 }
@@ -268,7 +267,7 @@ func (s *Store) List(ctx context.Context) ([]Listed, error) {
 	defer cancel()
 	lister, err := s.kv.ListKeysFiltered(ctx, s.journal+".>")
 	if err != nil {
-		return nil, fmt.Errorf("%w: list %s: %w", engine.ErrCheckpointIO, s.kv.Bucket(), err)
+		return nil, fmt.Errorf("%w: list %s: %w", checkpoint.ErrIO, s.kv.Bucket(), err)
 	}
 	var keys []string
 	for k := range lister.Keys() {
@@ -278,7 +277,7 @@ func (s *Store) List(ctx context.Context) ([]Listed, error) {
 	// is listed or when ctx ends (lister.Stop would then only report the
 	// stopped subscription). A list cut short by ctx is incomplete.
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%w: list %s: %w", engine.ErrCheckpointIO, s.kv.Bucket(), err)
+		return nil, fmt.Errorf("%w: list %s: %w", checkpoint.ErrIO, s.kv.Bucket(), err)
 	}
 	var out []Listed
 	for _, k := range keys {
@@ -291,14 +290,14 @@ func (s *Store) List(ctx context.Context) ([]Listed, error) {
 			continue // deleted since it was listed
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", engine.ErrCheckpointIO, s.Location(id), err)
+			return nil, fmt.Errorf("%w: %s: %w", checkpoint.ErrIO, s.Location(id), err)
 		}
 		rec, derr := s.decodeValue(id, e.Value())
 		if derr != nil {
 			out = append(out, Listed{ID: id, Err: derr})
 			continue
 		}
-		out = append(out, Listed{ID: id, Record: rec, Revision: engine.Revision(e.Revision()), Created: e.Created()})
+		out = append(out, Listed{ID: id, Record: rec, Revision: checkpoint.Revision(e.Revision()), Created: e.Created()})
 	}
 	return out, nil
 }

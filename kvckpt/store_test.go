@@ -21,7 +21,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine"
-	"github.com/batfleet/batfleet/engine/enginetest"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/checkpointtest"
+	"github.com/batfleet/batfleet/engine/delivery"
+	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/internal/natstest"
 )
 
@@ -131,16 +134,16 @@ func waitBucket(t testing.TB, nc *nats.Conn, s *Store) {
 }
 
 // testRecord is a complete record, distinguishable by pos and owner.
-func testRecord(pos uint64, owner string) engine.CheckpointRecord {
+func testRecord(pos uint64, owner string) checkpoint.Record {
 	ident := engine.RegionEntity("order").Identity()
-	return engine.CheckpointRecord{
+	return checkpoint.Record{
 		Position: pos, Started: true, RegionIdentity: &ident,
 		JournalID: "0123456789abcdef0123456789abcdef", Owner: owner,
 		UpdatedMs: 1_700_000_000_000 + pos,
 	}
 }
 
-func mustSave(t testing.TB, s *Store, id string, rec engine.CheckpointRecord, expected engine.Revision) engine.Revision {
+func mustSave(t testing.TB, s *Store, id string, rec checkpoint.Record, expected checkpoint.Revision) checkpoint.Revision {
 	t.Helper()
 	rev, err := s.Save(testCtx(t), id, rec, expected)
 	if err != nil {
@@ -149,7 +152,7 @@ func mustSave(t testing.TB, s *Store, id string, rec engine.CheckpointRecord, ex
 	return rev
 }
 
-func mustLoad(t testing.TB, s *Store, id string) (engine.CheckpointRecord, engine.Revision) {
+func mustLoad(t testing.TB, s *Store, id string) (checkpoint.Record, checkpoint.Revision) {
 	t.Helper()
 	rec, rev, err := s.Load(testCtx(t), id)
 	if err != nil {
@@ -190,11 +193,11 @@ func short(id string) string {
 // Closing the connection would also break I/O, but nothing can repair it
 // under the same Store.
 func TestCKP17_Conformance(t *testing.T) {
-	enginetest.RunCheckpointStoreConformance(t, func(t testing.TB) enginetest.ConformanceTarget {
+	checkpointtest.RunConformance(t, func(t testing.TB) checkpointtest.Target {
 		ts := startTestServer(t)
 		nc, js := natstest.ConnectURL(t, ts.URL(), nats.ReconnectBufSize(-1))
 		s := openStore(t, js, Config{Journal: "conformance", Timeout: time.Second})
-		return enginetest.ConformanceTarget{
+		return checkpointtest.Target{
 			Store: s,
 			PlantRaw: func(t testing.TB, id string, data []byte) {
 				t.Helper()
@@ -296,7 +299,7 @@ func randomID(rng *rand.Rand) string {
 			}
 			b.WriteString(p)
 		}
-		if id := b.String(); engine.ValidateCheckpointID(id) == nil {
+		if id := b.String(); checkpoint.ValidateID(id) == nil {
 			return id
 		}
 	}
@@ -314,7 +317,7 @@ func TestCK03_KeyEncoding(t *testing.T) {
 	t.Run("catalogue-ids", func(t *testing.T) {
 		seen := make(map[string]string)
 		for _, id := range ck03IDs() {
-			if err := engine.ValidateCheckpointID(id); err != nil {
+			if err := checkpoint.ValidateID(id); err != nil {
 				t.Fatalf("CK-03 id %q is invalid: %v", short(id), err)
 			}
 			checkRoundTrip(t, id)
@@ -399,7 +402,7 @@ func TestCK03_KeyEncoding(t *testing.T) {
 	t.Run("through-the-server", func(t *testing.T) {
 		_, _, s := newServerStore(t, Config{Journal: "ck03"})
 		ids := ck03IDs()
-		revs := make(map[string]engine.Revision)
+		revs := make(map[string]checkpoint.Revision)
 		for i, id := range ids {
 			revs[id] = mustSave(t, s, id, testRecord(uint64(i), id), 0)
 		}
@@ -590,12 +593,12 @@ func TestDeletedKeys(t *testing.T) {
 				t.Fatalf("%s: %v", name, err)
 			}
 			_, _, err := s.Load(testCtx(t), id)
-			wantIs(t, err, "load after "+name, engine.ErrCheckpointNotFound)
+			wantIs(t, err, "load after "+name, checkpoint.ErrNotFound)
 
 			_, err = s.Save(testCtx(t), id, testRecord(3, "stale"), rev2)
-			wantIs(t, err, "save from the pre-"+name+" revision", engine.ErrCheckpointConflict)
+			wantIs(t, err, "save from the pre-"+name+" revision", checkpoint.ErrConflict)
 			_, err = s.Save(testCtx(t), id, testRecord(3, "stale"), rev1)
-			wantIs(t, err, "save from an older revision", engine.ErrCheckpointConflict)
+			wantIs(t, err, "save from an older revision", checkpoint.ErrConflict)
 
 			listed, err := s.List(testCtx(t))
 			if err != nil {
@@ -617,9 +620,9 @@ func TestDeletedKeys(t *testing.T) {
 				t.Errorf("load after re-create: owner %q revision %d, want fresh at %d", got.Owner, gotRev, rev3)
 			}
 			_, err = s.Save(testCtx(t), id, testRecord(9, "stale"), rev2)
-			wantIs(t, err, "save from the pre-"+name+" revision after re-create", engine.ErrCheckpointConflict)
+			wantIs(t, err, "save from the pre-"+name+" revision after re-create", checkpoint.ErrConflict)
 			_, err = s.Save(testCtx(t), id, testRecord(9, "again"), 0)
-			wantIs(t, err, "second create", engine.ErrCheckpointConflict)
+			wantIs(t, err, "second create", checkpoint.ErrConflict)
 		})
 	}
 }
@@ -648,7 +651,7 @@ func TestCASContention(t *testing.T) {
 	const budget, floor = 12 * time.Second, 400
 
 	type saved struct {
-		expected, rev engine.Revision
+		expected, rev checkpoint.Revision
 		pos           uint64
 		saver         int
 	}
@@ -670,8 +673,8 @@ func TestCASContention(t *testing.T) {
 			for !stop.Load() {
 				ctx, cancel := context.WithTimeout(context.Background(), testOpTimeout)
 				rec, rev, err := s.Load(ctx, id)
-				if errors.Is(err, engine.ErrCheckpointNotFound) {
-					rec, rev, err = engine.CheckpointRecord{}, 0, nil
+				if errors.Is(err, checkpoint.ErrNotFound) {
+					rec, rev, err = checkpoint.Record{}, 0, nil
 				}
 				if err != nil {
 					cancel()
@@ -681,7 +684,7 @@ func TestCASContention(t *testing.T) {
 				pos := rec.Position + 1
 				newRev, err := s.Save(ctx, id, testRecord(pos, owner), rev)
 				cancel()
-				if errors.Is(err, engine.ErrCheckpointConflict) {
+				if errors.Is(err, checkpoint.ErrConflict) {
 					conflicts.Add(1)
 					continue
 				}
@@ -717,7 +720,7 @@ func TestCASContention(t *testing.T) {
 
 	slices.SortFunc(saves, func(a, b saved) int { return cmp.Compare(a.rev, b.rev) })
 	for i, sv := range saves {
-		var prevRev engine.Revision
+		var prevRev checkpoint.Revision
 		if i > 0 {
 			prevRev = saves[i-1].rev
 			if sv.rev == prevRev {
@@ -750,11 +753,11 @@ func TestCASContention(t *testing.T) {
 	}
 	tail := saves[len(saves)-len(hist):]
 	for i, e := range hist {
-		r, err := engine.DecodeCheckpoint(e.Value())
+		r, err := checkpoint.Decode(e.Value())
 		if err != nil {
 			t.Fatalf("history entry %d: %v", e.Revision(), err)
 		}
-		if engine.Revision(e.Revision()) != tail[i].rev || r.Position != tail[i].pos {
+		if checkpoint.Revision(e.Revision()) != tail[i].rev || r.Position != tail[i].pos {
 			t.Errorf("history[%d] = position %d at revision %d, want %d at %d", i, r.Position, e.Revision(), tail[i].pos, tail[i].rev)
 		}
 	}
@@ -781,16 +784,16 @@ func TestCKP16_TwoWorkersRace(t *testing.T) {
 		t.Run(fmt.Sprintf("round-%d", round), func(t *testing.T) {
 			id := fmt.Sprintf("race-%d", round)
 			rec := newSaveRecorder(t)
-			start := func(name string, store *Store) (*engine.Worker, *deliveryLog) {
+			start := func(name string, store *Store) (*delivery.Worker, *deliveryLog) {
 				log := &deliveryLog{}
-				cfg := engine.DefaultWorkerConfig()
+				cfg := delivery.DefaultWorkerConfig()
 				cfg.BatchSize = 8
 				cfg.IdleTimeout = 5 * time.Millisecond
 				cfg.CheckpointID = id
 				cfg.Checkpoints = rec.wrap(store)
 				cfg.WorkerID = name
 				cfg.OnCheckpointFailure = func(string, error) {} // expected; Join reports it
-				w, err := engine.StartWorker(context.Background(), journal, region, cfg, log.handler(engine.Continue))
+				w, err := delivery.StartWorker(context.Background(), journal, region, cfg, log.handler(delivery.Continue))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -800,7 +803,7 @@ func TestCKP16_TwoWorkersRace(t *testing.T) {
 			a, logA := start("worker-a", storeA)
 			b, logB := start("worker-b", storeB)
 
-			var loser, winner *engine.Worker
+			var loser, winner *delivery.Worker
 			var loserName string
 			select {
 			case <-a.Done():
@@ -811,7 +814,7 @@ func TestCKP16_TwoWorkersRace(t *testing.T) {
 				t.Fatalf("both workers still running after 20s (saves %d, %d)", a.Stats().Saves, b.Stats().Saves)
 			}
 			err := loser.Join()
-			wantIs(t, err, loserName+" Join", engine.ErrCheckpointWriteFailed, engine.ErrCheckpointConflict)
+			wantIs(t, err, loserName+" Join", delivery.ErrCheckpointWriteFailed, checkpoint.ErrConflict)
 			lostAt := rec.count()
 
 			// The winner keeps committing while the journal grows.
@@ -868,7 +871,7 @@ func TestDisconnectedServer(t *testing.T) {
 		name string
 		call func(ctx context.Context) error
 	}
-	callsOn := func(s *Store, rev engine.Revision) []call {
+	callsOn := func(s *Store, rev checkpoint.Revision) []call {
 		return []call{
 			{"load", func(ctx context.Context) error { _, _, err := s.Load(ctx, "cursor"); return err }},
 			{"load-absent", func(ctx context.Context) error { _, _, err := s.Load(ctx, "absent"); return err }},
@@ -879,10 +882,10 @@ func TestDisconnectedServer(t *testing.T) {
 	}
 	check := func(t *testing.T, name string, err error, elapsed, limit time.Duration) {
 		t.Helper()
-		if !errors.Is(err, engine.ErrCheckpointIO) {
+		if !errors.Is(err, checkpoint.ErrIO) {
 			t.Errorf("%s: %v, want ErrCheckpointIO", name, err)
 		}
-		for _, other := range []error{engine.ErrCheckpointConflict, engine.ErrCheckpointCorrupt, engine.ErrCheckpointNotFound} {
+		for _, other := range []error{checkpoint.ErrConflict, checkpoint.ErrCorrupt, checkpoint.ErrNotFound} {
 			if errors.Is(err, other) {
 				t.Errorf("%s: %v also matches %v", name, err, other)
 			}
@@ -939,7 +942,7 @@ func TestDisconnectedServer(t *testing.T) {
 		if got != rev2 || rec.Position != 1 {
 			t.Errorf("after the failed calls: position %d at %d, want 1 at %d", rec.Position, got, rev2)
 		}
-		if _, _, err := s3.Load(testCtx(t), "new"); !errors.Is(err, engine.ErrCheckpointNotFound) {
+		if _, _, err := s3.Load(testCtx(t), "new"); !errors.Is(err, checkpoint.ErrNotFound) {
 			t.Errorf("load of the failed create: %v, want not found", err)
 		}
 	})
@@ -972,7 +975,7 @@ func TestSaveTimedOutWhileDisconnected(t *testing.T) {
 			ts.Stop()
 			waitFor(t, "the client to notice the shutdown", 10*time.Second, func() bool { return !nc.IsConnected() })
 			_, err := s.Save(context.Background(), "cursor", testRecord(2, "w"), rev1)
-			wantIs(t, err, "save while disconnected", engine.ErrCheckpointIO)
+			wantIs(t, err, "save while disconnected", checkpoint.ErrIO)
 			ts.Restart()
 			waitBucket(t, nc, s)
 			if err := nc.Flush(); err != nil {
@@ -1000,9 +1003,9 @@ func TestSaveTimedOutWhileDisconnected(t *testing.T) {
 
 // openJournal opens a local journal that closes when the test ends (after
 // the workers, whose cleanups are registered later).
-func openJournal(t testing.TB) *engine.Store {
+func openJournal(t testing.TB) *journal.Store {
 	t.Helper()
-	j, err := engine.Open(t.TempDir(), engine.Config{})
+	j, err := journal.Open(t.TempDir(), journal.Config{})
 	if err != nil {
 		t.Fatalf("open journal: %v", err)
 	}
@@ -1026,7 +1029,7 @@ type appender struct {
 	paused bool       // guarded by gate
 }
 
-func startAppender(t testing.TB, j *engine.Store, pace time.Duration) *appender {
+func startAppender(t testing.TB, j *journal.Store, pace time.Duration) *appender {
 	t.Helper()
 	a := &appender{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
@@ -1107,8 +1110,8 @@ type deliveryLog struct {
 	seqs [][]uint64 // one slice per batch
 }
 
-func (l *deliveryLog) handler(action engine.Action) engine.Handler {
-	return func(_ context.Context, batch []engine.Entry, _ *engine.Delivery) engine.Action {
+func (l *deliveryLog) handler(action delivery.Action) delivery.Handler {
+	return func(_ context.Context, batch []engine.Entry, _ *delivery.Delivery) delivery.Action {
 		seqs := make([]uint64, len(batch))
 		for i, e := range batch {
 			seqs[i] = e.Seq
@@ -1146,16 +1149,16 @@ type saveRecorder struct {
 }
 
 type recordedSave struct {
-	rev      engine.Revision
-	expected engine.Revision
+	rev      checkpoint.Revision
+	expected checkpoint.Revision
 	pos      uint64
 	owner    string
 }
 
 func newSaveRecorder(t testing.TB) *saveRecorder { return &saveRecorder{t: t} }
 
-func (r *saveRecorder) wrap(s engine.CheckpointStore) engine.CheckpointStore {
-	return recordingStore{CheckpointStore: s, r: r}
+func (r *saveRecorder) wrap(s checkpoint.Store) checkpoint.Store {
+	return recordingStore{Store: s, r: r}
 }
 
 func (r *saveRecorder) count() int {
@@ -1182,12 +1185,12 @@ func (r *saveRecorder) sorted() []recordedSave {
 }
 
 type recordingStore struct {
-	engine.CheckpointStore
+	checkpoint.Store
 	r *saveRecorder
 }
 
-func (s recordingStore) Save(ctx context.Context, id string, rec engine.CheckpointRecord, expected engine.Revision) (engine.Revision, error) {
-	rev, err := s.CheckpointStore.Save(ctx, id, rec, expected)
+func (s recordingStore) Save(ctx context.Context, id string, rec checkpoint.Record, expected checkpoint.Revision) (checkpoint.Revision, error) {
+	rev, err := s.Store.Save(ctx, id, rec, expected)
 	if err == nil {
 		s.r.mu.Lock()
 		s.r.saves = append(s.r.saves, recordedSave{rev: rev, expected: expected, pos: rec.Position, owner: rec.Owner})

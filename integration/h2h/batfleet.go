@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
+	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/kvckpt"
 )
@@ -23,11 +25,11 @@ const (
 	appendInFlight = 4
 )
 
-// bfSide is one batfleet round: a writer node (journal, engine.Store,
+// bfSide is one batfleet round: a writer node (journal, journal.Store,
 // fleet.Writer on its own connection) on a fresh embedded server.
 type bfSide struct {
 	node   *natsNode
-	store  *engine.Store
+	store  *journal.Store
 	writer *fleet.Writer
 	wl     *workload
 }
@@ -43,7 +45,7 @@ func startBatfleet(root string, wl *workload, syncAlways bool) (*bfSide, error) 
 		b.close()
 		return nil, err
 	}
-	store, err := engine.Open(node.path("journal"), engine.Config{MaxEntryBytes: fleet.MaxEntryBytes(wnc.MaxPayload())})
+	store, err := journal.Open(node.path("journal"), journal.Config{MaxEntryBytes: fleet.MaxEntryBytes(wnc.MaxPayload())})
 	if err != nil {
 		b.close()
 		return nil, fmt.Errorf("open journal: %w", err)
@@ -201,19 +203,19 @@ func (b *bfSide) consume(ctx context.Context, label string, workers, batch int, 
 		nodes[k] = nd
 	}
 	sk := newSink(b.wl.n)
-	ws := make([]*engine.Worker, len(regions))
+	ws := make([]*delivery.Worker, len(regions))
 	ids := make([]string, len(regions))
 	start := time.Now()
 	for k, region := range regions {
 		want := counts[k]
 		seen := 0
-		cfg := engine.DefaultWorkerConfig()
+		cfg := delivery.DefaultWorkerConfig()
 		cfg.BatchSize = batch
 		cfg.IdleTimeout = time.Second // epoch messages wake; the timeout is only the safety net
 		cfg.CheckpointID = fmt.Sprintf("%s-w%d", run, k)
 		ids[k] = cfg.CheckpointID
 		w, err := fleet.StartWorker(ctx, nodes[k].client, nodes[k].ckpt, region, cfg,
-			func(_ context.Context, es []engine.Entry, _ *engine.Delivery) engine.Action {
+			func(_ context.Context, es []engine.Entry, _ *delivery.Delivery) delivery.Action {
 				var sum uint64
 				for i := range es {
 					sum += sk.handle(es[i].Payload)
@@ -221,9 +223,9 @@ func (b *bfSide) consume(ctx context.Context, label string, workers, batch int, 
 				sk.account(len(es), sum)
 				seen += len(es)
 				if seen >= want {
-					return engine.Stop
+					return delivery.Stop
 				}
-				return engine.Continue
+				return delivery.Continue
 			})
 		if err != nil {
 			return 0, check{}, err
@@ -266,7 +268,7 @@ func (b *bfSide) consume(ctx context.Context, label string, workers, batch int, 
 // parkSpy is the worker's source with a count of parks in progress, so
 // the wake test appends only to a worker that is truly idle (parked).
 type parkSpy struct {
-	engine.Source
+	delivery.Source
 	inPark atomic.Int32
 	woke   atomic.Int64 // when the last park that an epoch ended returned (unix ns)
 }
@@ -306,13 +308,13 @@ func (b *bfSide) wake(ctx context.Context, samples int, gap time.Duration, run s
 	sk := newSink(samples)
 	starts := make(chan time.Time, samples)
 	spy := &parkSpy{Source: nd.client}
-	cfg := engine.DefaultWorkerConfig()
+	cfg := delivery.DefaultWorkerConfig()
 	cfg.BatchSize = 64
 	cfg.IdleTimeout = time.Second
 	cfg.CheckpointID = run + "-wake"
 	cfg.Checkpoints = nd.ckpt
-	w, err := engine.StartWorker(ctx, spy, engine.RegionEntity("wake"), cfg,
-		func(_ context.Context, es []engine.Entry, _ *engine.Delivery) engine.Action {
+	w, err := delivery.StartWorker(ctx, spy, engine.RegionEntity("wake"), cfg,
+		func(_ context.Context, es []engine.Entry, _ *delivery.Delivery) delivery.Action {
 			t := time.Now()
 			var sum uint64
 			for i := range es {
@@ -322,7 +324,7 @@ func (b *bfSide) wake(ctx context.Context, samples int, gap time.Duration, run s
 			for range es {
 				starts <- t
 			}
-			return engine.Continue
+			return delivery.Continue
 		})
 	if err != nil {
 		return nil, check{}, err

@@ -17,7 +17,7 @@ import (
 )
 
 // Metrics are collected at scrape time from the counters the packages
-// already keep (fleet.WriterStats, engine.WorkerStats), and written in the
+// already keep (fleet.WriterStats, delivery.WorkerStats), and written in the
 // Prometheus text exposition format (version 0.0.4). A dozen counters do
 // not justify the client_golang dependency tree.
 

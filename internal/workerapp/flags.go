@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
 )
 
 // ParseRegion parses --region: comma-separated key=value pairs among
@@ -73,9 +74,9 @@ func ParseRegion(spec string) (engine.Region, error) {
 
 // ParseRestart parses --restart: "once" or "bounded:N/DURATION" (e.g.
 // bounded:3/1m: at most 3 restarts within a minute).
-func ParseRestart(s string) (engine.RestartPolicy, error) {
+func ParseRestart(s string) (delivery.RestartPolicy, error) {
 	if s == "once" || s == "" {
-		return engine.RestartOnce{}, nil
+		return delivery.RestartOnce{}, nil
 	}
 	rest, ok := strings.CutPrefix(s, "bounded:")
 	n, d, ok2 := strings.Cut(rest, "/")
@@ -90,5 +91,5 @@ func ParseRestart(s string) (engine.RestartPolicy, error) {
 	if err != nil || within < 0 {
 		return nil, fmt.Errorf("--restart %q: DURATION must be like 30s or 1m", s)
 	}
-	return engine.RestartBounded{MaxRestarts: uint32(max), Within: within}, nil
+	return delivery.RestartBounded{MaxRestarts: uint32(max), Within: within}, nil
 }

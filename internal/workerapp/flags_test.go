@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
 )
 
 func TestParseRegion(t *testing.T) {
@@ -109,14 +110,14 @@ func TestParseRestart(t *testing.T) {
 	tests := []struct {
 		name    string
 		spec    string
-		want    engine.RestartPolicy
+		want    delivery.RestartPolicy
 		wantMsg string
 	}{
-		{name: "once", spec: "once", want: engine.RestartOnce{}},
-		{name: "empty is once", spec: "", want: engine.RestartOnce{}},
-		{name: "bounded", spec: "bounded:3/1m", want: engine.RestartBounded{MaxRestarts: 3, Within: time.Minute}},
-		{name: "bounded zero", spec: "bounded:0/30s", want: engine.RestartBounded{MaxRestarts: 0, Within: 30 * time.Second}},
-		{name: "bounded compound duration", spec: "bounded:10/1h30m", want: engine.RestartBounded{MaxRestarts: 10, Within: 90 * time.Minute}},
+		{name: "once", spec: "once", want: delivery.RestartOnce{}},
+		{name: "empty is once", spec: "", want: delivery.RestartOnce{}},
+		{name: "bounded", spec: "bounded:3/1m", want: delivery.RestartBounded{MaxRestarts: 3, Within: time.Minute}},
+		{name: "bounded zero", spec: "bounded:0/30s", want: delivery.RestartBounded{MaxRestarts: 0, Within: 30 * time.Second}},
+		{name: "bounded compound duration", spec: "bounded:10/1h30m", want: delivery.RestartBounded{MaxRestarts: 10, Within: 90 * time.Minute}},
 
 		{name: "unknown policy", spec: "always", wantMsg: "want once or bounded:N/DURATION"},
 		{name: "bounded without count", spec: "bounded", wantMsg: "want once or bounded:N/DURATION"},

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/internal/cli"
 )
 
@@ -83,7 +84,7 @@ func newOutHandler(path string, stdout io.Writer) (*outHandler, error) {
 	return &outHandler{f: f, sync: true}, nil
 }
 
-func (h *outHandler) handle(_ context.Context, batch []engine.Entry, _ *engine.Delivery) engine.Action {
+func (h *outHandler) handle(_ context.Context, batch []engine.Entry, _ *delivery.Delivery) delivery.Action {
 	h.buf = h.buf[:0]
 	for _, e := range batch {
 		h.buf = appendEntryLine(h.buf, e)
@@ -96,7 +97,7 @@ func (h *outHandler) handle(_ context.Context, batch []engine.Entry, _ *engine.D
 			panic(fmt.Errorf("--out: sync: %w", err))
 		}
 	}
-	return engine.Continue
+	return delivery.Continue
 }
 
 func (h *outHandler) Close() error {
@@ -197,7 +198,7 @@ func (h *execHandler) fail(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
 
-func (h *execHandler) handle(_ context.Context, batch []engine.Entry, _ *engine.Delivery) engine.Action {
+func (h *execHandler) handle(_ context.Context, batch []engine.Entry, _ *delivery.Delivery) delivery.Action {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.child == nil {
@@ -250,18 +251,18 @@ func (h *execHandler) handle(_ context.Context, batch []engine.Entry, _ *engine.
 		}
 		switch strings.TrimSpace(line) {
 		case "continue":
-			return engine.Continue
+			return delivery.Continue
 		case "stop":
-			return engine.Stop
+			return delivery.Stop
 		case "rollback":
-			return engine.StopWithRollback
+			return delivery.StopWithRollback
 		default:
 			h.fail("exec handler answered %q (want continue, stop or rollback)", line)
 		}
 	case <-t.C:
 		h.fail("exec handler did not answer within %s", h.timeout)
 	}
-	return engine.StopWithRollback // unreachable: fail panics
+	return delivery.StopWithRollback // unreachable: fail panics
 }
 
 // Close ends the child: stdin is closed so it can exit by itself, then it

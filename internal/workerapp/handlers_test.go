@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/delivery"
 )
 
 // testEntries returns three entries: a text payload that needs JSON
@@ -54,10 +55,10 @@ func TestOutHandlerLines(t *testing.T) {
 		t.Fatalf("newOutHandler: %v", err)
 	}
 	es := testEntries()
-	if a := h.handle(context.Background(), es[:1], nil); a != engine.Continue {
+	if a := h.handle(context.Background(), es[:1], nil); a != delivery.Continue {
 		t.Errorf("handle = %v, want Continue", a)
 	}
-	if a := h.handle(context.Background(), es[1:], nil); a != engine.Continue {
+	if a := h.handle(context.Background(), es[1:], nil); a != delivery.Continue {
 		t.Errorf("handle = %v, want Continue", a)
 	}
 	// Each batch is on disk when handle returns: the checkpoint follows.
@@ -221,7 +222,7 @@ done
 read_batch
 `), 10*time.Second)
 	es := testEntries()
-	want := []engine.Action{engine.Continue, engine.Stop, engine.StopWithRollback}
+	want := []delivery.Action{delivery.Continue, delivery.Stop, delivery.StopWithRollback}
 	for i, w := range want {
 		if got := h.handle(context.Background(), es[i:i+1], nil); got != w {
 			t.Errorf("batch %d: handle = %v, want %v", i, got, w)
@@ -279,7 +280,7 @@ done
 			}
 
 			// The next batch starts a fresh child, which continues.
-			if got := h.handle(context.Background(), es, nil); got != engine.Continue {
+			if got := h.handle(context.Background(), es, nil); got != delivery.Continue {
 				t.Errorf("after the failure: handle = %v, want Continue from a new child", got)
 			}
 			if pids := childPIDs(t, dir); len(pids) != 2 || pids[0] == pids[1] {
@@ -306,7 +307,7 @@ while read_batch; do echo continue; done
 	if err := h.Close(); err != nil {
 		t.Errorf("Close before any batch: %v", err)
 	}
-	if got := h.handle(context.Background(), testEntries(), nil); got != engine.Continue {
+	if got := h.handle(context.Background(), testEntries(), nil); got != delivery.Continue {
 		t.Fatalf("handle = %v, want Continue", got)
 	}
 	pid := childPIDs(t, dir)[0]
@@ -337,7 +338,7 @@ read_batch && echo continue
 trap '' TERM HUP
 while :; do sleep 1; done
 `), 10*time.Second)
-	if got := h.handle(context.Background(), testEntries(), nil); got != engine.Continue {
+	if got := h.handle(context.Background(), testEntries(), nil); got != delivery.Continue {
 		t.Fatalf("handle = %v, want Continue", got)
 	}
 	pid := childPIDs(t, dir)[0]
@@ -384,7 +385,7 @@ echo continue
 echo continue
 while read_batch; do echo continue; done
 `), 10*time.Second)
-	if got := h.handle(context.Background(), testEntries(), nil); got != engine.Continue {
+	if got := h.handle(context.Background(), testEntries(), nil); got != delivery.Continue {
 		t.Fatalf("first batch: %v", got)
 	}
 	// The extra "continue" arrives before the second batch is sent.

@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/internal/cli"
 	"github.com/batfleet/batfleet/kvckpt"
@@ -63,14 +65,14 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if (cfg.Out == "") == (cfg.Exec == "") {
 		return cli.Usagef("give exactly one handler: --out FILE|- or --exec 'CMD ARGS'")
 	}
-	wcfg := engine.DefaultWorkerConfig()
+	wcfg := delivery.DefaultWorkerConfig()
 	wcfg.BatchSize, wcfg.IdleTimeout, wcfg.Restart = cfg.Batch, cfg.Idle, policy
 	wcfg.CheckpointID, wcfg.WorkerID, wcfg.Logger = cfg.Checkpoint, cfg.ID, log
 	if cfg.Checkpoint != "" {
-		if err := engine.ValidateCheckpointID(cfg.Checkpoint); err != nil {
+		if err := checkpoint.ValidateID(cfg.Checkpoint); err != nil {
 			return cli.Usagef("--checkpoint: %v", err)
 		}
-		wcfg.Checkpoints = engine.NewMemoryCheckpointStore() // replaced by KV below; satisfies Validate
+		wcfg.Checkpoints = checkpoint.NewMemoryStore() // replaced by KV below; satisfies Validate
 	}
 	if err := wcfg.Validate(); err != nil {
 		return cli.Usagef("%v", err)
@@ -102,7 +104,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		wcfg.Checkpoints = ckpts
 	}
 
-	var handler engine.Handler
+	var handler delivery.Handler
 	var closeHandler func() error
 	if cfg.Out != "" {
 		h, err := newOutHandler(cfg.Out, cfg.Stdout)
@@ -117,7 +119,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	defer closeHandler()
 
 	var lastBatch atomic.Int64
-	counted := func(ctx context.Context, b []engine.Entry, d *engine.Delivery) engine.Action {
+	counted := func(ctx context.Context, b []engine.Entry, d *delivery.Delivery) delivery.Action {
 		a := handler(ctx, b, d)
 		lastBatch.Store(time.Now().UnixMilli())
 		return a
@@ -155,19 +157,19 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	return err
 }
 
-func registerWorkerMetrics(reg *cli.Registry, w *engine.Worker, c *fleet.Client) {
-	c64 := func(name, help string, f func(engine.WorkerStats) uint64) {
+func registerWorkerMetrics(reg *cli.Registry, w *delivery.Worker, c *fleet.Client) {
+	c64 := func(name, help string, f func(delivery.WorkerStats) uint64) {
 		reg.Counter(name, help, func() float64 { return float64(f(w.Stats())) })
 	}
-	c64("batfleet_worker_batches_total", "Batches handed to the handler.", func(s engine.WorkerStats) uint64 { return s.Batches })
-	c64("batfleet_worker_events_total", "Entries handed to the handler.", func(s engine.WorkerStats) uint64 { return s.Events })
-	c64("batfleet_worker_checkpoint_saves_total", "Successful checkpoint saves.", func(s engine.WorkerStats) uint64 { return s.Saves })
-	c64("batfleet_worker_checkpoint_failures_total", "Failed checkpoint saves.", func(s engine.WorkerStats) uint64 { return s.SaveFailures })
-	c64("batfleet_worker_checkpoint_conflicts_total", "Checkpoint saves that lost a compare-and-swap.", func(s engine.WorkerStats) uint64 { return s.Conflicts })
-	c64("batfleet_worker_gaps_observed_total", "Gap observations (cancelled ranges skipped).", func(s engine.WorkerStats) uint64 { return s.GapObservations })
-	c64("batfleet_worker_gap_sequences_total", "Sequences covered by gap observations.", func(s engine.WorkerStats) uint64 { return s.GapSequences })
-	c64("batfleet_worker_restarts_total", "Handler failures that restarted the worker.", func(s engine.WorkerStats) uint64 { return s.Restarts })
-	c64("batfleet_worker_source_errors_total", "Transient source errors retried.", func(s engine.WorkerStats) uint64 { return s.TransientErrors })
+	c64("batfleet_worker_batches_total", "Batches handed to the handler.", func(s delivery.WorkerStats) uint64 { return s.Batches })
+	c64("batfleet_worker_events_total", "Entries handed to the handler.", func(s delivery.WorkerStats) uint64 { return s.Events })
+	c64("batfleet_worker_checkpoint_saves_total", "Successful checkpoint saves.", func(s delivery.WorkerStats) uint64 { return s.Saves })
+	c64("batfleet_worker_checkpoint_failures_total", "Failed checkpoint saves.", func(s delivery.WorkerStats) uint64 { return s.SaveFailures })
+	c64("batfleet_worker_checkpoint_conflicts_total", "Checkpoint saves that lost a compare-and-swap.", func(s delivery.WorkerStats) uint64 { return s.Conflicts })
+	c64("batfleet_worker_gaps_observed_total", "Gap observations (cancelled ranges skipped).", func(s delivery.WorkerStats) uint64 { return s.GapObservations })
+	c64("batfleet_worker_gap_sequences_total", "Sequences covered by gap observations.", func(s delivery.WorkerStats) uint64 { return s.GapSequences })
+	c64("batfleet_worker_restarts_total", "Handler failures that restarted the worker.", func(s delivery.WorkerStats) uint64 { return s.Restarts })
+	c64("batfleet_worker_source_errors_total", "Transient source errors retried.", func(s delivery.WorkerStats) uint64 { return s.TransientErrors })
 	reg.Gauge("batfleet_worker_committed_position", "Last committed sequence.", func() float64 { return float64(w.Stats().Committed) })
 	reg.Gauge("batfleet_worker_lag_sequences", "Sequences between the committed position and the newest epoch's visible bound (an upper bound on the region's lag).", func() float64 {
 		st := w.Stats()

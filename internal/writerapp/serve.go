@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/internal/cli"
 )
@@ -64,7 +64,7 @@ func Serve(ctx context.Context, cfg ServeConfig) (err error) {
 	defer nc.Close()
 
 	dir := filepath.Join(cfg.Data, "journals", cfg.Journal)
-	store, err := engine.Open(dir, engine.Config{
+	store, err := journal.Open(dir, journal.Config{
 		Logger:        log,
 		MaxEntryBytes: fleet.MaxEntryBytes(nc.MaxPayload()),
 	})
@@ -117,7 +117,7 @@ type NATSError struct{ Err error }
 func (e *NATSError) Error() string { return e.Err.Error() }
 func (e *NATSError) Unwrap() error { return e.Err }
 
-func registerWriterMetrics(reg *cli.Registry, w *fleet.Writer, store *engine.Store) {
+func registerWriterMetrics(reg *cli.Registry, w *fleet.Writer, store *journal.Store) {
 	c := func(name, help string, f func(fleet.WriterStats) uint64) {
 		reg.Counter(name, help, func() float64 { return float64(f(w.Stats())) })
 	}

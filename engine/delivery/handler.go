@@ -1,0 +1,50 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/batfleet/batfleet/engine"
+)
+
+// Action is what a handler asks the worker to do after a batch.
+type Action int
+
+const (
+	// Continue saves the post-batch position (durable workers) and goes on.
+	Continue Action = iota
+	// Stop saves the post-batch position (durable workers) and stops.
+	Stop
+	// StopWithRollback stops without saving; the batch will be delivered
+	// again to the next worker on this checkpoint.
+	StopWithRollback
+)
+
+func (a Action) String() string {
+	switch a {
+	case Continue:
+		return "continue"
+	case Stop:
+		return "stop"
+	case StopWithRollback:
+		return "stop-with-rollback"
+	}
+	return fmt.Sprintf("action(%d)", int(a))
+}
+
+// Delivery is the context of one batch.
+type Delivery struct {
+	// Witness is non-nil iff the worker is durable.
+	Witness *AtLeastOnce
+	// Gaps are the gap observations of this batch (recomputed on
+	// redelivery).
+	Gaps []GapObservation
+}
+
+// EffectKey returns the stable effect key of entry e of this batch.
+func (d *Delivery) EffectKey(e engine.Entry) EffectKey { return DeriveEffectKey(d.Witness, e) }
+
+// Handler handles one batch of 1..BatchSize entries. A panic is a handler
+// failure under the restart policy. Its ctx is not cancelled by Stop: an
+// in-flight batch always completes. Handlers must be idempotent.
+type Handler func(ctx context.Context, batch []engine.Entry, d *Delivery) Action

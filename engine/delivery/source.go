@@ -1,0 +1,27 @@
+package delivery
+
+import (
+	"context"
+	"time"
+
+	"github.com/batfleet/batfleet/engine"
+)
+
+// Source is what a cursor and a cursor worker pull from: the local *Store,
+// or a fleet client over NATS. Implementations are safe for concurrent use.
+type Source interface {
+	// Poll is the pull primitive (SPEC §6.2): up to max visible entries of
+	// region after position (from the beginning when started is false),
+	// with the snapshot read before the query, the visible bound and the
+	// cancelled ranges intersecting the scanned interval. Retryable
+	// failures wrap ErrTransient.
+	Poll(ctx context.Context, region engine.Region, position uint64, started bool, max int) (engine.PollResult, error)
+	// Latest returns the newest snapshot the source knows of.
+	Latest() engine.Snapshot
+	// Park waits until a snapshot newer than snap exists, timeout passes or
+	// ctx is done; it returns at once when one already exists. It reports
+	// whether a newer snapshot was seen.
+	Park(ctx context.Context, snap engine.Snapshot, timeout time.Duration) bool
+	// Info returns the journal id, the incarnation and the visible bound.
+	Info(ctx context.Context) (engine.SourceInfo, error)
+}

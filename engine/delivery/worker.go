@@ -1,0 +1,399 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Handle is the control surface shared by workers (and, later, reactors).
+type Handle interface {
+	// Stop requests stop; idempotent and non-blocking.
+	Stop()
+	// Join waits for the worker to exit without requesting stop, and returns
+	// the first recorded error or nil, the same to every call.
+	Join() error
+	// StopAndJoin is Stop then Join.
+	StopAndJoin() error
+}
+
+// WorkerStats are a worker's counters.
+type WorkerStats struct {
+	Batches          uint64 // handler calls
+	Events           uint64 // entries handed to the handler
+	Saves            uint64 // successful checkpoint saves
+	SaveFailures     uint64 // failed or conflicting saves
+	Conflicts        uint64 // saves that lost a compare-and-swap
+	GapObservations  uint64
+	GapSequences     uint64 // sequences covered by gap observations
+	Restarts         uint64 // handler panics that restarted
+	TransientErrors  uint64 // source errors retried
+	Committed        uint64 // committed position
+	CommittedStarted bool
+}
+
+// Worker is a supervised cursor worker (SPEC §9): one goroutine pulling a
+// region from a source, handing batches to a handler, committing durable
+// checkpoints with compare-and-swap, and restarting after handler panics
+// under its policy.
+type Worker struct {
+	src     Source
+	region  engine.Region
+	cfg     WorkerConfig
+	handler Handler
+	log     hclog.Logger
+	witness *AtLeastOnce
+
+	baseCtx  context.Context // values for handler and saves; never cancelled
+	stopCtx  context.Context // cancelled by Stop or the start context
+	stop     context.CancelFunc
+	done     chan struct{}
+	errOnce  sync.Once
+	err      error
+	hookOnce sync.Once
+
+	lastPanic atomic.Pointer[string]
+	stats     struct {
+		batches, events, saves, saveFailures, conflicts atomic.Uint64
+		gaps, gapSeqs, restarts, transient, committed   atomic.Uint64
+		committedStarted                                atomic.Bool
+	}
+}
+
+var _ Handle = (*Worker)(nil)
+
+// StartWorker validates cfg, region and the checkpoint id synchronously
+// (starting nothing on failure), mints the witness when durable, and
+// starts the worker goroutine. Checkpoint loading happens inside it, so
+// startup failures surface through Join. Cancelling ctx is the same as
+// Stop. The worker uses src until it exits.
+func StartWorker(ctx context.Context, src Source, region engine.Region, cfg WorkerConfig, h Handler) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := region.Validate(); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, &engine.ConfigError{Field: "handler", Rule: "must not be nil"}
+	}
+	cfg = cfg.withDefaults()
+	w := &Worker{
+		src: src, region: region, cfg: cfg, handler: h,
+		baseCtx: context.WithoutCancel(ctx),
+		done:    make(chan struct{}),
+	}
+	w.log = cfg.Logger.Named("worker").With("worker", cfg.WorkerID, "region", region.Identity())
+	if cfg.CheckpointID != "" {
+		w.witness = &AtLeastOnce{checkpointID: cfg.CheckpointID}
+		w.log = w.log.With("checkpoint-id", cfg.CheckpointID)
+	}
+	w.stopCtx, w.stop = context.WithCancel(ctx)
+	go w.run()
+	return w, nil
+}
+
+// Stop requests stop. An idle park or backoff ends at once; an in-flight
+// batch completes and its action (save included) is applied.
+func (w *Worker) Stop() { w.stop() }
+
+// Join waits for the worker to exit and returns the first recorded error.
+func (w *Worker) Join() error {
+	<-w.done
+	return w.err
+}
+
+// StopAndJoin requests stop and waits.
+func (w *Worker) StopAndJoin() error {
+	w.Stop()
+	return w.Join()
+}
+
+// Done is closed when the worker has exited (after its last checkpoint
+// write returned).
+func (w *Worker) Done() <-chan struct{} { return w.done }
+
+// Witness returns the worker's witness (nil for in-memory workers).
+func (w *Worker) Witness() *AtLeastOnce { return w.witness }
+
+// LastPanic returns the text of the last handler panic ("" if none).
+func (w *Worker) LastPanic() string {
+	if p := w.lastPanic.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Stats returns a snapshot of the worker's counters.
+func (w *Worker) Stats() WorkerStats {
+	return WorkerStats{
+		Batches: w.stats.batches.Load(), Events: w.stats.events.Load(),
+		Saves: w.stats.saves.Load(), SaveFailures: w.stats.saveFailures.Load(),
+		Conflicts: w.stats.conflicts.Load(), GapObservations: w.stats.gaps.Load(),
+		GapSequences: w.stats.gapSeqs.Load(), Restarts: w.stats.restarts.Load(),
+		TransientErrors: w.stats.transient.Load(), Committed: w.stats.committed.Load(),
+		CommittedStarted: w.stats.committedStarted.Load(),
+	}
+}
+
+// record keeps the first error; later ones are logged only.
+func (w *Worker) record(err error) {
+	first := false
+	w.errOnce.Do(func() { w.err, first = err, true })
+	if !first {
+		w.log.Debug("later error not recorded (first error wins)", "error", err)
+	}
+}
+
+func (w *Worker) stopping() bool { return w.stopCtx.Err() != nil }
+
+func (w *Worker) durable() bool { return w.witness != nil }
+
+// position is the worker's committed resume point.
+type position struct {
+	pos     uint64
+	started bool
+}
+
+func (w *Worker) setCommitted(p position) {
+	w.stats.committed.Store(p.pos)
+	w.stats.committedStarted.Store(p.started)
+}
+
+func (w *Worker) run() {
+	defer close(w.done)
+	defer func() {
+		if p := recover(); p != nil {
+			text := panicText(p)
+			w.log.Error("worker crashed", "panic", text)
+			w.record(&WorkerCrashedError{Panic: text})
+		}
+	}()
+	w.loop()
+}
+
+func (w *Worker) loop() {
+	cfg := w.cfg
+	// 1. Build the cursor. Loading runs even if stop was already requested:
+	// a broken checkpoint must be reported.
+	start, info, ok := w.resume()
+	if !ok {
+		return
+	}
+	journalID := start.JournalID
+	cur := &Cursor{src: w.src, region: w.region}
+	cur.Restore(start.Position, start.Started)
+	committed := position{start.Position, start.Started}
+	w.setCommitted(committed)
+	rev := start.Revision
+	rst := restartState{windowStart: cfg.Clock.Now()}
+	retry := backoff{base: cfg.IdleTimeout}
+	w.log.Debug("worker started", "position", committed.pos, "started", committed.started)
+
+	for !w.stopping() {
+		batch, gaps, snap, err := cur.next(w.stopCtx, cfg.BatchSize, cfg.IdleTimeout)
+		if err != nil {
+			switch {
+			case errors.Is(err, ErrTransient):
+				if w.stopping() {
+					return
+				}
+				w.stats.transient.Add(1)
+				w.log.Warn("source unavailable; retrying", "error", err, "backoff", retry.next())
+				if !retry.wait(w.stopCtx) {
+					return
+				}
+				continue
+			case w.stopping() && errors.Is(err, context.Canceled):
+				return // the poll was cut short by Stop: nothing went wrong
+			}
+			// Fatal, even when Stop raced it: Join must report it.
+			w.log.Error("poll failed", "error", err)
+			w.record(err)
+			return
+		}
+		retry.reset()
+		if snap.Incarnation != info.Incarnation && snap.Incarnation != (engine.ID128{}) {
+			// A new writer incarnation: re-check journal and bound against
+			// what this worker committed.
+			if info, ok = w.fetchInfo(); !ok {
+				return
+			}
+			if err := checkpoint.CheckSource(journalID, committed.pos, committed.started, info); err != nil {
+				w.log.Error("checkpoint does not fit the new writer incarnation", "error", err)
+				w.record(err)
+				return
+			}
+			w.log.Info("source has a new incarnation", "incarnation", info.Incarnation.String())
+		}
+		if len(batch) == 0 {
+			continue // next parked
+		}
+
+		w.stats.batches.Add(1)
+		w.stats.events.Add(uint64(len(batch)))
+		for _, g := range gaps {
+			w.stats.gaps.Add(1)
+			for _, r := range g.Ranges {
+				w.stats.gapSeqs.Add(r.End - r.Start)
+			}
+		}
+		action, panicked, text := w.callHandler(batch, &Delivery{Witness: w.witness, Gaps: gaps})
+		if panicked {
+			w.lastPanic.Store(&text)
+			if cfg.Restart.allow(&rst, cfg.Clock.Now()) {
+				w.stats.restarts.Add(1)
+				w.log.Warn("handler panicked; restarting at the committed position",
+					"panic", text, "position", committed.pos, "policy", cfg.Restart.String())
+				cur.Restore(committed.pos, committed.started) // the store is not re-read
+				continue
+			}
+			w.log.Error("handler panicked; restart budget exhausted", "panic", text, "policy", cfg.Restart.String())
+			w.hookOnce.Do(func() {
+				if cfg.OnRestartBudgetExhausted != nil {
+					cfg.OnRestartBudgetExhausted(text)
+				}
+			})
+			w.record(&BudgetExhaustedError{LastPanic: text})
+			return
+		}
+
+		post := position{}
+		post.pos, post.started = cur.Checkpoint()
+		switch action {
+		case Continue, Stop:
+			if w.durable() {
+				newRev, err := w.save(post, rev, journalID)
+				if err != nil {
+					if action == Continue {
+						cur.Restore(committed.pos, committed.started)
+					}
+					w.record(&CheckpointWriteError{ID: cfg.CheckpointID, Cause: err})
+					return
+				}
+				rev = newRev
+			}
+			committed = post
+			w.setCommitted(committed)
+			if action == Stop {
+				w.log.Debug("handler asked to stop", "position", committed.pos)
+				return
+			}
+		case StopWithRollback:
+			cur.Restore(committed.pos, committed.started)
+			w.log.Debug("handler asked to stop with rollback", "position", committed.pos)
+			return
+		default:
+			w.record(&engine.ConfigError{Field: "handler action", Rule: fmt.Sprintf("%v is not Continue, Stop or StopWithRollback", action)})
+			return
+		}
+	}
+}
+
+// resume finds where the worker starts: for a durable worker, its
+// checkpoint under every load rule of SPEC §8.5 (checkpoint.Load); for an
+// in-memory one, the beginning. It also returns the source's info. ok is
+// false when the worker must exit (an error was recorded, or stop was
+// requested while the source was unavailable).
+func (w *Worker) resume() (start checkpoint.Resume, info engine.SourceInfo, ok bool) {
+	if !w.durable() {
+		if info, ok = w.fetchInfo(); !ok {
+			return checkpoint.Resume{}, info, false
+		}
+		return checkpoint.Resume{JournalID: info.JournalID.String()}, info, true
+	}
+	ctx, cancel := context.WithTimeout(w.baseCtx, w.cfg.SaveTimeout)
+	defer cancel()
+	start, err := checkpoint.Load(ctx, w.cfg.Checkpoints, w.cfg.CheckpointID, w.region,
+		func(context.Context) (engine.SourceInfo, error) {
+			var fetched bool
+			if info, fetched = w.fetchInfo(); !fetched {
+				return info, errInfoAbandoned
+			}
+			return info, nil
+		})
+	switch {
+	case errors.Is(err, errInfoAbandoned):
+		return start, info, false // fetchInfo recorded why, or stop was requested
+	case err != nil:
+		w.log.Error("cannot resume from checkpoint", "error", err)
+		w.record(err)
+		return start, info, false
+	}
+	return start, info, true
+}
+
+// errInfoAbandoned tells resume that fetchInfo gave up (and recorded why,
+// if anything went wrong).
+var errInfoAbandoned = errors.New("delivery: source info abandoned")
+
+// fetchInfo reads the source's bounds, retrying transient errors with
+// backoff until stop. ok is false when the worker must exit (an error was
+// recorded, or stop was requested).
+func (w *Worker) fetchInfo() (engine.SourceInfo, bool) {
+	retry := backoff{base: w.cfg.IdleTimeout}
+	for {
+		// Not the stop context: a stop requested during startup must not
+		// skip the journal and bound checks (§9.3 step 1); Stop still
+		// interrupts the backoff below.
+		ctx, cancel := context.WithTimeout(w.baseCtx, w.cfg.SaveTimeout)
+		info, err := w.src.Info(ctx)
+		cancel()
+		if err == nil {
+			return info, true
+		}
+		if w.stopping() {
+			return engine.SourceInfo{}, false
+		}
+		if !errors.Is(err, ErrTransient) {
+			w.record(err)
+			return engine.SourceInfo{}, false
+		}
+		w.stats.transient.Add(1)
+		w.log.Warn("source unavailable; retrying", "error", err, "backoff", retry.next())
+		if !retry.wait(w.stopCtx) {
+			return engine.SourceInfo{}, false
+		}
+	}
+}
+
+func (w *Worker) callHandler(batch []engine.Entry, d *Delivery) (a Action, panicked bool, text string) {
+	defer func() {
+		if p := recover(); p != nil {
+			a, panicked, text = 0, true, panicText(p)
+		}
+	}()
+	return w.handler(w.baseCtx, batch, d), false, ""
+}
+
+// save commits p with compare-and-swap against rev.
+func (w *Worker) save(p position, rev checkpoint.Revision, journalID string) (checkpoint.Revision, error) {
+	ident := w.region.Identity()
+	rec := checkpoint.Record{
+		Position: p.pos, Started: p.started, RegionIdentity: &ident, JournalID: journalID,
+		Owner: w.cfg.WorkerID, UpdatedMs: uint64(w.cfg.WallClock().UnixMilli()),
+	}
+	ctx, cancel := context.WithTimeout(w.baseCtx, w.cfg.SaveTimeout)
+	defer cancel()
+	newRev, err := w.cfg.Checkpoints.Save(ctx, w.cfg.CheckpointID, rec, rev)
+	if err == nil {
+		w.stats.saves.Add(1)
+		return newRev, nil
+	}
+	w.stats.saveFailures.Add(1)
+	if errors.Is(err, checkpoint.ErrConflict) {
+		w.stats.conflicts.Add(1)
+	}
+	if w.cfg.OnCheckpointFailure != nil {
+		w.cfg.OnCheckpointFailure(w.cfg.CheckpointID, err)
+	} else {
+		w.log.Error("checkpoint save failed; stopping", "error", err, "position", p.pos)
+	}
+	return 0, err
+}
