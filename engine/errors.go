@@ -63,6 +63,9 @@ var (
 	// ErrInvertedClockRange: a clock range has start > end (see ClockRangeError).
 	ErrInvertedClockRange = errors.New("engine: clock range start is after its end")
 
+	// ErrInvalidJournalName: a journal name is not 1-64 bytes of [A-Za-z0-9_-].
+	ErrInvalidJournalName = errors.New("engine: invalid journal name")
+
 	// ErrInvalidConfig: a configuration value breaks a rule (see ConfigError).
 	ErrInvalidConfig = errors.New("engine: invalid config")
 

@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/batfleet/batfleet/engine"
-	"github.com/batfleet/batfleet/engine/checkpoint"
 	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/engine/journal"
+	"github.com/batfleet/batfleet/fleet/internal/wire"
 )
 
 // ClientConfig configures a Client. Zero values mean the defaults.
@@ -56,7 +56,7 @@ type Client struct {
 	nc   *nats.Conn
 	cfg  ClientConfig
 	log  hclog.Logger
-	subj Subjects
+	subj wire.Subjects
 	sub  *nats.Subscription
 
 	mu      sync.Mutex
@@ -76,12 +76,12 @@ var _ delivery.Source = (*Client)(nil)
 // NewClient subscribes to the journal's epoch subject and returns the
 // client. It does not contact the writer.
 func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
-	if err := ValidJournal(cfg.Journal); err != nil {
-		return nil, err
+	if err := engine.ValidateJournalName(cfg.Journal); err != nil {
+		return nil, fmt.Errorf("fleet: ClientConfig.Journal: %w", err)
 	}
 	cfg = cfg.withDefaults()
 	c := &Client{
-		nc: nc, cfg: cfg, subj: SubjectsFor(cfg.Journal),
+		nc: nc, cfg: cfg, subj: wire.SubjectsFor(cfg.Journal),
 		log:     cfg.Logger.Named("client").With("journal", cfg.Journal),
 		retired: make(map[engine.ID128]struct{}),
 		wake:    make(chan struct{}),
@@ -113,7 +113,7 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) onEpoch(m *nats.Msg) {
-	em, err := DecodeEpoch(m.Data)
+	em, err := wire.DecodeEpoch(m.Data)
 	if err != nil {
 		c.log.Debug("ignoring malformed epoch message", "error", err)
 		return
@@ -237,7 +237,7 @@ func (c *Client) Poll(ctx context.Context, region engine.Region, position uint64
 	if max <= 0 {
 		return engine.PollResult{Snapshot: c.Latest()}, nil
 	}
-	max = min(max, MaxPullEntries)
+	max = min(max, wire.MaxPullEntries)
 	key := prefetchKey{region: region.Identity(), position: position, started: started, max: max}
 	res, err, ok := c.pre.take(ctx, key)
 	if !ok || err != nil {
@@ -260,13 +260,13 @@ func (c *Client) Poll(ctx context.Context, region engine.Region, position uint64
 
 // pull sends one pull request.
 func (c *Client) pull(ctx context.Context, region engine.Region, position uint64, started bool, max int) (engine.PollResult, error) {
-	data, err := c.request(ctx, c.subj.Pull, EncodePullRequest(PullRequest{
+	data, err := c.request(ctx, c.subj.Pull, wire.EncodePullRequest(wire.PullRequest{
 		Region: region, Position: position, Started: started, Max: max,
 	}))
 	if err != nil {
 		return engine.PollResult{}, err
 	}
-	reply, err := DecodePullReply(data)
+	reply, err := wire.DecodePullReply(data)
 	if err != nil {
 		return engine.PollResult{}, fmt.Errorf("%w: %w", ErrRemote, err)
 	}
@@ -286,23 +286,18 @@ func (c *Client) Info(ctx context.Context) (engine.SourceInfo, error) {
 }
 
 // Describe returns the writer's full info reply.
-func (c *Client) Describe(ctx context.Context) (Info, error) {
-	data, err := c.request(ctx, c.subj.Info, EncodeInfoRequest())
+func (c *Client) Describe(ctx context.Context) (wire.Info, error) {
+	data, err := c.request(ctx, c.subj.Info, wire.EncodeInfoRequest())
 	if err != nil {
-		return Info{}, err
+		return wire.Info{}, err
 	}
-	in, err := DecodeInfo(data)
+	in, err := wire.DecodeInfo(data)
 	if err != nil {
-		return Info{}, fmt.Errorf("%w: %w", ErrRemote, err)
+		return wire.Info{}, fmt.Errorf("%w: %w", ErrRemote, err)
 	}
 	c.sawJournal(in.JournalID)
 	c.observe(engine.Snapshot{Incarnation: in.Incarnation, Epoch: in.Epoch})
 	return in, nil
-}
-
-// EncodeInfoRequest encodes an info request ({v: 1}).
-func EncodeInfoRequest() []byte {
-	return appendUint(appendStr(appendMapLen(nil, 1), "v"), ProtocolVersion)
 }
 
 // Append appends events atomically and returns their receipts once they
@@ -339,13 +334,13 @@ func (c *Client) Append(ctx context.Context, events []engine.Event) ([]engine.Re
 		}
 		events = keyed
 	}
-	body := EncodeAppendRequest(events)
+	body := wire.EncodeAppendRequest(events)
 	backoff := 50 * time.Millisecond
 	var lastErr error
 	for attempt := 1; attempt <= c.cfg.AppendAttempts; attempt++ {
 		data, err := c.request(ctx, c.subj.Append, body)
 		if err == nil {
-			receipts, err := DecodeAppendReply(data)
+			receipts, err := wire.DecodeAppendReply(data)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %w", ErrRemote, err)
 			}
@@ -367,14 +362,4 @@ func (c *Client) Append(ctx context.Context, events []engine.Event) ([]engine.Re
 		backoff = min(2*backoff, time.Second)
 	}
 	return nil, lastErr
-}
-
-// StartWorker starts an engine cursor worker that pulls region from the
-// writer through c and commits to checkpoints (typically a kvckpt.Store):
-// the same loop, actions and restart rules as a local worker.
-func StartWorker(ctx context.Context, c *Client, checkpoints checkpoint.Store, region engine.Region, cfg delivery.WorkerConfig, h delivery.Handler) (*delivery.Worker, error) {
-	if checkpoints != nil {
-		cfg.Checkpoints = checkpoints
-	}
-	return delivery.StartWorker(ctx, c, region, cfg, h)
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/batfleet/batfleet/engine/checkpoint"
 	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/engine/journal"
+	"github.com/batfleet/batfleet/fleet/internal/wire"
+	"github.com/batfleet/batfleet/fleet/internal/wire/wiretest"
 )
 
 // recorder is a worker handler that records what it was handed.
@@ -120,13 +122,13 @@ func stopWorker(t testing.TB, w *delivery.Worker) {
 
 // publishEpoch publishes a crafted epoch message and waits until c's
 // subscription has taken it.
-func publishEpoch(t testing.TB, nc *nats.Conn, c *Client, em EpochMessage) {
+func publishEpoch(t testing.TB, nc *nats.Conn, c *Client, em wire.EpochMessage) {
 	t.Helper()
 	before, err := c.sub.Delivered()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nc.Publish(c.subj.Epoch, EncodeEpoch(em)); err != nil {
+	if err := nc.Publish(c.subj.Epoch, wire.EncodeEpoch(em)); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
@@ -151,7 +153,7 @@ func TestRemoteWorkerWakesOnEpoch(t *testing.T) {
 			e := newEnv(t, envOpts{inproc: tr.inproc})
 			ctx := testCtx(t)
 			rec := newRecorder()
-			wk, err := StartWorker(ctx, e.c, nil, engine.RegionEntity("order"), workerConfig(10*time.Second, 64), rec.handle)
+			wk, err := delivery.StartWorker(ctx, e.c, engine.RegionEntity("order"), workerConfig(10*time.Second, 64), rec.handle)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -204,14 +206,14 @@ func TestClientParkAcrossWriterRestart(t *testing.T) {
 	waitFor(t, 5*time.Second, "the client to see (I1, 7)", func() bool { return c.Latest() == at7 })
 
 	// (I1, 6) and (I1, 7) are not newer than (I1, 7): no wake-up.
-	c.onEpoch(&nats.Msg{Data: EncodeEpoch(EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 6, Visible: 1})})
+	c.onEpoch(&nats.Msg{Data: wire.EncodeEpoch(wire.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 6, Visible: 1})})
 	if c.Park(ctx, at7, 0) {
 		t.Fatal("(I1, 6) counted as newer than (I1, 7)")
 	}
 	woke := make(chan bool, 1)
 	go func() { woke <- c.Park(ctx, at7, 400*time.Millisecond) }()
-	publishEpoch(t, pnc, c, EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 6, Visible: 1})
-	publishEpoch(t, pnc, c, EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 7, Visible: 1})
+	publishEpoch(t, pnc, c, wire.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 6, Visible: 1})
+	publishEpoch(t, pnc, c, wire.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 7, Visible: 1})
 	if <-woke {
 		t.Fatal("an epoch message of (I1, 6) or (I1, 7) woke a caller parked on (I1, 7)")
 	}
@@ -260,8 +262,8 @@ func TestClientParkAcrossWriterRestart(t *testing.T) {
 
 	// Late messages of I1, however high their epoch, are ignored.
 	latest := c.Latest()
-	publishEpoch(t, pnc, c, EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 1000, Visible: 1000})
-	c.onEpoch(&nats.Msg{Data: EncodeEpoch(EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 1001, Visible: 1})})
+	publishEpoch(t, pnc, c, wire.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 1000, Visible: 1000})
+	c.onEpoch(&nats.Msg{Data: wire.EncodeEpoch(wire.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 1001, Visible: 1})})
 	if got := c.Latest(); got != latest {
 		t.Fatalf("a late I1 message moved latest from %+v to %+v", latest, got)
 	}
@@ -293,7 +295,7 @@ func TestRemoteWorkerFollowsWriterRestart(t *testing.T) {
 	ckpts := checkpoint.NewMemoryStore()
 	cfg := workerConfig(30*time.Second, 64)
 	cfg.CheckpointID = "vis-15"
-	wk, err := StartWorker(ctx, c, ckpts, engine.RegionEntity("order"), cfg, rec.handle)
+	wk, err := delivery.StartWorker(ctx, c, engine.RegionEntity("order"), withCheckpoints(cfg, ckpts), rec.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +360,7 @@ func TestRemoteWorkerWithoutEpochMessages(t *testing.T) {
 
 	const idle = 300 * time.Millisecond
 	rec := newRecorder()
-	wk, err := StartWorker(ctx, e.c, nil, engine.RegionEntity("order"), workerConfig(idle, 64), rec.handle)
+	wk, err := delivery.StartWorker(ctx, e.c, engine.RegionEntity("order"), workerConfig(idle, 64), rec.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +405,7 @@ func TestRemoteWorkerRetriesWhileWriterDown(t *testing.T) {
 	ckpts := checkpoint.NewMemoryStore()
 	cfg := workerConfig(100*time.Millisecond, 2)
 	cfg.CheckpointID = "wrk-16"
-	wk, err := StartWorker(ctx, c, ckpts, engine.RegionEntity("order"), cfg, rec.handle)
+	wk, err := delivery.StartWorker(ctx, c, engine.RegionEntity("order"), withCheckpoints(cfg, ckpts), rec.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +468,7 @@ func TestRemoteWorkerStopWhileBackingOff(t *testing.T) {
 				cfg.CheckpointID = "backoff"
 				ckpts = checkpoint.NewMemoryStore()
 			}
-			wk, err := StartWorker(ctx, c, ckpts, engine.RegionAll(), cfg, func(context.Context, []engine.Entry, *delivery.Delivery) delivery.Action {
+			wk, err := delivery.StartWorker(ctx, c, engine.RegionAll(), withCheckpoints(cfg, ckpts), func(context.Context, []engine.Entry, *delivery.Delivery) delivery.Action {
 				t.Error("handler called with no writer")
 				return delivery.Stop
 			})
@@ -628,14 +630,14 @@ func TestClientAppendIdempotency(t *testing.T) {
 	keyed := []engine.Event{event(t, "idm:k", []byte("1")), event(t, "idm:k", []byte("2"))}
 	keyed[0].Key = engine.DeriveIdempotencyKey("client-test", []byte("1"))
 	keyed[1].Key = engine.DeriveIdempotencyKey("client-test", []byte("2"))
-	body := EncodeAppendRequest(keyed)
+	body := wire.EncodeAppendRequest(keyed)
 	send := func() []engine.Receipt {
 		t.Helper()
 		msg, err := e.cnc.Request(e.subj.Append, body, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rcs, err := DecodeAppendReply(msg.Data)
+		rcs, err := wire.DecodeAppendReply(msg.Data)
 		if err != nil {
 			t.Fatalf("append reply: %v (%v)", err, msg.Header)
 		}
@@ -677,7 +679,7 @@ func TestClientAppendIdempotency(t *testing.T) {
 		}
 	}
 	// Sent as is, the writer refuses it 400 and writes nothing.
-	_, err = e.c.request(ctx, e.subj.Append, EncodeAppendRequest([]engine.Event{keyed[0], unkeyed}))
+	_, err = e.c.request(ctx, e.subj.Append, wire.EncodeAppendRequest([]engine.Event{keyed[0], unkeyed}))
 	var re *RemoteError
 	if !errors.Is(err, ErrBadRequest) || !errors.As(err, &re) || !strings.Contains(re.Description, journal.ErrIdempotencyPartialBatch.Error()) {
 		t.Errorf("partial keyed batch on the wire: %v", err)
@@ -733,16 +735,16 @@ func TestClientErrorMapping(t *testing.T) {
 			re.Code != 400 || !strings.HasPrefix(re.Description, "region: ") {
 			t.Fatalf("Poll of region *: %v, want a 400 naming region", err)
 		}
-		_, err = e.c.request(ctx, e.subj.Pull, mp(t, validPull().with("max", MaxPullEntries+1)))
+		_, err = e.c.request(ctx, e.subj.Pull, wiretest.MP(t, wiretest.ValidPull().With("max", wire.MaxPullEntries+1)))
 		if !errors.Is(err, ErrTooLarge) || errors.Is(err, delivery.ErrTransient) || !errors.As(err, &re) || re.Code != 413 {
 			t.Fatalf("pull over MaxPullEntries: %v, want 413", err)
 		}
 		// Client.Poll clamps max itself.
-		if _, err := e.c.Poll(ctx, engine.RegionAll(), 0, false, MaxPullEntries*2); err != nil {
-			t.Fatalf("Poll of max %d: %v", MaxPullEntries*2, err)
+		if _, err := e.c.Poll(ctx, engine.RegionAll(), 0, false, wire.MaxPullEntries*2); err != nil {
+			t.Fatalf("Poll of max %d: %v", wire.MaxPullEntries*2, err)
 		}
 		// A bad region never reaches a worker.
-		if _, err := StartWorker(ctx, e.c, nil, engine.RegionEntity("*"), delivery.DefaultWorkerConfig(), newRecorder().handle); !errors.Is(err, engine.ErrInvalidRegion) {
+		if _, err := delivery.StartWorker(ctx, e.c, engine.RegionEntity("*"), delivery.DefaultWorkerConfig(), newRecorder().handle); !errors.Is(err, engine.ErrInvalidRegion) {
 			t.Fatalf("StartWorker with region *: %v", err)
 		}
 	})
@@ -754,7 +756,7 @@ func TestClientErrorMapping(t *testing.T) {
 		// No deadline: the client's Timeout bounds each request (as a
 		// worker's calls are bounded).
 		ctx := context.Background()
-		subj := SubjectsFor(testJournal)
+		subj := wire.SubjectsFor(testJournal)
 		// A pull responder that never answers: a timeout, transient.
 		silent, err := rnc.Subscribe(subj.Pull, func(*nats.Msg) {})
 		if err != nil {
@@ -821,4 +823,10 @@ func TestClientErrorMapping(t *testing.T) {
 			}
 		}
 	})
+}
+
+// withCheckpoints returns cfg with its checkpoint store set to ck.
+func withCheckpoints(cfg delivery.WorkerConfig, ck checkpoint.Store) delivery.WorkerConfig {
+	cfg.Checkpoints = ck
+	return cfg
 }

@@ -5,11 +5,12 @@ import (
 	"fmt"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/fleet/internal/wire"
 )
 
 // The subjects of a journal: three micro endpoints and the epoch subject.
 func ExampleSubjectsFor() {
-	s := SubjectsFor("main")
+	s := wire.SubjectsFor("main")
 	fmt.Println(s.Pull)
 	fmt.Println(s.Append)
 	fmt.Println(s.Info)
@@ -25,11 +26,11 @@ func ExampleSubjectsFor() {
 // with the field and the rule, which the writer sends back as a 400.
 func ExampleDecodePullRequest() {
 	region := engine.RegionEntity("order:17").WithScope("shop").WithExact(0x1001)
-	req, err := DecodePullRequest(EncodePullRequest(PullRequest{Region: region, Position: 41, Started: true, Max: 64}))
+	req, err := wire.DecodePullRequest(wire.EncodePullRequest(wire.PullRequest{Region: region, Position: 41, Started: true, Max: 64}))
 	fmt.Println(req.Region.Identity(), req.Position, req.Started, req.Max, err)
 
-	_, err = DecodePullRequest(EncodePullRequest(PullRequest{Region: engine.RegionAll(), Max: 0}))
-	var re *RequestError
+	_, err = wire.DecodePullRequest(wire.EncodePullRequest(wire.PullRequest{Region: engine.RegionAll(), Max: 0}))
+	var re *wire.RequestError
 	if errors.As(err, &re) {
 		fmt.Println(re.Code, re.Field)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/journal"
+	"github.com/batfleet/batfleet/fleet/internal/wire"
 )
 
 // WriterConfig configures a Writer. Zero values mean the defaults.
@@ -73,7 +74,7 @@ type Writer struct {
 	store *journal.Store
 	cfg   WriterConfig
 	log   hclog.Logger
-	subj  Subjects
+	subj  wire.Subjects
 	svc   micro.Service
 
 	maxPayload int
@@ -98,14 +99,19 @@ type Writer struct {
 // NewWriter registers the service on nc and starts publishing epochs. The
 // store stays the caller's: Close the Writer before the store.
 func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, error) {
-	if err := ValidJournal(cfg.Journal); err != nil {
-		return nil, err
+	if err := engine.ValidateJournalName(cfg.Journal); err != nil {
+		return nil, fmt.Errorf("fleet: WriterConfig.Journal: %w", err)
+	}
+	if limit := MaxEntryBytes(nc.MaxPayload()); store.MaxEntryBytes() > limit {
+		return nil, &engine.ConfigError{Field: "journal.Config.MaxEntryBytes",
+			Rule: fmt.Sprintf("is %d; entries must fit a pull reply under the server's max payload of %d bytes: at most %d (fleet.MaxEntryBytes)",
+				store.MaxEntryBytes(), nc.MaxPayload(), limit)}
 	}
 	cfg = cfg.withDefaults()
 	w := &Writer{
 		nc: nc, store: store, cfg: cfg,
 		log:        cfg.Logger.Named("writer").With("journal", cfg.Journal),
-		subj:       SubjectsFor(cfg.Journal),
+		subj:       wire.SubjectsFor(cfg.Journal),
 		maxPayload: int(nc.MaxPayload()),
 		sem:        make(chan struct{}, cfg.MaxInFlight),
 		quit:       make(chan struct{}),
@@ -113,7 +119,7 @@ func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, 
 	}
 	w.stats.errs = make(map[string]uint64)
 	svc, err := micro.AddService(nc, micro.Config{
-		Name:        ServiceName,
+		Name:        wire.ServiceName,
 		Version:     cfg.Version,
 		Description: "batfleet journal writer",
 		Metadata:    map[string]string{"journal": cfg.Journal, "journal_id": store.JournalID().String()},
@@ -274,7 +280,7 @@ func (w *Writer) fail(r micro.Request, code int, description string) {
 }
 
 func (w *Writer) failRequest(r micro.Request, err error) {
-	var re *RequestError
+	var re *wire.RequestError
 	if errors.As(err, &re) {
 		w.fail(r, re.Code, re.Error())
 		return
@@ -304,53 +310,26 @@ func isInvalidCoordinate(err error) bool {
 }
 
 func (w *Writer) handlePull(r micro.Request) {
-	req, err := DecodePullRequest(r.Data())
+	req, err := wire.DecodePullRequest(r.Data())
 	if err != nil {
 		w.failRequest(r, err)
 		return
 	}
-	limit := w.maxPayload - replyReserve(w.maxPayload)
-	if req.MaxBytes > 0 && req.MaxBytes < limit {
-		limit = req.MaxBytes
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.AppendTimeout)
 	defer cancel()
-	res, err := w.store.PollWithin(ctx, req.Region, req.Position, req.Started, req.Max, limit, entryOverhead)
+	res, err := w.store.PollWithin(ctx, req.Region, req.Position, req.Started, req.Max,
+		wire.PullBudget(w.maxPayload, req.MaxBytes), wire.EntryOverhead)
 	if err != nil {
 		w.failEngine(r, err)
 		return
 	}
-	out := &PullReply{
+	out := &wire.PullReply{
 		JournalID: w.store.JournalID(), Incarnation: res.Snapshot.Incarnation,
 		Epoch: res.Snapshot.Epoch, Visible: res.Visible, Entries: res.Entries, Cancelled: res.Cancelled,
 	}
-	reply := EncodePullReply(out)
-	// The cancelled ranges the scan crossed count against the reply too:
-	// when they push it over, return fewer entries, with only the ranges
-	// the shorter scan crosses.
-	for len(reply) > w.maxPayload && len(out.Entries) > 1 {
-		n, excess := len(out.Entries), len(reply)-w.maxPayload
-		for n > 1 && excess > 0 {
-			n--
-			excess -= replyEntrySize(&out.Entries[n])
-		}
-		out.Entries = out.Entries[:n]
-		last := out.Entries[n-1].Seq
-		kept := out.Cancelled[:0:0]
-		for _, c := range out.Cancelled {
-			if c.Start <= last {
-				kept = append(kept, c)
-			}
-		}
-		out.Cancelled = kept
-		reply = EncodePullReply(out)
-	}
-	res.Entries = out.Entries
-	if len(reply) > w.maxPayload {
-		// Only one entry with more cancelled ranges than fit gets here
-		// (MaxEntryBytes fits the entry itself); never send an oversized
-		// reply (the requester would only see a timeout).
-		w.fail(r, 500, fmt.Sprintf("reply of %d bytes over the max payload %d", len(reply), w.maxPayload))
+	reply, err := wire.EncodePullReplyWithin(out, w.maxPayload)
+	if err != nil {
+		w.fail(r, 500, err.Error())
 		return
 	}
 	if err := r.Respond(reply); err != nil {
@@ -358,7 +337,7 @@ func (w *Writer) handlePull(r micro.Request) {
 		return
 	}
 	w.stats.pulls.Add(1)
-	w.stats.pullEntries.Add(uint64(len(res.Entries)))
+	w.stats.pullEntries.Add(uint64(len(out.Entries)))
 	w.stats.pullBytes.Add(uint64(len(reply)))
 }
 
@@ -367,7 +346,7 @@ func (w *Writer) handleAppend(r micro.Request) {
 		w.fail(r, 413, "request over the max payload")
 		return
 	}
-	events, err := DecodeAppendRequest(r.Data(), journal.DefaultMaxBatchEvents)
+	events, err := wire.DecodeAppendRequest(r.Data(), journal.DefaultMaxBatchEvents)
 	if err != nil {
 		w.failRequest(r, err)
 		return
@@ -379,7 +358,7 @@ func (w *Writer) handleAppend(r micro.Request) {
 		w.failEngine(r, err)
 		return
 	}
-	if err := r.Respond(EncodeAppendReply(receipts)); err != nil {
+	if err := r.Respond(wire.EncodeAppendReply(receipts)); err != nil {
 		w.log.Warn("could not send append reply", "error", err)
 		return
 	}
@@ -389,22 +368,13 @@ func (w *Writer) handleAppend(r micro.Request) {
 }
 
 func (w *Writer) handleInfo(r micro.Request) {
-	if len(r.Data()) > 0 {
-		// An info request body is optional; when present it must carry v.
-		err := decodeReply(r.Data(), "info request", func(rd *reader, _ string) { rd.skip() })
-		var re *RequestError
-		if errors.As(err, &re) {
-			w.failRequest(r, err) // an unsupported version
-			return
-		}
-		if err != nil {
-			w.failRequest(r, badField("v", "is required (body must be a map with v, or empty)"))
-			return
-		}
+	if err := wire.DecodeInfoRequest(r.Data()); err != nil {
+		w.failRequest(r, err)
+		return
 	}
 	st := w.store.Stats()
 	snap := w.store.Latest()
-	if err := r.Respond(EncodeInfo(Info{
+	if err := r.Respond(wire.EncodeInfo(wire.Info{
 		Journal: w.cfg.Journal, JournalID: w.store.JournalID(), Incarnation: snap.Incarnation,
 		Epoch: st.Epoch, Visible: st.Visible, Events: uint64(st.Entries),
 		CancelledRanges: st.Cancelled, StartedMs: w.store.StartedMs(),
@@ -424,7 +394,7 @@ func (w *Writer) publishEpochs() {
 	for {
 		epoch, changed := w.store.Changed()
 		if !sent || epoch != last {
-			msg := EncodeEpoch(EpochMessage{
+			msg := wire.EncodeEpoch(wire.EpochMessage{
 				JournalID: w.store.JournalID(), Incarnation: w.store.Incarnation(),
 				Epoch: epoch, Visible: w.store.Visible(),
 			})

@@ -19,6 +19,8 @@ import (
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/engine/journal"
+	"github.com/batfleet/batfleet/fleet/internal/wire"
+	"github.com/batfleet/batfleet/fleet/internal/wire/wiretest"
 	"github.com/batfleet/batfleet/internal/natstest"
 )
 
@@ -114,12 +116,12 @@ type fleetEnv struct {
 	w     *Writer
 	cnc   *nats.Conn // the client's connection
 	c     *Client
-	subj  Subjects
+	subj  wire.Subjects
 }
 
 func newEnv(t testing.TB, o envOpts) *fleetEnv {
 	t.Helper()
-	e := &fleetEnv{subj: SubjectsFor(testJournal)}
+	e := &fleetEnv{subj: wire.SubjectsFor(testJournal)}
 	e.ns = startServer(t, o.server)
 	e.dir = t.TempDir()
 	e.wnc = connect(t, e.ns, o.inproc)
@@ -138,7 +140,7 @@ func testCtx(t testing.TB) context.Context {
 
 func event(t testing.TB, entity string, payload []byte) engine.Event {
 	t.Helper()
-	return engine.Event{Coordinate: coord(t, entity, "s"), Kind: 0x1001, Payload: payload}
+	return engine.Event{Coordinate: engine.MustCoordinate(entity, "s"), Kind: 0x1001, Payload: payload}
 }
 
 // waitFor polls cond until it holds or timeout passes.
@@ -295,7 +297,7 @@ func TestWriterDiscovery(t *testing.T) {
 
 			request := func(verb micro.Verb, v any) {
 				t.Helper()
-				subj, err := micro.ControlSubject(verb, ServiceName, "")
+				subj, err := micro.ControlSubject(verb, wire.ServiceName, "")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -309,7 +311,7 @@ func TestWriterDiscovery(t *testing.T) {
 			}
 			checkIdentity := func(what string, id micro.ServiceIdentity) {
 				t.Helper()
-				if id.Name != ServiceName || id.Version != "1.2.3" || id.ID == "" {
+				if id.Name != wire.ServiceName || id.Version != "1.2.3" || id.ID == "" {
 					t.Errorf("%s identity = %+v", what, id)
 				}
 				if id.Metadata["journal"] != testJournal || id.Metadata["journal_id"] != jid {
@@ -378,7 +380,7 @@ func TestWriterDiscovery(t *testing.T) {
 			if err != nil || msg.Header.Get(micro.ErrorCodeHeader) != "" {
 				t.Fatalf("info with an empty body: %v %v", err, msg.Header)
 			}
-			if _, err := DecodeInfo(msg.Data); err != nil {
+			if _, err := wire.DecodeInfo(msg.Data); err != nil {
 				t.Fatalf("info reply: %v", err)
 			}
 			// Counters move once a reply is sent, maybe after the client
@@ -405,11 +407,11 @@ func TestWriterReachableOnReturn(t *testing.T) {
 		name := fmt.Sprintf("j%d", i)
 		store := openStore(t, t.TempDir(), journal.Config{})
 		startWriter(t, wnc, store, WriterConfig{Journal: name})
-		msg, err := cnc.Request(SubjectsFor(name).Info, nil, 5*time.Second)
+		msg, err := cnc.Request(wire.SubjectsFor(name).Info, nil, 5*time.Second)
 		if err != nil {
 			t.Fatalf("writer %d: info right after NewWriter: %v", i, err)
 		}
-		if in, err := DecodeInfo(msg.Data); err != nil || in.Journal != name {
+		if in, err := wire.DecodeInfo(msg.Data); err != nil || in.Journal != name {
 			t.Fatalf("writer %d: info %+v, %v", i, in, err)
 		}
 	}
@@ -424,7 +426,7 @@ func TestWriterPublishesEpochs(t *testing.T) {
 	wnc := connect(t, ns, true)
 	snc := connect(t, ns, true)
 	msgs := make(chan *nats.Msg, 64)
-	sub, err := snc.ChanSubscribe(SubjectsFor(testJournal).Epoch, msgs)
+	sub, err := snc.ChanSubscribe(wire.SubjectsFor(testJournal).Epoch, msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,11 +436,11 @@ func TestWriterPublishesEpochs(t *testing.T) {
 	}
 	store := openStore(t, dir, journal.Config{})
 	w := startWriter(t, wnc, store, WriterConfig{})
-	next := func() EpochMessage {
+	next := func() wire.EpochMessage {
 		t.Helper()
 		select {
 		case m := <-msgs:
-			em, err := DecodeEpoch(m.Data)
+			em, err := wire.DecodeEpoch(m.Data)
 			if err != nil {
 				t.Fatalf("epoch message: %v", err)
 			}
@@ -449,7 +451,7 @@ func TestWriterPublishesEpochs(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("no epoch message")
 		}
-		return EpochMessage{}
+		return wire.EpochMessage{}
 	}
 	first := next()
 	if first.Epoch != store.Epoch() || first.Visible != store.Visible() {
@@ -492,24 +494,24 @@ func TestWriterRefusesBadRequests(t *testing.T) {
 			ctx := testCtx(t)
 
 			type wireCase struct {
-				badCase
+				wiretest.BadCase
 				subject string
 			}
 			var cases []wireCase
-			for _, c := range badPullCases(t) {
+			for _, c := range wiretest.BadPullCases(t) {
 				cases = append(cases, wireCase{c, e.subj.Pull})
 			}
-			for _, c := range badAppendCases(t) {
+			for _, c := range wiretest.BadAppendCases(t) {
 				cases = append(cases, wireCase{c, e.subj.Append})
 			}
 			key := engine.DeriveIdempotencyKey("bad")
 			cases = append(cases,
-				wireCase{badCase{name: "info v = 2", body: mp(t, mpKV{"v", 2}), field: "v", code: 400}, e.subj.Info},
-				wireCase{badCase{name: "info not a map", body: []byte{0x01}, field: "v", code: 400}, e.subj.Info},
+				wireCase{wiretest.BadCase{Name: "info v = 2", Body: wiretest.MP(t, wiretest.MPKV{"v", 2}), Field: "v", Code: 400}, e.subj.Info},
+				wireCase{wiretest.BadCase{Name: "info not a map", Body: []byte{0x01}, Field: "v", Code: 400}, e.subj.Info},
 				// Engine-level refusals: 400 with the engine's rule.
-				wireCase{badCase{name: "reserved kind", body: appendBody(t, validEvent(), validEvent().with("kind", 0x0008)), field: "engine: event 1", code: 400, rule: "reserved"}, e.subj.Append},
-				wireCase{badCase{name: "partial keyed batch", body: appendBody(t, validEvent().with("idempotency_key", key[:]), validEvent()), field: "journal", code: 400, rule: "keyed and unkeyed"}, e.subj.Append},
-				wireCase{badCase{name: "repeated key", body: appendBody(t, validEvent().with("idempotency_key", key[:]), validEvent().with("idempotency_key", key[:])), field: "journal", code: 400, rule: "conflict"}, e.subj.Append},
+				wireCase{wiretest.BadCase{Name: "reserved kind", Body: wiretest.AppendBody(t, wiretest.ValidEvent(), wiretest.ValidEvent().With("kind", 0x0008)), Field: "engine: event 1", Code: 400, Rule: "reserved"}, e.subj.Append},
+				wireCase{wiretest.BadCase{Name: "partial keyed batch", Body: wiretest.AppendBody(t, wiretest.ValidEvent().With("idempotency_key", key[:]), wiretest.ValidEvent()), Field: "journal", Code: 400, Rule: "keyed and unkeyed"}, e.subj.Append},
+				wireCase{wiretest.BadCase{Name: "repeated key", Body: wiretest.AppendBody(t, wiretest.ValidEvent().With("idempotency_key", key[:]), wiretest.ValidEvent().With("idempotency_key", key[:])), Field: "journal", Code: 400, Rule: "conflict"}, e.subj.Append},
 			)
 
 			// A well-behaved client appends and reads back throughout.
@@ -550,19 +552,19 @@ func TestWriterRefusesBadRequests(t *testing.T) {
 			want := map[string]uint64{}
 			for round := 0; round < rounds; round++ {
 				for _, c := range cases {
-					msg, err := e.cnc.Request(c.subject, c.body, 5*time.Second)
+					msg, err := e.cnc.Request(c.subject, c.Body, 5*time.Second)
 					if err != nil {
-						t.Fatalf("%s: %v", c.name, err)
+						t.Fatalf("%s: %v", c.Name, err)
 					}
 					code, desc := msg.Header.Get(micro.ErrorCodeHeader), msg.Header.Get(micro.ErrorHeader)
-					if code != fmt.Sprint(c.code) {
-						t.Errorf("%s: code %q (%s), want %d", c.name, code, desc, c.code)
+					if code != fmt.Sprint(c.Code) {
+						t.Errorf("%s: code %q (%s), want %d", c.Name, code, desc, c.Code)
 					}
-					if !strings.HasPrefix(desc, c.field+": ") && !strings.HasPrefix(desc, c.field+" ") {
-						t.Errorf("%s: description %q does not name %q", c.name, desc, c.field)
+					if !strings.HasPrefix(desc, c.Field+": ") && !strings.HasPrefix(desc, c.Field+" ") {
+						t.Errorf("%s: description %q does not name %q", c.Name, desc, c.Field)
 					}
-					if c.rule != "" && !strings.Contains(desc, c.rule) {
-						t.Errorf("%s: description %q does not give the rule %q", c.name, desc, c.rule)
+					if c.Rule != "" && !strings.Contains(desc, c.Rule) {
+						t.Errorf("%s: description %q does not give the rule %q", c.Name, desc, c.Rule)
 					}
 					want[code]++
 				}
@@ -603,7 +605,7 @@ func TestWriterPayloadClamp(t *testing.T) {
 			e := newEnv(t, envOpts{
 				inproc: tr.inproc,
 				server: func(o *server.Options) { o.MaxPayload = maxPayload },
-				store:  journal.Config{MaxEntryBytes: MaxEntryBytes(maxPayload)},
+				store:  journal.Config{MaxEntryBytes: wire.MaxEntryBytes(maxPayload)},
 				client: ClientConfig{AppendAttempts: 1},
 			})
 			ctx := testCtx(t)
@@ -626,14 +628,14 @@ func TestWriterPayloadClamp(t *testing.T) {
 				}
 			}
 
-			msg, err := e.cnc.Request(e.subj.Pull, EncodePullRequest(PullRequest{Region: region, Max: 1000}), 5*time.Second)
+			msg, err := e.cnc.Request(e.subj.Pull, wire.EncodePullRequest(wire.PullRequest{Region: region, Max: 1000}), 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
 				t.Fatalf("pull refused: %s %s", code, msg.Header.Get(micro.ErrorHeader))
 			}
-			reply, err := DecodePullReply(msg.Data)
+			reply, err := wire.DecodePullReply(msg.Data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -650,14 +652,14 @@ func TestWriterPayloadClamp(t *testing.T) {
 			var got []engine.Entry
 			pos, started := uint64(0), false
 			for {
-				msg, err := e.cnc.Request(e.subj.Pull, EncodePullRequest(PullRequest{Region: region, Position: pos, Started: started, Max: 1000}), 5*time.Second)
+				msg, err := e.cnc.Request(e.subj.Pull, wire.EncodePullRequest(wire.PullRequest{Region: region, Position: pos, Started: started, Max: 1000}), 5*time.Second)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if len(msg.Data) > maxPayload {
 					t.Fatalf("reply of %d bytes over the max payload", len(msg.Data))
 				}
-				reply, err := DecodePullReply(msg.Data)
+				reply, err := wire.DecodePullReply(msg.Data)
 				if err != nil {
 					t.Fatalf("pull after (%d, %v): %v %v", pos, started, err, msg.Header)
 				}
@@ -683,17 +685,17 @@ func TestWriterPayloadClamp(t *testing.T) {
 			// An entry of exactly the engine limit, with long entity and
 			// scope, is accepted and served alone under the limit.
 			entity, scope := strings.Repeat("x", 300), strings.Repeat("y", 300)
-			limit := MaxEntryBytes(maxPayload)
-			exact := engine.Event{Coordinate: coord(t, entity, scope), Kind: 0x1001, Payload: make([]byte, limit-58-len(entity)-len(scope))}
+			limit := wire.MaxEntryBytes(maxPayload)
+			exact := engine.Event{Coordinate: engine.MustCoordinate(entity, scope), Kind: 0x1001, Payload: make([]byte, limit-len(entity)-len(scope))}
 			rc, err := e.c.Append(ctx, []engine.Event{exact})
 			if err != nil {
 				t.Fatalf("append of an entry of exactly MaxEntryBytes: %v", err)
 			}
-			msg, err = e.cnc.Request(e.subj.Pull, EncodePullRequest(PullRequest{Region: engine.RegionEntity(entity), Max: 10}), 5*time.Second)
+			msg, err = e.cnc.Request(e.subj.Pull, wire.EncodePullRequest(wire.PullRequest{Region: engine.RegionEntity(entity), Max: 10}), 5*time.Second)
 			if err != nil || msg.Header.Get(micro.ErrorCodeHeader) != "" {
 				t.Fatalf("pull of the largest entry: %v %v", err, msg.Header)
 			}
-			if reply, err = DecodePullReply(msg.Data); err != nil || len(reply.Entries) != 1 || reply.Entries[0].Seq != rc[0].Seq {
+			if reply, err = wire.DecodePullReply(msg.Data); err != nil || len(reply.Entries) != 1 || reply.Entries[0].Seq != rc[0].Seq {
 				t.Fatalf("pull of the largest entry: %v %+v", err, reply)
 			}
 			if len(msg.Data) > maxPayload {
@@ -742,13 +744,13 @@ func TestWriterReplyWithManyCancelledRanges(t *testing.T) {
 	e := newEnv(t, envOpts{
 		inproc: true,
 		server: func(o *server.Options) { o.MaxPayload = maxPayload },
-		store:  journal.Config{MaxEntryBytes: MaxEntryBytes(maxPayload)},
+		store:  journal.Config{MaxEntryBytes: wire.MaxEntryBytes(maxPayload)},
 	})
 	ctx := testCtx(t)
 	region := engine.RegionEntity("big")
-	// Two entries fill a reply's entry budget (65536 - replyReserve)
-	// almost exactly, leaving replyReserve for the rest of the reply.
-	payload := (maxPayload-replyReserve(maxPayload))/2 - entryOverhead - len("big") - len("s")
+	// Two entries fill a reply's entry budget (65536 - ReplyReserve)
+	// almost exactly, leaving ReplyReserve for the rest of the reply.
+	payload := (maxPayload-wire.ReplyReserve(maxPayload))/2 - wire.EntryOverhead - len("big") - len("s")
 	var want []uint64
 	appendBig := func() {
 		t.Helper()
@@ -800,7 +802,7 @@ func TestWriterReplyWithManyCancelledRanges(t *testing.T) {
 	// Pull after the first batch of big entries: the scan crosses every
 	// range before it reaches the second batch.
 	pos := want[2]
-	msg, err := e.cnc.Request(e.subj.Pull, EncodePullRequest(PullRequest{Region: region, Position: pos, Started: true, Max: 1000}), 5*time.Second)
+	msg, err := e.cnc.Request(e.subj.Pull, wire.EncodePullRequest(wire.PullRequest{Region: region, Position: pos, Started: true, Max: 1000}), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -810,7 +812,7 @@ func TestWriterReplyWithManyCancelledRanges(t *testing.T) {
 	if len(msg.Data) > maxPayload {
 		t.Fatalf("reply of %d bytes over the max payload", len(msg.Data))
 	}
-	reply, err := DecodePullReply(msg.Data)
+	reply, err := wire.DecodePullReply(msg.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -860,7 +862,7 @@ func TestWriterMaxInFlight(t *testing.T) {
 	ctx := testCtx(t)
 	held, release := holdSlot(t, e.w, e.cnc)
 
-	direct := newFakeRequest(e.subj.Pull, EncodePullRequest(PullRequest{Region: engine.RegionAll(), Max: 1}))
+	direct := newFakeRequest(e.subj.Pull, wire.EncodePullRequest(wire.PullRequest{Region: engine.RegionAll(), Max: 1}))
 	e.w.dispatch(direct, e.w.handlePull)
 	select {
 	case <-direct.answered:
@@ -986,10 +988,10 @@ func TestWriterCloseUnderLoad(t *testing.T) {
 				key := engine.DeriveIdempotencyKey("load", []byte{byte(a)}, []byte(fmt.Sprint(i)))
 				ev := event(t, "load", []byte("x"))
 				ev.Key = key
-				data, err := e.c.request(ctx, e.subj.Append, EncodeAppendRequest([]engine.Event{ev}))
+				data, err := e.c.request(ctx, e.subj.Append, wire.EncodeAppendRequest([]engine.Event{ev}))
 				o := outcome{key: key, err: err}
 				if err == nil {
-					rcs, derr := DecodeAppendReply(data)
+					rcs, derr := wire.DecodeAppendReply(data)
 					if derr != nil || len(rcs) != 1 {
 						o.err = fmt.Errorf("reply: %v %v", rcs, derr)
 					} else {

@@ -100,7 +100,7 @@ func benchPull(b *testing.B, r *rig, batch int, last uint64) {
 		cfg := delivery.DefaultWorkerConfig()
 		cfg.CheckpointID = fmt.Sprintf("bench-pull-%d-%d", batch, benchRun.Add(1))
 		cfg.BatchSize, cfg.IdleTimeout = batch, time.Second
-		w, err := fleet.StartWorker(ctx, r.Client, r.Checkpoints, region, cfg, func(_ context.Context, es []engine.Entry, _ *delivery.Delivery) delivery.Action {
+		w, err := delivery.StartWorker(ctx, r.Client, region, withCheckpoints(cfg, r.Checkpoints), func(_ context.Context, es []engine.Entry, _ *delivery.Delivery) delivery.Action {
 			events.Add(int64(len(es)))
 			batches.Add(1)
 			if es[len(es)-1].Seq == last {

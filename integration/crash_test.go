@@ -243,7 +243,7 @@ func TestCrashWriter(t *testing.T) {
 	var delivered []engine.Entry
 	cfg := delivery.DefaultWorkerConfig()
 	cfg.CheckpointID, cfg.BatchSize, cfg.IdleTimeout = "crash-writer", 32, 50*time.Millisecond
-	w, err := fleet.StartWorker(context.Background(), client, ck, region, cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
+	w, err := delivery.StartWorker(context.Background(), client, region, withCheckpoints(cfg, ck), func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 		wmu.Lock()
 		delivered = append(delivered, b...)
 		wmu.Unlock()

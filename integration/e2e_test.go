@@ -142,7 +142,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		cfg := delivery.DefaultWorkerConfig()
 		cfg.CheckpointID, cfg.BatchSize, cfg.IdleTimeout = c.name, c.batch, 100*time.Millisecond
-		w, err := fleet.StartWorker(ctx, client, ck, c.region, cfg, c.handle)
+		w, err := delivery.StartWorker(ctx, client, c.region, withCheckpoints(cfg, ck), c.handle)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -434,7 +434,7 @@ func TestWRK17_LocalEqualsRemote(t *testing.T) {
 		return delivery.StartWorker(ctx, store, region, cfg, h)
 	}, checkpoint.NewMemoryStore(), last)
 	remote := runWRK17(t, func(cfg delivery.WorkerConfig, h delivery.Handler) (*delivery.Worker, error) {
-		return fleet.StartWorker(ctx, r.Client, r.Checkpoints, region, cfg, h)
+		return delivery.StartWorker(ctx, r.Client, region, withCheckpoints(cfg, r.Checkpoints), h)
 	}, r.Checkpoints, last)
 
 	if len(local) != len(remote) {

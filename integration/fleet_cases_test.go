@@ -14,6 +14,7 @@ import (
 	"github.com/batfleet/batfleet/engine/checkpoint"
 	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/fleet"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // The † cases of SPEC §13 that only a fleet has: a writer that restarts
@@ -75,11 +76,26 @@ func randomID128(t testing.TB) engine.ID128 {
 	return id
 }
 
+// epochMessage is the body of an epoch message, as the README's protocol
+// section documents it.
+type epochMessage struct {
+	V           int    `msgpack:"v"`
+	JournalID   string `msgpack:"journal_id"`
+	Incarnation string `msgpack:"incarnation"`
+	Epoch       uint64 `msgpack:"epoch"`
+	Visible     uint64 `msgpack:"visible"`
+}
+
 // publishEpoch publishes a crafted epoch message for journal name from
-// the writer's connection and flushes it.
-func (r *rig) publishEpoch(t testing.TB, name string, m fleet.EpochMessage) {
+// the writer's connection (encoded by msgpack/v5 from the documented
+// fields, as an outside client would) and flushes it.
+func (r *rig) publishEpoch(t testing.TB, name string, jid, incarnation engine.ID128, epoch uint64) {
 	t.Helper()
-	if err := r.WriterNC.Publish(fleet.SubjectsFor(name).Epoch, fleet.EncodeEpoch(m)); err != nil {
+	body, err := msgpack.Marshal(epochMessage{V: 1, JournalID: jid.String(), Incarnation: incarnation.String(), Epoch: epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriterNC.Publish("batfleet."+name+".epoch", body); err != nil {
 		t.Fatalf("publish epoch: %v", err)
 	}
 	if err := r.WriterNC.Flush(); err != nil {
@@ -106,11 +122,11 @@ func TestVIS15_NewIncarnationWakesParkedWorker(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	jid, i1, i2 := randomID128(t), randomID128(t), randomID128(t)
 	snap := engine.Snapshot{Incarnation: i1, Epoch: 9}
-	r.publishEpoch(t, crafted, fleet.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 9})
+	r.publishEpoch(t, crafted, jid, i1, 9)
 	waitFor(t, waitLimit, "the client to see (I1, 9)", func() bool { return c.Latest() == snap })
 
 	t.Run("older-epoch-same-incarnation-does-not-wake", func(t *testing.T) {
-		r.publishEpoch(t, crafted, fleet.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 8})
+		r.publishEpoch(t, crafted, jid, i1, 8)
 		// The message is flushed to the server; a wrong wake-up would end
 		// this park at once. Its timeout is the window, not the verdict.
 		if c.Park(ctx, snap, 300*time.Millisecond) {
@@ -125,7 +141,7 @@ func TestVIS15_NewIncarnationWakesParkedWorker(t *testing.T) {
 		woke := make(chan bool, 1)
 		begin := time.Now()
 		go func() { woke <- c.Park(ctx, snap, 10*time.Second) }()
-		r.publishEpoch(t, crafted, fleet.EpochMessage{JournalID: jid, Incarnation: i2, Epoch: 0})
+		r.publishEpoch(t, crafted, jid, i2, 0)
 		select {
 		case ok := <-woke:
 			if !ok {
@@ -142,7 +158,7 @@ func TestVIS15_NewIncarnationWakesParkedWorker(t *testing.T) {
 
 	t.Run("late-message-of-retired-incarnation-ignored", func(t *testing.T) {
 		cur := c.Latest()
-		r.publishEpoch(t, crafted, fleet.EpochMessage{JournalID: jid, Incarnation: i1, Epoch: 100})
+		r.publishEpoch(t, crafted, jid, i1, 100)
 		if c.Park(ctx, cur, 300*time.Millisecond) {
 			t.Fatal("a late (I1, 100) woke a client on (I2, 0)")
 		}
@@ -223,7 +239,7 @@ func TestWRK16_WriterDown(t *testing.T) {
 	held := make(chan struct{})
 	cfg := delivery.DefaultWorkerConfig()
 	cfg.CheckpointID, cfg.BatchSize, cfg.IdleTimeout = "wrk-16", 3, 20*time.Millisecond
-	w, err := fleet.StartWorker(ctx, r.Client, r.Checkpoints, region, cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
+	w, err := delivery.StartWorker(ctx, r.Client, region, withCheckpoints(cfg, r.Checkpoints), func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 		log.add(b)
 		if log.calls() == 3 {
 			close(held)
@@ -236,7 +252,7 @@ func TestWRK16_WriterDown(t *testing.T) {
 	}
 	stopOnCleanup(t, w)
 	// A second, in-memory worker that is stopped while the writer is down.
-	idle, err := fleet.StartWorker(ctx, r.Client, nil, region, delivery.DefaultWorkerConfig(), func(context.Context, []engine.Entry, *delivery.Delivery) delivery.Action {
+	idle, err := delivery.StartWorker(ctx, r.Client, region, delivery.DefaultWorkerConfig(), func(context.Context, []engine.Entry, *delivery.Delivery) delivery.Action {
 		return delivery.Continue
 	})
 	if err != nil {
@@ -450,7 +466,7 @@ func TestWRK16_BackoffAtMostOneSecond(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	cfg := delivery.DefaultWorkerConfig()
 	cfg.CheckpointID, cfg.Checkpoints, cfg.IdleTimeout = "backoff", r.Checkpoints, 10*time.Second
-	w, err := fleet.StartWorker(ctx, r.Client, nil, engine.RegionEntity("entity:backoff"), cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
+	w, err := delivery.StartWorker(ctx, r.Client, engine.RegionEntity("entity:backoff"), cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 		log.add(b)
 		if b[0].Seq == first {
 			close(entered)

@@ -118,7 +118,7 @@ func helperWorker() error {
 	cfg.CheckpointID, cfg.BatchSize, cfg.IdleTimeout = os.Getenv(helperCkptEnv), batch, 50*time.Millisecond
 	cfg.WorkerID = fmt.Sprintf("helper-worker-%d", os.Getpid())
 	out := bufio.NewWriter(os.Stdout)
-	w, err := fleet.StartWorker(ctx, client, ck, engine.RegionEntity(os.Getenv(helperEntityEnv)), cfg,
+	w, err := delivery.StartWorker(ctx, client, engine.RegionEntity(os.Getenv(helperEntityEnv)), withCheckpoints(cfg, ck),
 		func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 			for _, e := range b {
 				fmt.Fprintf(out, "seq %d\n", e.Seq)

@@ -56,8 +56,7 @@ func TestPullReplyFitsWithCancelledRanges(t *testing.T) {
 		r.appendLocal(t, dataEvent("gaps:medium", "s", strings.Repeat("m", 16<<10)))
 	}
 	maxEntry := fleet.MaxEntryBytes(r.WriterNC.MaxPayload())
-	// 58: the journal's framing of an event (engine counts it in MaxEntryBytes).
-	r.appendLocal(t, dataEvent("gaps:max", "s", strings.Repeat("x", maxEntry-58-len("gaps:max")-len("s"))))
+	r.appendLocal(t, dataEvent("gaps:max", "s", strings.Repeat("x", maxEntry-len("gaps:max")-len("s"))))
 
 	for _, tc := range []struct {
 		name   string
@@ -73,7 +72,7 @@ func TestPullReplyFitsWithCancelledRanges(t *testing.T) {
 				return delivery.StartWorker(ctx, s, tc.region, cfg, h)
 			}, tc.batch, tc.want)
 			remote := drainRegion(t, func(cfg delivery.WorkerConfig, h delivery.Handler) (*delivery.Worker, error) {
-				return fleet.StartWorker(ctx, r.Client, nil, tc.region, cfg, h)
+				return delivery.StartWorker(ctx, r.Client, tc.region, cfg, h)
 			}, tc.batch, tc.want)
 			t.Logf("local: %s", local)
 			t.Logf("remote: %s", remote)

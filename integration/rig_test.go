@@ -285,3 +285,9 @@ func wantNotErrIs(t testing.TB, what string, err, target error) {
 		t.Fatalf("%s = %v, must not match %v", what, err, target)
 	}
 }
+
+// withCheckpoints returns cfg with its checkpoint store set to ck.
+func withCheckpoints(cfg delivery.WorkerConfig, ck checkpoint.Store) delivery.WorkerConfig {
+	cfg.Checkpoints = ck
+	return cfg
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/checkpoint"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,8 +20,6 @@ const (
 	DefaultHistory = 8
 	DefaultTimeout = 5 * time.Second
 )
-
-var journalRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Config selects and shapes the bucket. Zero values mean the defaults.
 type Config struct {
@@ -43,8 +42,8 @@ type Config struct {
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, rule string) { errs = append(errs, fmt.Errorf("%w: %s %s", ErrInvalidConfig, field, rule)) }
-	if !journalRe.MatchString(c.Journal) {
-		bad("Journal", "must match [A-Za-z0-9_-]{1,64}")
+	if err := engine.ValidateJournalName(c.Journal); err != nil {
+		bad("Journal", "must be 1 to 64 characters of [A-Za-z0-9_-]")
 	}
 	if c.Bucket != "" && !regexp.MustCompile(`^[A-Za-z0-9_-]+$`).MatchString(c.Bucket) {
 		bad("Bucket", "must match [A-Za-z0-9_-]+")

@@ -12,7 +12,7 @@ import (
 // Defaults applied by Config.withDefaults for zero-valued fields.
 const (
 	DefaultSegmentBytes       = 128 << 20
-	DefaultMaxEntryBytes      = 1<<20 - 4096 // fits a pull reply under NATS' default 1 MiB max payload
+	DefaultMaxEntryBytes      = 900 << 10 // fits a pull reply under NATS' default 1 MiB max payload
 	DefaultMaxBatchEvents     = 65536
 	DefaultMaxBatchBytes      = 64 << 20
 	DefaultIdempotencyWindow  = 1 << 24 // sequences
@@ -30,9 +30,10 @@ type Config struct {
 	// file (default 128 MiB; 1 MiB to 1 GiB).
 	SegmentBytes int64
 
-	// MaxEntryBytes caps one event's encoded size: payload, entity and scope
-	// plus 58 bytes of framing (default 1 MiB - 4 KiB). The fleet writer sets
-	// it from the NATS server's max payload so every entry fits a pull reply.
+	// MaxEntryBytes caps one event's entity, scope and payload bytes
+	// together (default 900 KiB, which fits a pull reply under NATS' default
+	// 1 MiB max payload). A fleet writer requires it to fit the server's
+	// max payload: fleet.MaxEntryBytes(nc.MaxPayload()) is the largest value.
 	MaxEntryBytes int
 
 	// MaxBatchEvents and MaxBatchBytes cap one append (default 65,536 events

@@ -203,6 +203,10 @@ func (s *Store) failQueued() {
 }
 
 // Dir returns the journal directory.
+// MaxEntryBytes is the largest entry (entity, scope and payload bytes)
+// the store accepts (Config.MaxEntryBytes).
+func (s *Store) MaxEntryBytes() int { return s.cfg.MaxEntryBytes }
+
 func (s *Store) Dir() string { return s.dir }
 
 // JournalID returns the journal's permanent random id.
@@ -354,11 +358,11 @@ func (s *Store) initAppend(r *request, events []engine.Event) error {
 		if err := ev.Kind.CheckAppendable(i); err != nil {
 			return err
 		}
-		size := eventFrameLen(len(ev.Coordinate.Entity()), len(ev.Coordinate.Scope()), len(ev.Payload))
-		if size > s.cfg.MaxEntryBytes {
-			return fmt.Errorf("%w: event %d: %d bytes (max %d)", ErrEntryTooLarge, i, size, s.cfg.MaxEntryBytes)
+		entity, scope := ev.Coordinate.Entity(), ev.Coordinate.Scope()
+		if n := len(entity) + len(scope) + len(ev.Payload); n > s.cfg.MaxEntryBytes {
+			return fmt.Errorf("%w: event %d: %d bytes of entity, scope and payload (max %d)", ErrEntryTooLarge, i, n, s.cfg.MaxEntryBytes)
 		}
-		total += size
+		total += eventFrameLen(len(entity), len(scope), len(ev.Payload))
 		if ev.Key.IsZero() == keyed {
 			return ErrIdempotencyPartialBatch
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
 	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/fleet"
@@ -214,7 +215,7 @@ func (b *bfSide) consume(ctx context.Context, label string, workers, batch int, 
 		cfg.IdleTimeout = time.Second // epoch messages wake; the timeout is only the safety net
 		cfg.CheckpointID = fmt.Sprintf("%s-w%d", run, k)
 		ids[k] = cfg.CheckpointID
-		w, err := fleet.StartWorker(ctx, nodes[k].client, nodes[k].ckpt, region, cfg,
+		w, err := delivery.StartWorker(ctx, nodes[k].client, region, withCheckpoints(cfg, nodes[k].ckpt),
 			func(_ context.Context, es []engine.Entry, _ *delivery.Delivery) delivery.Action {
 				var sum uint64
 				for i := range es {
@@ -381,4 +382,10 @@ func (b *bfSide) wake(ctx context.Context, samples int, gap time.Duration, run s
 	lat.sched = sched.since()
 	c := sk.close("batfleet wake", wantSum)
 	return lat, c, c.err()
+}
+
+// withCheckpoints returns cfg with its checkpoint store set to ck.
+func withCheckpoints(cfg delivery.WorkerConfig, ck checkpoint.Store) delivery.WorkerConfig {
+	cfg.Checkpoints = ck
+	return cfg
 }

@@ -67,13 +67,14 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	}
 	wcfg := delivery.DefaultWorkerConfig()
 	wcfg.BatchSize, wcfg.IdleTimeout, wcfg.Restart = cfg.Batch, cfg.Idle, policy
-	wcfg.CheckpointID, wcfg.WorkerID, wcfg.Logger = cfg.Checkpoint, cfg.ID, log
+	wcfg.WorkerID, wcfg.Logger = cfg.ID, log
 	if cfg.Checkpoint != "" {
 		if err := checkpoint.ValidateID(cfg.Checkpoint); err != nil {
 			return cli.Usagef("--checkpoint: %v", err)
 		}
-		wcfg.Checkpoints = checkpoint.NewMemoryStore() // replaced by KV below; satisfies Validate
 	}
+	// Validated before connecting, without the checkpoint binding: the
+	// store is set once the bucket is open.
 	if err := wcfg.Validate(); err != nil {
 		return cli.Usagef("%v", err)
 	}
@@ -101,7 +102,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		if err != nil {
 			return fmt.Errorf("checkpoint bucket: %w", err)
 		}
-		wcfg.Checkpoints = ckpts
+		wcfg.CheckpointID, wcfg.Checkpoints = cfg.Checkpoint, ckpts
 	}
 
 	var handler delivery.Handler
@@ -124,7 +125,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		lastBatch.Store(time.Now().UnixMilli())
 		return a
 	}
-	w, err := fleet.StartWorker(ctx, client, nil, region, wcfg, counted)
+	w, err := delivery.StartWorker(ctx, client, region, wcfg, counted)
 	if err != nil {
 		return cli.Usagef("%v", err)
 	}

@@ -119,7 +119,7 @@ func parseKind(raw json.RawMessage) (engine.Kind, error) {
 // Append runs `writer append`.
 func Append(ctx context.Context, cfg AppendConfig) (Summary, error) {
 	log := cfg.Log
-	if err := fleet.ValidJournal(cfg.Journal); err != nil {
+	if err := engine.ValidateJournalName(cfg.Journal); err != nil {
 		return Summary{}, cli.Usagef("--journal: %v", err)
 	}
 	if cfg.Batch <= 0 {

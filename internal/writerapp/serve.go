@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/internal/cli"
@@ -39,7 +40,7 @@ type ServeConfig struct {
 // requests are answered, the journal is closed cleanly.
 func Serve(ctx context.Context, cfg ServeConfig) (err error) {
 	log := cfg.Log
-	if err := fleet.ValidJournal(cfg.Journal); err != nil {
+	if err := engine.ValidateJournalName(cfg.Journal); err != nil {
 		return cli.Usagef("--journal: %v", err)
 	}
 	url := cfg.NATS.URL

@@ -1,10 +1,12 @@
-package fleet
+package wire_test
 
 import (
 	"errors"
 	"testing"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/fleet/internal/wire"
+	"github.com/batfleet/batfleet/fleet/internal/wire/wiretest"
 )
 
 // fuzzMaxEvents is the event limit the append fuzzer decodes with: small,
@@ -15,15 +17,15 @@ const fuzzMaxEvents = 64
 // survives an encode/decode round trip unchanged, or is refused with a
 // *RequestError naming a field, code 400 or 413. Never a panic.
 func FuzzPullRequestDecode(f *testing.F) {
-	for _, c := range badPullCases(f) {
-		f.Add(c.body)
+	for _, c := range wiretest.BadPullCases(f) {
+		f.Add(c.Body)
 	}
 	for _, r := range samplePullRequests() {
-		f.Add(EncodePullRequest(r))
+		f.Add(wire.EncodePullRequest(r))
 	}
-	f.Add(mp(f, validPull()))
+	f.Add(wiretest.MP(f, wiretest.ValidPull()))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		req, err := DecodePullRequest(data)
+		req, err := wire.DecodePullRequest(data)
 		if err != nil {
 			checkRequestError(t, err)
 			return
@@ -31,10 +33,10 @@ func FuzzPullRequestDecode(f *testing.F) {
 		if err := req.Region.Validate(); err != nil {
 			t.Fatalf("decoded an invalid region %q: %v", req.Region.Identity(), err)
 		}
-		if req.Max < 1 || req.Max > MaxPullEntries || req.MaxBytes < 0 {
+		if req.Max < 1 || req.Max > wire.MaxPullEntries || req.MaxBytes < 0 {
 			t.Fatalf("decoded out-of-range limits: %+v", req)
 		}
-		again, err := DecodePullRequest(EncodePullRequest(req))
+		again, err := wire.DecodePullRequest(wire.EncodePullRequest(req))
 		if err != nil {
 			t.Fatalf("re-encoded request refused: %v (%+v)", err, req)
 		}
@@ -46,21 +48,21 @@ func FuzzPullRequestDecode(f *testing.F) {
 
 // FuzzAppendRequestDecode: as FuzzPullRequestDecode, for append requests.
 func FuzzAppendRequestDecode(f *testing.F) {
-	for _, c := range badAppendCases(f) {
-		f.Add(c.body)
+	for _, c := range wiretest.BadAppendCases(f) {
+		f.Add(c.Body)
 	}
-	f.Add(appendBody(f, validEvent()))
-	f.Add(appendBody(f, validEvent(), validEvent().with("idempotency_key", make([]byte, 16))))
+	f.Add(wiretest.AppendBody(f, wiretest.ValidEvent()))
+	f.Add(wiretest.AppendBody(f, wiretest.ValidEvent(), wiretest.ValidEvent().With("idempotency_key", make([]byte, 16))))
 	key := engine.DeriveIdempotencyKey("fuzz")
-	f.Add(EncodeAppendRequest([]engine.Event{
+	f.Add(wire.EncodeAppendRequest([]engine.Event{
 		{Coordinate: engine.MustCoordinate("order:1", "shop"), Kind: 0x1001, Payload: []byte("x"), Key: key},
 	}))
-	f.Add(EncodeAppendRequest([]engine.Event{
+	f.Add(wire.EncodeAppendRequest([]engine.Event{
 		{Coordinate: engine.MustCoordinate("a", "s"), Kind: 0xF007},
 		{Coordinate: engine.MustCoordinate("b:c", "s"), Kind: 0x0008, Payload: []byte{1, 2, 3}},
 	}))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		events, err := DecodeAppendRequest(data, fuzzMaxEvents)
+		events, err := wire.DecodeAppendRequest(data, fuzzMaxEvents)
 		if err != nil {
 			checkRequestError(t, err)
 			return
@@ -73,7 +75,7 @@ func FuzzAppendRequestDecode(f *testing.F) {
 				t.Fatalf("event %d has an invalid coordinate: %v", i, err)
 			}
 		}
-		again, err := DecodeAppendRequest(EncodeAppendRequest(events), fuzzMaxEvents)
+		again, err := wire.DecodeAppendRequest(wire.EncodeAppendRequest(events), fuzzMaxEvents)
 		if err != nil {
 			t.Fatalf("re-encoded request refused: %v", err)
 		}
@@ -87,24 +89,24 @@ func FuzzAppendRequestDecode(f *testing.F) {
 // answers on the subject) never panics; what it accepts re-encodes to the
 // same reply.
 func FuzzPullReplyDecode(f *testing.F) {
-	for _, r := range []PullReply{
+	for _, r := range []wire.PullReply{
 		{JournalID: id128(1), Incarnation: id128(2), Epoch: 3, Visible: 4},
 		{JournalID: id128(1), Incarnation: id128(2), Epoch: 3, Visible: 1<<40 + 1, Entries: sampleEntries(f),
 			Cancelled: []engine.Range{{Start: 2, End: 3}, {Start: 7, End: 9}}},
 	} {
-		b := EncodePullReply(&r)
+		b := wire.EncodePullReply(&r)
 		f.Add(b)
 		f.Add(b[:len(b)/2])
 	}
 	f.Add([]byte{0x80})
 	f.Add([]byte{0xc1})
-	f.Add(mp(f, mpKV{"v", 1, "entries", []any{mpKV{"x", 1}}, "cancelled", []any{[]any{1}}}))
+	f.Add(wiretest.MP(f, wiretest.MPKV{"v", 1, "entries", []any{wiretest.MPKV{"x", 1}}, "cancelled", []any{[]any{1}}}))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		reply, err := DecodePullReply(data)
+		reply, err := wire.DecodePullReply(data)
 		if err != nil {
 			return
 		}
-		again, err := DecodePullReply(EncodePullReply(reply))
+		again, err := wire.DecodePullReply(wire.EncodePullReply(reply))
 		if err != nil {
 			t.Fatalf("re-encoded reply refused: %v", err)
 		}
@@ -117,7 +119,7 @@ func FuzzPullReplyDecode(f *testing.F) {
 
 func checkRequestError(t *testing.T, err error) {
 	t.Helper()
-	var re *RequestError
+	var re *wire.RequestError
 	if !errors.As(err, &re) {
 		t.Fatalf("error %v (%T) is not a *RequestError", err, err)
 	}

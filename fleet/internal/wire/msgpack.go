@@ -1,4 +1,4 @@
-package fleet
+package wire
 
 import (
 	"encoding/binary"
@@ -12,7 +12,7 @@ import (
 // allocation. Encodings are minimal-width, as msgpack/v5 writes them, so
 // either side may use either codec.
 
-func appendMapLen(b []byte, n int) []byte {
+func AppendMapLen(b []byte, n int) []byte {
 	switch {
 	case n < 16:
 		return append(b, 0x80|byte(n))
@@ -23,7 +23,7 @@ func appendMapLen(b []byte, n int) []byte {
 	}
 }
 
-func appendArrayLen(b []byte, n int) []byte {
+func AppendArrayLen(b []byte, n int) []byte {
 	switch {
 	case n < 16:
 		return append(b, 0x90|byte(n))
@@ -34,7 +34,7 @@ func appendArrayLen(b []byte, n int) []byte {
 	}
 }
 
-func appendStr(b []byte, s string) []byte {
+func AppendStr(b []byte, s string) []byte {
 	n := len(s)
 	switch {
 	case n < 32:
@@ -49,7 +49,7 @@ func appendStr(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func appendBin(b []byte, p []byte) []byte {
+func AppendBin(b []byte, p []byte) []byte {
 	n := len(p)
 	switch {
 	case n <= math.MaxUint8:
@@ -62,7 +62,7 @@ func appendBin(b []byte, p []byte) []byte {
 	return append(b, p...)
 }
 
-func appendUint(b []byte, v uint64) []byte {
+func AppendUint(b []byte, v uint64) []byte {
 	switch {
 	case v <= 0x7f:
 		return append(b, byte(v))
@@ -77,9 +77,9 @@ func appendUint(b []byte, v uint64) []byte {
 	}
 }
 
-func appendInt(b []byte, v int64) []byte {
+func AppendInt(b []byte, v int64) []byte {
 	if v >= 0 {
-		return appendUint(b, uint64(v))
+		return AppendUint(b, uint64(v))
 	}
 	switch {
 	case v >= -32:
@@ -95,7 +95,7 @@ func appendInt(b []byte, v int64) []byte {
 	}
 }
 
-func appendBool(b []byte, v bool) []byte {
+func AppendBool(b []byte, v bool) []byte {
 	if v {
 		return append(b, 0xc3)
 	}

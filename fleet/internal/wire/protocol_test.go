@@ -1,4 +1,4 @@
-package fleet
+package wire_test
 
 import (
 	"bytes"
@@ -14,68 +14,14 @@ import (
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/journal"
+	"github.com/batfleet/batfleet/fleet/internal/wire"
+	"github.com/batfleet/batfleet/fleet/internal/wire/wiretest"
 )
 
 // ---------------------------------------------------------------------
 // msgpack/v5 helpers: the reference codec the hand-written one is checked
 // against.
 // ---------------------------------------------------------------------
-
-// mpKV is a MessagePack map for msgpack/v5 that keeps its keys in the
-// order given (alternating key, value), so tests control key order.
-// msgpack/v5 writes a Go int minimally, but an int64 or uint64 in eight
-// bytes (0xd3, 0xcf): tests use those to feed the decoders non-minimal
-// integers.
-type mpKV []any
-
-func (m mpKV) EncodeMsgpack(enc *msgpack.Encoder) error {
-	if err := enc.EncodeMapLen(len(m) / 2); err != nil {
-		return err
-	}
-	for i := 0; i+1 < len(m); i += 2 {
-		if err := enc.Encode(m[i]); err != nil {
-			return err
-		}
-		if err := enc.Encode(m[i+1]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// with returns a copy of m with key set to v (replaced in place, or
-// appended).
-func (m mpKV) with(key string, v any) mpKV {
-	out := append(mpKV(nil), m...)
-	for i := 0; i+1 < len(out); i += 2 {
-		if out[i] == key {
-			out[i+1] = v
-			return out
-		}
-	}
-	return append(out, key, v)
-}
-
-// without returns a copy of m without key.
-func (m mpKV) without(key string) mpKV {
-	var out mpKV
-	for i := 0; i+1 < len(m); i += 2 {
-		if m[i] != key {
-			out = append(out, m[i], m[i+1])
-		}
-	}
-	return out
-}
-
-// mp encodes v with msgpack/v5.
-func mp(t testing.TB, v any) []byte {
-	t.Helper()
-	b, err := msgpack.Marshal(v)
-	if err != nil {
-		t.Fatalf("msgpack.Marshal: %v", err)
-	}
-	return b
-}
 
 // mpDecode decodes b with msgpack/v5 into a map.
 func mpDecode(t testing.TB, b []byte) map[string]any {
@@ -270,17 +216,17 @@ func sampleRegions() []namedRegion {
 	}
 }
 
-func samplePullRequests() []PullRequest {
-	var out []PullRequest
+func samplePullRequests() []wire.PullRequest {
+	var out []wire.PullRequest
 	for i, r := range sampleRegions() {
 		out = append(out,
-			PullRequest{Region: r.region, Max: 1},
-			PullRequest{Region: r.region, Position: uint64(i) * 1000, Started: true, Max: 64, MaxBytes: 1 << 20},
+			wire.PullRequest{Region: r.region, Max: 1},
+			wire.PullRequest{Region: r.region, Position: uint64(i) * 1000, Started: true, Max: 64, MaxBytes: 1 << 20},
 		)
 	}
 	out = append(out,
-		PullRequest{Region: engine.RegionAll(), Position: math.MaxUint64, Started: true, Max: MaxPullEntries, MaxBytes: 1 << 30},
-		PullRequest{Region: engine.RegionAll(), Position: 1 << 40, Started: true, Max: 200, MaxBytes: 127},
+		wire.PullRequest{Region: engine.RegionAll(), Position: math.MaxUint64, Started: true, Max: wire.MaxPullEntries, MaxBytes: 1 << 30},
+		wire.PullRequest{Region: engine.RegionAll(), Position: 1 << 40, Started: true, Max: 200, MaxBytes: 127},
 	)
 	return out
 }
@@ -380,8 +326,8 @@ func checkRegionMap(t testing.TB, got any, r engine.Region) {
 func TestPullRequestRoundTrip(t *testing.T) {
 	for i, req := range samplePullRequests() {
 		t.Run(fmt.Sprintf("%d/%s", i, req.Region.Identity()), func(t *testing.T) {
-			b := EncodePullRequest(req)
-			got, err := DecodePullRequest(b)
+			b := wire.EncodePullRequest(req)
+			got, err := wire.DecodePullRequest(b)
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -394,7 +340,7 @@ func TestPullRequestRoundTrip(t *testing.T) {
 			checkCanonical(t, b)
 			m := mpDecode(t, b)
 			wantKeys(t, "pull request", m, "v", "region", "position", "started", "max", "max_bytes")
-			if v := asUint(t, m["v"]); v != ProtocolVersion {
+			if v := asUint(t, m["v"]); v != wire.ProtocolVersion {
 				t.Errorf("v = %d", v)
 			}
 			if p := asUint(t, m["position"]); p != req.Position {
@@ -417,21 +363,21 @@ func TestPullRequestRoundTrip(t *testing.T) {
 func TestPullReplyRoundTrip(t *testing.T) {
 	cases := []struct {
 		name  string
-		reply PullReply
+		reply wire.PullReply
 	}{
-		{"empty", PullReply{JournalID: id128(1), Incarnation: id128(0x20), Epoch: 0, Visible: 1}},
-		{"entries", PullReply{JournalID: id128(1), Incarnation: id128(0x20), Epoch: 7, Visible: 1<<40 + 1, Entries: sampleEntries(t)}},
-		{"entries and cancelled", PullReply{
+		{"empty", wire.PullReply{JournalID: id128(1), Incarnation: id128(0x20), Epoch: 0, Visible: 1}},
+		{"entries", wire.PullReply{JournalID: id128(1), Incarnation: id128(0x20), Epoch: 7, Visible: 1<<40 + 1, Entries: sampleEntries(t)}},
+		{"entries and cancelled", wire.PullReply{
 			JournalID: id128(0xa0), Incarnation: id128(0xe0), Epoch: math.MaxUint64, Visible: 1<<40 + 1,
 			Entries:   sampleEntries(t)[1:3],
 			Cancelled: []engine.Range{{Start: 2, End: 3}, {Start: 10, End: 200}, {Start: 1 << 33, End: 1<<33 + 5}},
 		}},
-		{"cancelled only", PullReply{JournalID: id128(3), Incarnation: id128(4), Epoch: 3, Visible: 12, Cancelled: []engine.Range{{Start: 0, End: 12}}}},
+		{"cancelled only", wire.PullReply{JournalID: id128(3), Incarnation: id128(4), Epoch: 3, Visible: 12, Cancelled: []engine.Range{{Start: 0, End: 12}}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b := EncodePullReply(&tc.reply)
-			got, err := DecodePullReply(b)
+			b := wire.EncodePullReply(&tc.reply)
+			got, err := wire.DecodePullReply(b)
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -444,12 +390,12 @@ func TestPullReplyRoundTrip(t *testing.T) {
 
 			// The size bound the writer budgets with holds for this reply,
 			// and for each entry on its own.
-			bound := replyHeaderBytes + 19*len(tc.reply.Cancelled)
+			bound := wire.ReplyHeaderBytes + 19*len(tc.reply.Cancelled)
 			for i := range tc.reply.Entries {
 				e := &tc.reply.Entries[i]
-				bound += replyEntrySize(e)
-				if n := len(appendEntry(nil, e)); n > replyEntrySize(e) {
-					t.Errorf("entry %d encodes to %d bytes, over its bound replyEntrySize = %d", i, n, replyEntrySize(e))
+				bound += wire.ReplyEntrySize(e)
+				if n := len(wire.AppendEntry(nil, e)); n > wire.ReplyEntrySize(e) {
+					t.Errorf("entry %d encodes to %d bytes, over its bound ReplyEntrySize = %d", i, n, wire.ReplyEntrySize(e))
 				}
 			}
 			if len(b) > bound {
@@ -513,8 +459,8 @@ func TestAppendRequestRoundTrip(t *testing.T) {
 		events []engine.Event
 	}{{"keyed", keyed}, {"unkeyed", unkeyed}, {"one", unkeyed[1:]}} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := EncodeAppendRequest(tc.events)
-			got, err := DecodeAppendRequest(b, journal.DefaultMaxBatchEvents)
+			b := wire.EncodeAppendRequest(tc.events)
+			got, err := wire.DecodeAppendRequest(b, journal.DefaultMaxBatchEvents)
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -555,8 +501,8 @@ func TestAppendReplyRoundTrip(t *testing.T) {
 		{Seq: 1 << 35, ID: [16]byte{0xff, 0xfe}, Replayed: true},
 		{Seq: 300, ID: [16]byte{}, Replayed: false},
 	}
-	b := EncodeAppendReply(receipts)
-	got, err := DecodeAppendReply(b)
+	b := wire.EncodeAppendReply(receipts)
+	got, err := wire.DecodeAppendReply(b)
 	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}
@@ -581,13 +527,13 @@ func TestAppendReplyRoundTrip(t *testing.T) {
 }
 
 func TestInfoRoundTrip(t *testing.T) {
-	for _, in := range []Info{
+	for _, in := range []wire.Info{
 		{Journal: "main", JournalID: id128(1), Incarnation: id128(2)},
 		{Journal: "orders_2-b", JournalID: id128(0x90), Incarnation: id128(0xa0), Epoch: 1 << 33, Visible: 12345,
 			Events: 1 << 20, CancelledRanges: []engine.Range{{Start: 3, End: 5}, {Start: 9, End: 1 << 32}}, StartedMs: 1_700_000_000_123},
 	} {
-		b := EncodeInfo(in)
-		got, err := DecodeInfo(b)
+		b := wire.EncodeInfo(in)
+		got, err := wire.DecodeInfo(b)
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
@@ -610,12 +556,12 @@ func TestInfoRoundTrip(t *testing.T) {
 }
 
 func TestEpochRoundTrip(t *testing.T) {
-	for _, em := range []EpochMessage{
+	for _, em := range []wire.EpochMessage{
 		{JournalID: id128(1), Incarnation: id128(2)},
 		{JournalID: id128(0x70), Incarnation: id128(0xf0), Epoch: math.MaxUint64, Visible: 1 << 50},
 	} {
-		b := EncodeEpoch(em)
-		got, err := DecodeEpoch(b)
+		b := wire.EncodeEpoch(em)
+		got, err := wire.DecodeEpoch(b)
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
@@ -631,7 +577,7 @@ func TestEpochRoundTrip(t *testing.T) {
 		}
 	}
 	// The info request is {v: 1}.
-	m := mpDecode(t, EncodeInfoRequest())
+	m := mpDecode(t, wire.EncodeInfoRequest())
 	wantKeys(t, "info request", m, "v")
 	if asUint(t, m["v"]) != 1 {
 		t.Errorf("info request v = %v", m["v"])
@@ -642,19 +588,19 @@ func TestEpochRoundTrip(t *testing.T) {
 // nested values, default (eight-byte) integers, uppercase hex ids — decode
 // with our decoders.
 func TestDecodersAcceptMsgpackV5Maps(t *testing.T) {
-	unknownNested := mpKV{"deep", []any{mpKV{"x", []any{1, "two", nil, 3.5, true}}, []byte{1, 2}}, "n", int64(-7)}
+	unknownNested := wiretest.MPKV{"deep", []any{wiretest.MPKV{"x", []any{1, "two", nil, 3.5, true}}, []byte{1, 2}}, "n", int64(-7)}
 
 	t.Run("pull request", func(t *testing.T) {
-		body := mp(t, mpKV{
+		body := wiretest.MP(t, wiretest.MPKV{
 			"max_bytes", int64(4096), "future_field", unknownNested, "started", true, "max", int64(50),
-			"region", mpKV{"clock_max", uint64(9), "zone", "x", "scope", "shop", "clock_min", int64(3), "kind", int64(0x1001), "entity", "order"},
+			"region", wiretest.MPKV{"clock_max", uint64(9), "zone", "x", "scope", "shop", "clock_min", int64(3), "kind", int64(0x1001), "entity", "order"},
 			"position", uint64(1 << 40), "v", int64(1), "trailer", []any{1, 2, 3},
 		})
-		got, err := DecodePullRequest(body)
+		got, err := wire.DecodePullRequest(body)
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
-		want := PullRequest{
+		want := wire.PullRequest{
 			Region:   engine.RegionEntity("order").WithScope("shop").WithExact(0x1001).WithClock(engine.ClockRange{Start: 3, End: 9}),
 			Position: 1 << 40, Started: true, Max: 50, MaxBytes: 4096,
 		}
@@ -662,11 +608,11 @@ func TestDecodersAcceptMsgpackV5Maps(t *testing.T) {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
 		// Nil region parts and a nil region mean "absent".
-		got, err = DecodePullRequest(mp(t, mpKV{"v", 1, "max", 1, "region", nil}))
+		got, err = wire.DecodePullRequest(wiretest.MP(t, wiretest.MPKV{"v", 1, "max", 1, "region", nil}))
 		if err != nil || got.Region != engine.RegionAll() {
 			t.Fatalf("nil region: %+v, %v", got, err)
 		}
-		got, err = DecodePullRequest(mp(t, mpKV{"v", 1, "max", 1, "region", mpKV{"entity", nil, "category", 3}}))
+		got, err = wire.DecodePullRequest(wiretest.MP(t, wiretest.MPKV{"v", 1, "max", 1, "region", wiretest.MPKV{"entity", nil, "category", 3}}))
 		if err != nil || got.Region != engine.RegionAll().WithCategory(3) {
 			t.Fatalf("nil entity: %+v, %v", got, err)
 		}
@@ -674,15 +620,15 @@ func TestDecodersAcceptMsgpackV5Maps(t *testing.T) {
 
 	t.Run("pull reply", func(t *testing.T) {
 		jid, inc := id128(0xab), id128(0xcd)
-		body := mp(t, mpKV{
+		body := wiretest.MP(t, wiretest.MPKV{
 			"cancelled", []any{[]any{uint64(2), 3}}, "x-extra", unknownNested,
-			"entries", []any{mpKV{
-				"payload", []byte("hello"), "wall_ms", int64(1_700_000_000_000), "unknown", mpKV{"a", 1}, "clock", uint64(2),
+			"entries", []any{wiretest.MPKV{
+				"payload", []byte("hello"), "wall_ms", int64(1_700_000_000_000), "unknown", wiretest.MPKV{"a", 1}, "clock", uint64(2),
 				"scope", "shop", "entity", "order:1", "kind", int64(0x1001), "id", bytes.Repeat([]byte{5}, 16), "seq", int64(4),
 			}},
 			"visible", uint64(5), "epoch", int64(9), "incarnation", strings.ToUpper(inc.String()), "journal_id", jid.String(), "v", uint64(1),
 		})
-		got, err := DecodePullReply(body)
+		got, err := wire.DecodePullReply(body)
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
@@ -697,15 +643,15 @@ func TestDecodersAcceptMsgpackV5Maps(t *testing.T) {
 
 	t.Run("append request", func(t *testing.T) {
 		key := engine.DeriveIdempotencyKey("k")
-		body := mp(t, mpKV{
+		body := wiretest.MP(t, wiretest.MPKV{
 			"meta", unknownNested,
 			"events", []any{
-				mpKV{"idempotency_key", key[:], "payload", []byte("p1"), "kind", int64(0x1001), "trace", mpKV{"id", "t"}, "scope", "s", "entity", "e:1"},
-				mpKV{"kind", uint64(0x1002), "entity", "e:2", "scope", "s", "idempotency_key", nil, "payload", nil},
+				wiretest.MPKV{"idempotency_key", key[:], "payload", []byte("p1"), "kind", int64(0x1001), "trace", wiretest.MPKV{"id", "t"}, "scope", "s", "entity", "e:1"},
+				wiretest.MPKV{"kind", uint64(0x1002), "entity", "e:2", "scope", "s", "idempotency_key", nil, "payload", nil},
 			},
 			"v", 1,
 		})
-		got, err := DecodeAppendRequest(body, 10)
+		got, err := wire.DecodeAppendRequest(body, 10)
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
@@ -719,10 +665,10 @@ func TestDecodersAcceptMsgpackV5Maps(t *testing.T) {
 	})
 
 	t.Run("append reply", func(t *testing.T) {
-		body := mp(t, mpKV{"receipts", []any{
-			mpKV{"replayed", true, "note", unknownNested, "id", bytes.Repeat([]byte{1}, 16), "seq", uint64(77)},
+		body := wiretest.MP(t, wiretest.MPKV{"receipts", []any{
+			wiretest.MPKV{"replayed", true, "note", unknownNested, "id", bytes.Repeat([]byte{1}, 16), "seq", uint64(77)},
 		}, "extra", 1, "v", int64(1)})
-		got, err := DecodeAppendReply(body)
+		got, err := wire.DecodeAppendReply(body)
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
@@ -735,15 +681,15 @@ func TestDecodersAcceptMsgpackV5Maps(t *testing.T) {
 
 	t.Run("info", func(t *testing.T) {
 		jid, inc := id128(1), id128(2)
-		body := mp(t, mpKV{
+		body := wiretest.MP(t, wiretest.MPKV{
 			"started_ms", int64(99), "cancelled_ranges", []any{[]any{int64(1), uint64(2)}}, "events", uint64(3), "visible", int64(4), "epoch", 5,
 			"incarnation", inc.String(), "journal_id", jid.String(), "journal", "main", "v", int64(1), "later", unknownNested,
 		})
-		got, err := DecodeInfo(body)
+		got, err := wire.DecodeInfo(body)
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
-		want := Info{Journal: "main", JournalID: jid, Incarnation: inc, Epoch: 5, Visible: 4, Events: 3,
+		want := wire.Info{Journal: "main", JournalID: jid, Incarnation: inc, Epoch: 5, Visible: 4, Events: 3,
 			CancelledRanges: []engine.Range{{Start: 1, End: 2}}, StartedMs: 99}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("got %+v, want %+v", got, want)
@@ -752,12 +698,12 @@ func TestDecodersAcceptMsgpackV5Maps(t *testing.T) {
 
 	t.Run("epoch", func(t *testing.T) {
 		jid, inc := id128(1), id128(2)
-		body := mp(t, mpKV{"visible", int64(4), "epoch", uint64(5), "x", unknownNested, "incarnation", inc.String(), "journal_id", jid.String(), "v", uint64(1)})
-		got, err := DecodeEpoch(body)
+		body := wiretest.MP(t, wiretest.MPKV{"visible", int64(4), "epoch", uint64(5), "x", unknownNested, "incarnation", inc.String(), "journal_id", jid.String(), "v", uint64(1)})
+		got, err := wire.DecodeEpoch(body)
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
-		if want := (EpochMessage{JournalID: jid, Incarnation: inc, Epoch: 5, Visible: 4}); got != want {
+		if want := (wire.EpochMessage{JournalID: jid, Incarnation: inc, Epoch: 5, Visible: 4}); got != want {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
 	})
@@ -770,37 +716,37 @@ func TestDecodersRejectVersion(t *testing.T) {
 	decoders := []struct {
 		name   string
 		decode func([]byte) error
-		body   mpKV // a valid body
+		body   wiretest.MPKV // a valid body
 	}{
-		{"pull request", func(b []byte) error { _, err := DecodePullRequest(b); return err },
-			mpKV{"v", 1, "max", 1}},
-		{"append request", func(b []byte) error { _, err := DecodeAppendRequest(b, 10); return err },
-			mpKV{"v", 1, "events", []any{mpKV{"entity", "e", "scope", "s", "kind", 0x1001}}}},
-		{"pull reply", func(b []byte) error { _, err := DecodePullReply(b); return err },
-			mpKV{"v", 1, "journal_id", jid, "incarnation", jid, "entries", []any{}}},
-		{"append reply", func(b []byte) error { _, err := DecodeAppendReply(b); return err },
-			mpKV{"v", 1, "receipts", []any{mpKV{"seq", 1, "id", make([]byte, 16), "replayed", false}}}},
-		{"info", func(b []byte) error { _, err := DecodeInfo(b); return err },
-			mpKV{"v", 1, "journal", "main", "journal_id", jid, "incarnation", jid}},
-		{"epoch", func(b []byte) error { _, err := DecodeEpoch(b); return err },
-			mpKV{"v", 1, "journal_id", jid, "incarnation", jid, "epoch", 1}},
+		{"pull request", func(b []byte) error { _, err := wire.DecodePullRequest(b); return err },
+			wiretest.MPKV{"v", 1, "max", 1}},
+		{"append request", func(b []byte) error { _, err := wire.DecodeAppendRequest(b, 10); return err },
+			wiretest.MPKV{"v", 1, "events", []any{wiretest.MPKV{"entity", "e", "scope", "s", "kind", 0x1001}}}},
+		{"pull reply", func(b []byte) error { _, err := wire.DecodePullReply(b); return err },
+			wiretest.MPKV{"v", 1, "journal_id", jid, "incarnation", jid, "entries", []any{}}},
+		{"append reply", func(b []byte) error { _, err := wire.DecodeAppendReply(b); return err },
+			wiretest.MPKV{"v", 1, "receipts", []any{wiretest.MPKV{"seq", 1, "id", make([]byte, 16), "replayed", false}}}},
+		{"info", func(b []byte) error { _, err := wire.DecodeInfo(b); return err },
+			wiretest.MPKV{"v", 1, "journal", "main", "journal_id", jid, "incarnation", jid}},
+		{"epoch", func(b []byte) error { _, err := wire.DecodeEpoch(b); return err },
+			wiretest.MPKV{"v", 1, "journal_id", jid, "incarnation", jid, "epoch", 1}},
 	}
 	for _, d := range decoders {
 		t.Run(d.name, func(t *testing.T) {
-			if err := d.decode(mp(t, d.body)); err != nil {
+			if err := d.decode(wiretest.MP(t, d.body)); err != nil {
 				t.Fatalf("valid body refused: %v", err)
 			}
 			for _, bad := range []struct {
 				name string
 				body []byte
 			}{
-				{"missing v", mp(t, d.body.without("v"))},
-				{"v = 2", mp(t, d.body.with("v", 2))},
-				{"v = 0", mp(t, d.body.with("v", 0))},
-				{"v as string", mp(t, d.body.with("v", "1"))},
-				{"not a map", mp(t, []any{"v", 1})},
+				{"missing v", wiretest.MP(t, d.body.Without("v"))},
+				{"v = 2", wiretest.MP(t, d.body.With("v", 2))},
+				{"v = 0", wiretest.MP(t, d.body.With("v", 0))},
+				{"v as string", wiretest.MP(t, d.body.With("v", "1"))},
+				{"not a map", wiretest.MP(t, []any{"v", 1})},
 				{"empty", nil},
-				{"truncated", mp(t, d.body)[:3]},
+				{"truncated", wiretest.MP(t, d.body)[:3]},
 			} {
 				if err := d.decode(bad.body); err == nil {
 					t.Errorf("%s: decoded without error", bad.name)
@@ -815,131 +761,17 @@ func TestDecodersRejectVersion(t *testing.T) {
 // or 413.
 // ---------------------------------------------------------------------
 
-type badCase struct {
-	name  string
-	body  []byte
-	field string
-	code  int
-	rule  string // a substring of the rule, when the case pins one
-}
-
-// nested returns depth arrays nested in each other around nil.
-func nested(depth int) []byte {
-	return append(bytes.Repeat([]byte{0x91}, depth), 0xc0)
-}
-
-func validPull() mpKV {
-	return mpKV{"v", 1, "region", mpKV{}, "position", 0, "started", false, "max", 10, "max_bytes", 0}
-}
-
-func badPullCases(t testing.TB) []badCase {
-	region := func(r mpKV) []byte { return mp(t, validPull().with("region", r)) }
-	// A valid request with an unknown key "x" whose value is raw bytes.
-	withRaw := func(raw []byte) []byte {
-		b := appendMapLen(nil, 3)
-		b = appendUint(appendStr(b, "v"), 1)
-		b = appendUint(appendStr(b, "max"), 1)
-		return append(appendStr(b, "x"), raw...)
-	}
-	return []badCase{
-		{"malformed msgpack", []byte{0xc1, 0x00}, "body", 400, "map"},
-		{"truncated inside position", mp(t, validPull().with("position", uint64(1)<<40))[:25], "position", 400, "ends inside"},
-		{"truncated inside a key", mp(t, validPull())[:14], "body", 400, ""},
-		{"empty body", nil, "body", 400, ""},
-		{"not a map", mp(t, []any{1, 2}), "body", 400, "map"},
-		{"non-string key", mp(t, map[int]int{1: 1}), "body", 400, "string"},
-		{"missing v", mp(t, validPull().without("v")), "v", 400, "required"},
-		{"v = 2", mp(t, validPull().with("v", 2)), "v", 400, "version"},
-		{"v as string", mp(t, validPull().with("v", "1")), "v", 400, "integer"},
-		{"missing max", mp(t, validPull().without("max")), "max", 400, "required"},
-		{"max 0", mp(t, validPull().with("max", 0)), "max", 400, "at least 1"},
-		{"max negative", mp(t, validPull().with("max", -3)), "max", 400, "at least 1"},
-		{"max over MaxPullEntries", mp(t, validPull().with("max", MaxPullEntries+1)), "max", 413, "at most"},
-		{"max as string", mp(t, validPull().with("max", "10")), "max", 400, ""},
-		{"max_bytes negative", mp(t, validPull().with("max_bytes", -1)), "max_bytes", 400, ">= 0"},
-		{"position negative", mp(t, validPull().with("position", -1)), "position", 400, ""},
-		{"started as int", mp(t, validPull().with("started", 1)), "started", 400, "boolean"},
-		{"region not a map", mp(t, validPull().with("region", "all")), "region", 400, "map"},
-		{"region as array", mp(t, validPull().with("region", []any{"entity", "a"})), "region", 400, "map"},
-		{"region entity *", region(mpKV{"entity", "*"}), "region", 400, "glob"},
-		{"region entity empty", region(mpKV{"entity", ""}), "region", 400, "empty"},
-		{"region entity with separator", region(mpKV{"entity", "a|scope=x"}), "region", 400, ""},
-		{"region scope path", region(mpKV{"scope", "a/b"}), "region", 400, ""},
-		{"region entity not a string", region(mpKV{"entity", 5}), "region.entity", 400, ""},
-		{"region kind and category", region(mpKV{"kind", 0x1001, "category", 1}), "region.kind", 400, "exclusive"},
-		{"region kind over 16 bits", region(mpKV{"kind", 0x10000}), "region.kind", 400, "16-bit"},
-		{"region category 16", region(mpKV{"category", 16}), "region", 400, "category"},
-		{"region category huge", region(mpKV{"category", 1 << 20}), "region.category", 400, ""},
-		{"region clock_min only", region(mpKV{"clock_min", 3}), "region.clock_max", 400, "both"},
-		{"region clock_max only", region(mpKV{"clock_max", 3}), "region.clock_min", 400, "both"},
-		{"region clock_max over 32 bits", region(mpKV{"clock_min", 0, "clock_max", uint64(1) << 32}), "region.clock_max", 400, "32-bit"},
-		{"region clock_min over 32 bits", region(mpKV{"clock_min", uint64(1) << 32, "clock_max", 5}), "region.clock_min", 400, "32-bit"},
-		{"region clock inverted", region(mpKV{"clock_min", 9, "clock_max", 3}), "region", 400, ""},
-		{"region clock negative", region(mpKV{"clock_min", -1, "clock_max", 3}), "region.clock_min", 400, ""},
-		{"deeply nested unknown value", withRaw(nested(10000)), "x", 400, "nested"},
-		{"deeply nested unknown map", withRaw(append(bytes.Repeat([]byte{0x81, 0xa1, 'k'}, 5000), 0xc0)), "x", 400, "nested"},
-		{"deeply nested unknown in region", region(mpKV{"x", msgpack.RawMessage(nested(1000))}), "region.x", 400, "nested"},
-		{"huge declared unknown array", withRaw([]byte{0xdd, 0xff, 0xff, 0xff, 0xff, 0x01}), "x", 400, ""},
-		{"huge declared map", []byte{0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, 'v', 0x01}, "body", 400, ""},
-	}
-}
-
-func validEvent() mpKV {
-	return mpKV{"entity", "e", "scope", "s", "kind", 0x1001, "payload", []byte("p")}
-}
-
-func appendBody(t testing.TB, events ...any) []byte {
-	if events == nil {
-		events = []any{}
-	}
-	return mp(t, mpKV{"v", 1, "events", events})
-}
-
-func badAppendCases(t testing.TB) []badCase {
-	tooMany := appendArrayLen(appendStr(appendUint(appendStr(appendMapLen(nil, 2), "v"), 1), "events"), journal.DefaultMaxBatchEvents+1)
-	return []badCase{
-		{"malformed msgpack", []byte{0xc1}, "body", 400, "map"},
-		{"not a map", mp(t, []any{validEvent()}), "body", 400, "map"},
-		{"missing v", mp(t, mpKV{"events", []any{validEvent()}}), "v", 400, "required"},
-		{"v = 2", mp(t, mpKV{"v", 2, "events", []any{validEvent()}}), "v", 400, "version"},
-		{"missing events", mp(t, mpKV{"v", 1}), "events", 400, "required"},
-		{"events not an array", mp(t, mpKV{"v", 1, "events", validEvent()}), "events", 400, "array"},
-		{"no events", appendBody(t), "events", 400, "at least one"},
-		{"too many events", tooMany, "events", 413, "at most"},
-		{"events declared beyond the body", appendArrayLen(appendStr(appendUint(appendStr(appendMapLen(nil, 2), "v"), 1), "events"), 1000), "events", 400, ""},
-		{"event not a map", appendBody(t, validEvent(), "event"), "events[1]", 400, "map"},
-		{"event missing entity", appendBody(t, validEvent().without("entity")), "events[0].entity", 400, "required"},
-		{"event missing scope", appendBody(t, validEvent(), validEvent().without("scope")), "events[1].scope", 400, "required"},
-		{"event missing kind", appendBody(t, validEvent().without("kind")), "events[0].kind", 400, "required"},
-		{"invalid entity", appendBody(t, validEvent(), validEvent(), validEvent().with("entity", "a/b")), "events[2].entity", 400, ""},
-		{"empty entity", appendBody(t, validEvent().with("entity", "")), "events[0].entity", 400, "empty"},
-		{"entity too long", appendBody(t, validEvent().with("entity", strings.Repeat("e", 1025))), "events[0].entity", 400, "too long"},
-		{"invalid scope", appendBody(t, validEvent(), validEvent().with("scope", "s|x")), "events[1].scope", 400, ""},
-		{"empty scope", appendBody(t, validEvent().with("scope", "")), "events[0].scope", 400, "empty"},
-		{"scope too long", appendBody(t, validEvent().with("scope", strings.Repeat("s", 1025))), "events[0].scope", 400, "too long"},
-		{"scope control char", appendBody(t, validEvent().with("scope", "s\x01")), "events[0].scope", 400, "control"},
-		{"entity not a string", appendBody(t, validEvent().with("entity", 42)), "events[0].entity", 400, ""},
-		{"idempotency_key of 15 bytes", appendBody(t, validEvent().with("idempotency_key", make([]byte, 15))), "events[0].idempotency_key", 400, "16 bytes"},
-		{"idempotency_key of 17 bytes", appendBody(t, validEvent(), validEvent().with("idempotency_key", make([]byte, 17))), "events[1].idempotency_key", 400, "16 bytes"},
-		{"kind over 16 bits", appendBody(t, validEvent().with("kind", 0x10000)), "events[0].kind", 400, "16-bit"},
-		{"kind negative", appendBody(t, validEvent().with("kind", -1)), "events[0].kind", 400, ""},
-		{"payload not bytes", appendBody(t, validEvent().with("payload", 7)), "events[0].payload", 400, ""},
-		{"deeply nested unknown in event", appendBody(t, validEvent().with("x", msgpack.RawMessage(nested(10000)))), "events[0].x", 400, "nested"},
-		{"deeply nested unknown at top", mp(t, mpKV{"v", 1, "x", msgpack.RawMessage(nested(10000)), "events", []any{validEvent()}}), "x", 400, "nested"},
-	}
-}
-
-func checkBad(t *testing.T, err error, c badCase) {
+func checkBad(t *testing.T, err error, c wiretest.BadCase) {
 	t.Helper()
-	var re *RequestError
+	var re *wire.RequestError
 	if !errors.As(err, &re) {
 		t.Fatalf("error %v (%T) is not a *RequestError", err, err)
 	}
-	if re.Field != c.field || re.Code != c.code {
-		t.Errorf("got field %q code %d (%v), want field %q code %d", re.Field, re.Code, re, c.field, c.code)
+	if re.Field != c.Field || re.Code != c.Code {
+		t.Errorf("got field %q code %d (%v), want field %q code %d", re.Field, re.Code, re, c.Field, c.Code)
 	}
-	if c.rule != "" && !strings.Contains(re.Rule, c.rule) {
-		t.Errorf("rule %q does not mention %q", re.Rule, c.rule)
+	if c.Rule != "" && !strings.Contains(re.Rule, c.Rule) {
+		t.Errorf("rule %q does not mention %q", re.Rule, c.Rule)
 	}
 	if re.Rule == "" {
 		t.Errorf("empty rule")
@@ -948,12 +780,12 @@ func checkBad(t *testing.T, err error, c badCase) {
 
 func TestBadPullRequests(t *testing.T) {
 	// The base of the table is itself valid.
-	if _, err := DecodePullRequest(mp(t, validPull())); err != nil {
+	if _, err := wire.DecodePullRequest(wiretest.MP(t, wiretest.ValidPull())); err != nil {
 		t.Fatalf("valid pull request refused: %v", err)
 	}
-	for _, c := range badPullCases(t) {
-		t.Run(c.name, func(t *testing.T) {
-			req, err := DecodePullRequest(c.body)
+	for _, c := range wiretest.BadPullCases(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			req, err := wire.DecodePullRequest(c.Body)
 			if err == nil {
 				t.Fatalf("decoded %+v without error", req)
 			}
@@ -965,9 +797,9 @@ func TestBadPullRequests(t *testing.T) {
 // DM-14: a pull of a region whose entity prefix is "*" gets 400 naming
 // "region", with the engine's rule in the description.
 func TestPullRegionStarIsBadRequest(t *testing.T) {
-	body := EncodePullRequest(PullRequest{Region: engine.RegionEntity("*"), Max: 1})
-	_, err := DecodePullRequest(body)
-	var re *RequestError
+	body := wire.EncodePullRequest(wire.PullRequest{Region: engine.RegionEntity("*"), Max: 1})
+	_, err := wire.DecodePullRequest(body)
+	var re *wire.RequestError
 	if !errors.As(err, &re) || re.Field != "region" || re.Code != 400 {
 		t.Fatalf("got %v, want a 400 naming region", err)
 	}
@@ -975,19 +807,19 @@ func TestPullRegionStarIsBadRequest(t *testing.T) {
 		t.Errorf("rule %q does not carry %q", re.Rule, engine.ErrEntityPrefixStar)
 	}
 	for _, r := range []engine.Region{engine.RegionEntity(""), engine.RegionEntity("a|scope=x"), engine.RegionScope("a/b"), engine.RegionScope("*")} {
-		if _, err := DecodePullRequest(EncodePullRequest(PullRequest{Region: r, Max: 1})); !errors.As(err, &re) || re.Field != "region" {
+		if _, err := wire.DecodePullRequest(wire.EncodePullRequest(wire.PullRequest{Region: r, Max: 1})); !errors.As(err, &re) || re.Field != "region" {
 			t.Errorf("region %q: got %v, want a 400 naming region", r.Identity(), err)
 		}
 	}
 }
 
 func TestBadAppendRequests(t *testing.T) {
-	if _, err := DecodeAppendRequest(appendBody(t, validEvent()), journal.DefaultMaxBatchEvents); err != nil {
+	if _, err := wire.DecodeAppendRequest(wiretest.AppendBody(t, wiretest.ValidEvent()), journal.DefaultMaxBatchEvents); err != nil {
 		t.Fatalf("valid append request refused: %v", err)
 	}
-	for _, c := range badAppendCases(t) {
-		t.Run(c.name, func(t *testing.T) {
-			evs, err := DecodeAppendRequest(c.body, journal.DefaultMaxBatchEvents)
+	for _, c := range wiretest.BadAppendCases(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			evs, err := wire.DecodeAppendRequest(c.Body, journal.DefaultMaxBatchEvents)
 			if err == nil {
 				t.Fatalf("decoded %+v without error", evs)
 			}
@@ -995,12 +827,12 @@ func TestBadAppendRequests(t *testing.T) {
 		})
 	}
 	// The limit is the caller's.
-	events := []any{validEvent(), validEvent(), validEvent()}
-	if _, err := DecodeAppendRequest(appendBody(t, events...), 3); err != nil {
+	events := []any{wiretest.ValidEvent(), wiretest.ValidEvent(), wiretest.ValidEvent()}
+	if _, err := wire.DecodeAppendRequest(wiretest.AppendBody(t, events...), 3); err != nil {
 		t.Fatalf("3 events with limit 3: %v", err)
 	}
-	_, err := DecodeAppendRequest(appendBody(t, append(events, validEvent())...), 3)
-	checkBad(t, err, badCase{field: "events", code: 413, rule: "at most 3"})
+	_, err := wire.DecodeAppendRequest(wiretest.AppendBody(t, append(events, wiretest.ValidEvent())...), 3)
+	checkBad(t, err, wiretest.BadCase{Field: "events", Code: 413, Rule: "at most 3"})
 }
 
 // Unknown values are skipped up to a bounded depth: moderately nested
@@ -1008,47 +840,50 @@ func TestBadAppendRequests(t *testing.T) {
 // without bound (the table cases above), and no decoder panics or
 // overflows the stack on them.
 func TestNestedUnknownValues(t *testing.T) {
-	moderate := msgpack.RawMessage(nested(16))
-	if _, err := DecodePullRequest(mp(t, validPull().with("x", moderate).with("region", mpKV{"y", moderate}))); err != nil {
+	moderate := msgpack.RawMessage(wiretest.Nested(16))
+	if _, err := wire.DecodePullRequest(wiretest.MP(t, wiretest.ValidPull().With("x", moderate).With("region", wiretest.MPKV{"y", moderate}))); err != nil {
 		t.Errorf("pull request with a moderately nested unknown value: %v", err)
 	}
-	if _, err := DecodeAppendRequest(appendBody(t, validEvent().with("x", moderate)), 10); err != nil {
+	if _, err := wire.DecodeAppendRequest(wiretest.AppendBody(t, wiretest.ValidEvent().With("x", moderate)), 10); err != nil {
 		t.Errorf("append request with a moderately nested unknown value: %v", err)
 	}
-	deep := msgpack.RawMessage(nested(100000))
+	deep := msgpack.RawMessage(wiretest.Nested(100000))
 	jid := id128(1).String()
 	for name, decode := range map[string]func() error{
 		"pull reply": func() error {
-			_, err := DecodePullReply(mp(t, mpKV{"v", 1, "journal_id", jid, "incarnation", jid, "x", deep}))
+			_, err := wire.DecodePullReply(wiretest.MP(t, wiretest.MPKV{"v", 1, "journal_id", jid, "incarnation", jid, "x", deep}))
 			return err
 		},
 		"pull reply entry": func() error {
-			_, err := DecodePullReply(mp(t, mpKV{"v", 1, "entries", []any{mpKV{"x", deep}}}))
+			_, err := wire.DecodePullReply(wiretest.MP(t, wiretest.MPKV{"v", 1, "entries", []any{wiretest.MPKV{"x", deep}}}))
 			return err
 		},
-		"append reply": func() error { _, err := DecodeAppendReply(mp(t, mpKV{"v", 1, "x", deep})); return err },
-		"info":         func() error { _, err := DecodeInfo(mp(t, mpKV{"v", 1, "x", deep})); return err },
-		"epoch":        func() error { _, err := DecodeEpoch(mp(t, mpKV{"v", 1, "x", deep})); return err },
+		"append reply": func() error {
+			_, err := wire.DecodeAppendReply(wiretest.MP(t, wiretest.MPKV{"v", 1, "x", deep}))
+			return err
+		},
+		"info":  func() error { _, err := wire.DecodeInfo(wiretest.MP(t, wiretest.MPKV{"v", 1, "x", deep})); return err },
+		"epoch": func() error { _, err := wire.DecodeEpoch(wiretest.MP(t, wiretest.MPKV{"v", 1, "x", deep})); return err },
 	} {
 		if err := decode(); err == nil {
-			t.Errorf("%s: a value nested 100000 deep was accepted", name)
+			t.Errorf("%s: a value wiretest.Nested 100000 deep was accepted", name)
 		}
 	}
 }
 
 func TestSubjectsAndJournalNames(t *testing.T) {
-	s := SubjectsFor("orders-eu_1")
-	if s != (Subjects{Pull: "batfleet.orders-eu_1.pull", Append: "batfleet.orders-eu_1.append", Info: "batfleet.orders-eu_1.info", Epoch: "batfleet.orders-eu_1.epoch"}) {
+	s := wire.SubjectsFor("orders-eu_1")
+	if s != (wire.Subjects{Pull: "batfleet.orders-eu_1.pull", Append: "batfleet.orders-eu_1.append", Info: "batfleet.orders-eu_1.info", Epoch: "batfleet.orders-eu_1.epoch"}) {
 		t.Errorf("SubjectsFor = %+v", s)
 	}
 	for _, ok := range []string{"main", "a", "A-Z_0-9", strings.Repeat("j", 64)} {
-		if err := ValidJournal(ok); err != nil {
-			t.Errorf("ValidJournal(%q) = %v", ok, err)
+		if err := engine.ValidateJournalName(ok); err != nil {
+			t.Errorf("ValidateJournalName(%q) = %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", strings.Repeat("j", 65), "a.b", "a b", "a*", "a>", "名前", "main\n"} {
-		if err := ValidJournal(bad); err == nil {
-			t.Errorf("ValidJournal(%q) accepted", bad)
+		if err := engine.ValidateJournalName(bad); err == nil {
+			t.Errorf("ValidateJournalName(%q) accepted", bad)
 		}
 	}
 }
@@ -1058,19 +893,19 @@ func TestSubjectsAndJournalNames(t *testing.T) {
 // payload.
 func TestMaxEntryBytesFitsReply(t *testing.T) {
 	for _, maxPayload := range []int64{8 << 10, 64 << 10, 1 << 20, 8 << 20} {
-		limit := MaxEntryBytes(maxPayload)
+		limit := wire.MaxEntryBytes(maxPayload)
 		entity, scope := strings.Repeat("e", 1024), strings.Repeat("s", 1024)
 		payload := make([]byte, limit-58-len(entity)-len(scope))
 		e := engine.Entry{Seq: 1<<63 + 5, Kind: 0xFFFF, Coordinate: coord(t, entity, scope), Clock: math.MaxUint32, WallMs: math.MinInt64, Payload: payload}
-		reply := EncodePullReply(&PullReply{JournalID: id128(1), Incarnation: id128(2), Epoch: math.MaxUint64, Visible: math.MaxUint64,
+		reply := wire.EncodePullReply(&wire.PullReply{JournalID: id128(1), Incarnation: id128(2), Epoch: math.MaxUint64, Visible: math.MaxUint64,
 			Entries: []engine.Entry{e}, Cancelled: []engine.Range{{Start: 1 << 62, End: 1<<62 + 1}}})
 		if int64(len(reply)) > maxPayload {
 			t.Errorf("max payload %d: a reply of one entry of MaxEntryBytes is %d bytes", maxPayload, len(reply))
 		}
-		// entryOverhead bounds an entry's framing besides entity, scope
+		// EntryOverhead bounds an entry's framing besides entity, scope
 		// and payload, whatever the widths of its fields.
-		if n := len(appendEntry(nil, &e)); n > replyEntrySize(&e) {
-			t.Errorf("worst-case entry encodes to %d bytes, over replyEntrySize = %d", n, replyEntrySize(&e))
+		if n := len(wire.AppendEntry(nil, &e)); n > wire.ReplyEntrySize(&e) {
+			t.Errorf("worst-case entry encodes to %d bytes, over ReplyEntrySize = %d", n, wire.ReplyEntrySize(&e))
 		}
 	}
 }

@@ -1,9 +1,8 @@
-package fleet
+package wire
 
 import (
 	"errors"
 	"fmt"
-	"regexp"
 
 	"github.com/batfleet/batfleet/engine"
 )
@@ -22,26 +21,15 @@ const ServiceName = "batfleet-writer"
 const (
 	// MaxPullEntries caps a pull request's max.
 	MaxPullEntries = 65536
-	// replyHeaderBytes bounds a pull reply's fields besides its entries and
+	// ReplyHeaderBytes bounds a pull reply's fields besides its entries and
 	// cancelled ranges.
-	replyHeaderBytes = 256
-	// entryOverhead bounds the MessagePack framing of one reply entry
+	ReplyHeaderBytes = 256
+	// EntryOverhead bounds the MessagePack framing of one reply entry
 	// besides its entity, scope and payload: 103 bytes when every field
 	// takes its widest form (seq and wall_ms of 9 bytes, str16 entity and
 	// scope, bin32 payload).
-	entryOverhead = 104
+	EntryOverhead = 104
 )
-
-var journalRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidJournal reports whether name is a legal journal name
-// ([A-Za-z0-9_-]{1,64}).
-func ValidJournal(name string) error {
-	if !journalRe.MatchString(name) {
-		return fmt.Errorf("fleet: journal %q: must match [A-Za-z0-9_-]{1,64}", name)
-	}
-	return nil
-}
 
 // Subjects of one journal.
 type Subjects struct {
@@ -54,18 +42,31 @@ func SubjectsFor(journal string) Subjects {
 	return Subjects{Pull: p + "pull", Append: p + "append", Info: p + "info", Epoch: p + "epoch"}
 }
 
-// MaxEntryBytes returns the journal.Config.MaxEntryBytes that lets every
-// entry fit a pull reply under a server max payload of maxPayload bytes.
+// MaxEntryBytes returns the largest journal entry (entity, scope and
+// payload bytes: journal.Config.MaxEntryBytes) whose pull reply fits a
+// server max payload of maxPayload bytes, beside the reply's other fields.
 func MaxEntryBytes(maxPayload int64) int {
-	return int(maxPayload) - replyReserve(int(maxPayload)) - entryOverhead + 58 // 58: the journal's own framing, counted by the engine
+	return PullBudget(int(maxPayload), 0) - EntryOverhead
 }
 
-// replyReserve is the part of a pull reply kept for everything but its
+// PullBudget is the byte budget of a pull's entries: the server's max
+// payload less the reserve for the reply's other fields, or the request's
+// max_bytes when smaller (0: none). The journal counts each entry as its
+// entity, scope and payload bytes plus EntryOverhead against it.
+func PullBudget(maxPayload, requested int) int {
+	limit := maxPayload - ReplyReserve(maxPayload)
+	if requested > 0 && requested < limit {
+		limit = requested
+	}
+	return limit
+}
+
+// ReplyReserve is the part of a pull reply kept for everything but its
 // entries: the header fields and the cancelled ranges the pull crosses
 // (19 bytes each at most). A sixteenth of the max payload, between 4 KiB
 // and 64 KiB: with the default 1 MiB, a maximal entry still fits beside
 // ~3,400 cancelled ranges.
-func replyReserve(maxPayload int) int {
+func ReplyReserve(maxPayload int) int {
 	return min(max(maxPayload/16, 4096), 64<<10)
 }
 
@@ -79,7 +80,7 @@ type RequestError struct {
 
 func (e *RequestError) Error() string { return e.Field + ": " + e.Rule }
 
-func badField(field, format string, args ...any) *RequestError {
+func BadField(field, format string, args ...any) *RequestError {
 	return &RequestError{Field: field, Rule: fmt.Sprintf(format, args...), Code: 400}
 }
 
@@ -97,19 +98,19 @@ type PullRequest struct {
 // EncodePullRequest encodes r.
 func EncodePullRequest(r PullRequest) []byte {
 	b := make([]byte, 0, 128)
-	b = appendMapLen(b, 6)
-	b = appendStr(b, "v")
-	b = appendUint(b, ProtocolVersion)
-	b = appendStr(b, "region")
+	b = AppendMapLen(b, 6)
+	b = AppendStr(b, "v")
+	b = AppendUint(b, ProtocolVersion)
+	b = AppendStr(b, "region")
 	b = appendRegion(b, r.Region)
-	b = appendStr(b, "position")
-	b = appendUint(b, r.Position)
-	b = appendStr(b, "started")
-	b = appendBool(b, r.Started)
-	b = appendStr(b, "max")
-	b = appendInt(b, int64(r.Max))
-	b = appendStr(b, "max_bytes")
-	b = appendInt(b, int64(r.MaxBytes))
+	b = AppendStr(b, "position")
+	b = AppendUint(b, r.Position)
+	b = AppendStr(b, "started")
+	b = AppendBool(b, r.Started)
+	b = AppendStr(b, "max")
+	b = AppendInt(b, int64(r.Max))
+	b = AppendStr(b, "max_bytes")
+	b = AppendInt(b, int64(r.MaxBytes))
 	return b
 }
 
@@ -124,22 +125,22 @@ func appendRegion(b []byte, r engine.Region) []byte {
 			n++
 		}
 	}
-	b = appendMapLen(b, n)
+	b = AppendMapLen(b, n)
 	if hasE {
-		b = appendStr(appendStr(b, "entity"), e)
+		b = AppendStr(AppendStr(b, "entity"), e)
 	}
 	if hasS {
-		b = appendStr(appendStr(b, "scope"), s)
+		b = AppendStr(AppendStr(b, "scope"), s)
 	}
 	switch kf.Mode() {
 	case engine.KindFilterExact:
-		b = appendUint(appendStr(b, "kind"), uint64(kf.Kind()))
+		b = AppendUint(AppendStr(b, "kind"), uint64(kf.Kind()))
 	case engine.KindFilterCategory:
-		b = appendUint(appendStr(b, "category"), uint64(kf.Category()))
+		b = AppendUint(AppendStr(b, "category"), uint64(kf.Category()))
 	}
 	if hasC {
-		b = appendUint(appendStr(b, "clock_min"), uint64(cr.Start))
-		b = appendUint(appendStr(b, "clock_max"), uint64(cr.End))
+		b = AppendUint(AppendStr(b, "clock_min"), uint64(cr.Start))
+		b = AppendUint(AppendStr(b, "clock_max"), uint64(cr.End))
 	}
 	return b
 }
@@ -148,10 +149,10 @@ func appendRegion(b []byte, r engine.Region) []byte {
 func checkVersion(r *reader) *RequestError {
 	v := r.int()
 	if r.err != nil {
-		return badField("v", "must be an integer: %v", r.err)
+		return BadField("v", "must be an integer: %v", r.err)
 	}
 	if v != ProtocolVersion {
-		return badField("v", "protocol version %d is not supported (this writer speaks %d)", v, ProtocolVersion)
+		return BadField("v", "protocol version %d is not supported (this writer speaks %d)", v, ProtocolVersion)
 	}
 	return nil
 }
@@ -163,13 +164,13 @@ func DecodePullRequest(data []byte) (PullRequest, error) {
 	r := &reader{b: data}
 	n := r.mapLen()
 	if r.err != nil {
-		return req, badField("body", "must be a MessagePack map: %v", r.err)
+		return req, BadField("body", "must be a MessagePack map: %v", r.err)
 	}
 	hasV, hasMax := false, false
 	for i := 0; i < n; i++ {
 		key := r.str()
 		if r.err != nil {
-			return req, badField("body", "keys must be strings: %v", r.err)
+			return req, BadField("body", "keys must be strings: %v", r.err)
 		}
 		switch key {
 		case "v":
@@ -190,7 +191,7 @@ func DecodePullRequest(data []byte) (PullRequest, error) {
 		case "max":
 			v := r.int()
 			if r.err == nil && (v < 1) {
-				return req, badField("max", "must be at least 1 (got %d)", v)
+				return req, BadField("max", "must be at least 1 (got %d)", v)
 			}
 			if r.err == nil && v > MaxPullEntries {
 				return req, &RequestError{Field: "max", Rule: fmt.Sprintf("must be at most %d (got %d)", MaxPullEntries, v), Code: 413}
@@ -199,24 +200,24 @@ func DecodePullRequest(data []byte) (PullRequest, error) {
 		case "max_bytes":
 			v := r.int()
 			if r.err == nil && v < 0 {
-				return req, badField("max_bytes", "must be >= 0 (got %d)", v)
+				return req, BadField("max_bytes", "must be >= 0 (got %d)", v)
 			}
 			req.MaxBytes = int(min(v, 1<<30))
 		default:
 			r.skip()
 		}
 		if r.err != nil {
-			return req, badField(key, "malformed value: %v", r.err)
+			return req, BadField(key, "malformed value: %v", r.err)
 		}
 	}
 	if !hasV {
-		return req, badField("v", "is required")
+		return req, BadField("v", "is required")
 	}
 	if !hasMax {
-		return req, badField("max", "is required")
+		return req, BadField("max", "is required")
 	}
 	if err := req.Region.Validate(); err != nil {
-		return req, badField("region", "%v", err)
+		return req, BadField("region", "%v", err)
 	}
 	return req, nil
 }
@@ -228,7 +229,7 @@ func decodeRegion(r *reader) (engine.Region, error) {
 	}
 	n := r.mapLen()
 	if r.err != nil {
-		return region, badField("region", "must be a map: %v", r.err)
+		return region, BadField("region", "must be a map: %v", r.err)
 	}
 	var kind, category *uint64
 	var cmin, cmax *uint64
@@ -236,7 +237,7 @@ func decodeRegion(r *reader) (engine.Region, error) {
 		key := r.str()
 		field := "region." + key
 		if r.err != nil {
-			return region, badField("region", "keys must be strings: %v", r.err)
+			return region, BadField("region", "keys must be strings: %v", r.err)
 		}
 		if r.isNil() {
 			continue
@@ -262,30 +263,30 @@ func decodeRegion(r *reader) (engine.Region, error) {
 			r.skip()
 		}
 		if r.err != nil {
-			return region, badField(field, "malformed value: %v", r.err)
+			return region, BadField(field, "malformed value: %v", r.err)
 		}
 	}
 	switch {
 	case kind != nil && category != nil:
-		return region, badField("region.kind", "kind and category are exclusive")
+		return region, BadField("region.kind", "kind and category are exclusive")
 	case kind != nil && *kind > 0xFFFF:
-		return region, badField("region.kind", "must be a 16-bit kind (got %d)", *kind)
+		return region, BadField("region.kind", "must be a 16-bit kind (got %d)", *kind)
 	case kind != nil:
 		region = region.WithExact(engine.Kind(*kind))
 	case category != nil && *category > 0xFFFF:
-		return region, badField("region.category", "must be 0-15 (got %d)", *category)
+		return region, BadField("region.category", "must be 0-15 (got %d)", *category)
 	case category != nil:
 		region = region.WithCategory(uint16(*category))
 	}
 	switch {
 	case cmin == nil && cmax != nil:
-		return region, badField("region.clock_min", "a clock range needs both clock_min and clock_max")
+		return region, BadField("region.clock_min", "a clock range needs both clock_min and clock_max")
 	case cmin != nil && cmax == nil:
-		return region, badField("region.clock_max", "a clock range needs both clock_min and clock_max")
+		return region, BadField("region.clock_max", "a clock range needs both clock_min and clock_max")
 	case cmin != nil && *cmin > 0xFFFFFFFF:
-		return region, badField("region.clock_min", "clocks are 32-bit (got %d)", *cmin)
+		return region, BadField("region.clock_min", "clocks are 32-bit (got %d)", *cmin)
 	case cmax != nil && *cmax > 0xFFFFFFFF:
-		return region, badField("region.clock_max", "clocks are 32-bit (got %d)", *cmax)
+		return region, BadField("region.clock_max", "clocks are 32-bit (got %d)", *cmax)
 	case cmin != nil:
 		region = region.WithClock(engine.ClockRange{Start: uint32(*cmin), End: uint32(*cmax)})
 	}
@@ -303,63 +304,95 @@ type PullReply struct {
 	Cancelled   []engine.Range
 }
 
-// replyEntrySize is the encoded size bound of one reply entry.
-func replyEntrySize(e *engine.Entry) int {
-	return entryOverhead + len(e.Coordinate.Entity()) + len(e.Coordinate.Scope()) + len(e.Payload)
+// ReplyEntrySize is the encoded size bound of one reply entry.
+func ReplyEntrySize(e *engine.Entry) int {
+	return EntryOverhead + len(e.Coordinate.Entity()) + len(e.Coordinate.Scope()) + len(e.Payload)
 }
 
 // appendPullReplyHead writes everything of a reply before its entries
 // array; appendPullReplyTail the cancelled list after it.
 func appendPullReplyHead(b []byte, journalID, incarnation string, epoch, visible uint64, entries int) []byte {
-	b = appendMapLen(b, 7)
-	b = appendUint(appendStr(b, "v"), ProtocolVersion)
-	b = appendStr(appendStr(b, "journal_id"), journalID)
-	b = appendStr(appendStr(b, "incarnation"), incarnation)
-	b = appendUint(appendStr(b, "epoch"), epoch)
-	b = appendUint(appendStr(b, "visible"), visible)
-	b = appendStr(b, "entries")
-	return appendArrayLen(b, entries)
+	b = AppendMapLen(b, 7)
+	b = AppendUint(AppendStr(b, "v"), ProtocolVersion)
+	b = AppendStr(AppendStr(b, "journal_id"), journalID)
+	b = AppendStr(AppendStr(b, "incarnation"), incarnation)
+	b = AppendUint(AppendStr(b, "epoch"), epoch)
+	b = AppendUint(AppendStr(b, "visible"), visible)
+	b = AppendStr(b, "entries")
+	return AppendArrayLen(b, entries)
 }
 
-func appendEntry(b []byte, e *engine.Entry) []byte {
-	b = appendMapLen(b, 8)
-	b = appendUint(appendStr(b, "seq"), e.Seq)
-	b = appendBin(appendStr(b, "id"), e.ID[:])
-	b = appendUint(appendStr(b, "kind"), uint64(e.Kind))
-	b = appendStr(appendStr(b, "entity"), e.Coordinate.Entity())
-	b = appendStr(appendStr(b, "scope"), e.Coordinate.Scope())
-	b = appendUint(appendStr(b, "clock"), uint64(e.Clock))
-	b = appendInt(appendStr(b, "wall_ms"), e.WallMs)
-	return appendBin(appendStr(b, "payload"), e.Payload)
+func AppendEntry(b []byte, e *engine.Entry) []byte {
+	b = AppendMapLen(b, 8)
+	b = AppendUint(AppendStr(b, "seq"), e.Seq)
+	b = AppendBin(AppendStr(b, "id"), e.ID[:])
+	b = AppendUint(AppendStr(b, "kind"), uint64(e.Kind))
+	b = AppendStr(AppendStr(b, "entity"), e.Coordinate.Entity())
+	b = AppendStr(AppendStr(b, "scope"), e.Coordinate.Scope())
+	b = AppendUint(AppendStr(b, "clock"), uint64(e.Clock))
+	b = AppendInt(AppendStr(b, "wall_ms"), e.WallMs)
+	return AppendBin(AppendStr(b, "payload"), e.Payload)
 }
 
 func appendRanges(b []byte, rs []engine.Range) []byte {
-	b = appendArrayLen(b, len(rs))
+	b = AppendArrayLen(b, len(rs))
 	for _, r := range rs {
-		b = appendUint(appendUint(appendArrayLen(b, 2), r.Start), r.End)
+		b = AppendUint(AppendUint(AppendArrayLen(b, 2), r.Start), r.End)
 	}
 	return b
 }
 
 // EncodePullReply encodes r.
 func EncodePullReply(r *PullReply) []byte {
-	size := replyHeaderBytes + 19*len(r.Cancelled)
+	size := ReplyHeaderBytes + 19*len(r.Cancelled)
 	for i := range r.Entries {
-		size += replyEntrySize(&r.Entries[i])
+		size += ReplyEntrySize(&r.Entries[i])
 	}
 	b := make([]byte, 0, size)
 	b = appendPullReplyHead(b, r.JournalID.String(), r.Incarnation.String(), r.Epoch, r.Visible, len(r.Entries))
 	for i := range r.Entries {
-		b = appendEntry(b, &r.Entries[i])
+		b = AppendEntry(b, &r.Entries[i])
 	}
-	return appendRanges(appendStr(b, "cancelled"), r.Cancelled)
+	return appendRanges(AppendStr(b, "cancelled"), r.Cancelled)
+}
+
+// EncodePullReplyWithin encodes r in at most maxPayload bytes. The
+// journal already sized the entries to PullBudget; when the cancelled
+// ranges the scan crossed push the reply over, it returns fewer entries
+// (never fewer than one), with only the ranges the shorter scan crosses,
+// and trims r to match. A reply that still does not fit (one entry with
+// more cancelled ranges than fit) is an error: an oversized reply would
+// reach the requester only as a timeout.
+func EncodePullReplyWithin(r *PullReply, maxPayload int) ([]byte, error) {
+	reply := EncodePullReply(r)
+	for len(reply) > maxPayload && len(r.Entries) > 1 {
+		n, excess := len(r.Entries), len(reply)-maxPayload
+		for n > 1 && excess > 0 {
+			n--
+			excess -= ReplyEntrySize(&r.Entries[n])
+		}
+		r.Entries = r.Entries[:n]
+		last := r.Entries[n-1].Seq
+		kept := r.Cancelled[:0:0]
+		for _, c := range r.Cancelled {
+			if c.Start <= last {
+				kept = append(kept, c)
+			}
+		}
+		r.Cancelled = kept
+		reply = EncodePullReply(r)
+	}
+	if len(reply) > maxPayload {
+		return nil, fmt.Errorf("reply of %d bytes over the max payload %d", len(reply), maxPayload)
+	}
+	return reply, nil
 }
 
 // DecodePullReply decodes a pull reply. Entry payloads are copied out of
 // data into one buffer.
 func DecodePullReply(data []byte) (*PullReply, error) {
 	out := &PullReply{}
-	err := decodeReply(data, "pull reply", func(r *reader, key string) {
+	err := DecodeReply(data, "pull reply", func(r *reader, key string) {
 		switch key {
 		case "journal_id":
 			out.JournalID = decodeID(r, key)
@@ -383,10 +416,10 @@ func DecodePullReply(data []byte) (*PullReply, error) {
 	return out, nil
 }
 
-// decodeReply reads a reply or message body: a map that must carry "v"
+// DecodeReply reads a reply or message body: a map that must carry "v"
 // with this protocol's version; every other key is handed to field, which
 // consumes its value (skipping keys it does not know).
-func decodeReply(data []byte, what string, field func(r *reader, key string)) error {
+func DecodeReply(data []byte, what string, field func(r *reader, key string)) error {
 	r := &reader{b: data}
 	n := r.mapLen()
 	hasV := false
@@ -509,25 +542,25 @@ type AppendRequest struct {
 func EncodeAppendRequest(events []engine.Event) []byte {
 	size := 32
 	for i := range events {
-		size += entryOverhead + len(events[i].Coordinate.Entity()) + len(events[i].Coordinate.Scope()) + len(events[i].Payload)
+		size += EntryOverhead + len(events[i].Coordinate.Entity()) + len(events[i].Coordinate.Scope()) + len(events[i].Payload)
 	}
 	b := make([]byte, 0, size)
-	b = appendMapLen(b, 2)
-	b = appendUint(appendStr(b, "v"), ProtocolVersion)
-	b = appendArrayLen(appendStr(b, "events"), len(events))
+	b = AppendMapLen(b, 2)
+	b = AppendUint(AppendStr(b, "v"), ProtocolVersion)
+	b = AppendArrayLen(AppendStr(b, "events"), len(events))
 	for i := range events {
 		ev := &events[i]
 		fields := 4
 		if !ev.Key.IsZero() {
 			fields++
 		}
-		b = appendMapLen(b, fields)
-		b = appendStr(appendStr(b, "entity"), ev.Coordinate.Entity())
-		b = appendStr(appendStr(b, "scope"), ev.Coordinate.Scope())
-		b = appendUint(appendStr(b, "kind"), uint64(ev.Kind))
-		b = appendBin(appendStr(b, "payload"), ev.Payload)
+		b = AppendMapLen(b, fields)
+		b = AppendStr(AppendStr(b, "entity"), ev.Coordinate.Entity())
+		b = AppendStr(AppendStr(b, "scope"), ev.Coordinate.Scope())
+		b = AppendUint(AppendStr(b, "kind"), uint64(ev.Kind))
+		b = AppendBin(AppendStr(b, "payload"), ev.Payload)
 		if !ev.Key.IsZero() {
-			b = appendBin(appendStr(b, "idempotency_key"), ev.Key[:])
+			b = AppendBin(AppendStr(b, "idempotency_key"), ev.Key[:])
 		}
 	}
 	return b
@@ -539,14 +572,14 @@ func DecodeAppendRequest(data []byte, maxEvents int) ([]engine.Event, error) {
 	r := &reader{b: data}
 	n := r.mapLen()
 	if r.err != nil {
-		return nil, badField("body", "must be a MessagePack map: %v", r.err)
+		return nil, BadField("body", "must be a MessagePack map: %v", r.err)
 	}
 	var events []engine.Event
 	hasV, hasEvents := false, false
 	for i := 0; i < n; i++ {
 		key := r.str()
 		if r.err != nil {
-			return nil, badField("body", "keys must be strings: %v", r.err)
+			return nil, BadField("body", "keys must be strings: %v", r.err)
 		}
 		switch key {
 		case "v":
@@ -557,16 +590,16 @@ func DecodeAppendRequest(data []byte, maxEvents int) ([]engine.Event, error) {
 		case "events":
 			count := r.arrayLen()
 			if r.err != nil {
-				return nil, badField("events", "must be an array: %v", r.err)
+				return nil, BadField("events", "must be an array: %v", r.err)
 			}
 			if count == 0 {
-				return nil, badField("events", "must hold at least one event")
+				return nil, BadField("events", "must hold at least one event")
 			}
 			if count > maxEvents {
 				return nil, &RequestError{Field: "events", Rule: fmt.Sprintf("at most %d events per append (got %d)", maxEvents, count), Code: 413}
 			}
 			if count > len(r.b)-r.off {
-				return nil, badField("events", "declares %d events in %d bytes", count, len(r.b)-r.off)
+				return nil, BadField("events", "declares %d events in %d bytes", count, len(r.b)-r.off)
 			}
 			events = make([]engine.Event, count)
 			for j := range events {
@@ -579,14 +612,14 @@ func DecodeAppendRequest(data []byte, maxEvents int) ([]engine.Event, error) {
 			r.skip()
 		}
 		if r.err != nil {
-			return nil, badField(key, "malformed value: %v", r.err)
+			return nil, BadField(key, "malformed value: %v", r.err)
 		}
 	}
 	if !hasV {
-		return nil, badField("v", "is required")
+		return nil, BadField("v", "is required")
 	}
 	if !hasEvents {
-		return nil, badField("events", "is required")
+		return nil, BadField("events", "is required")
 	}
 	return events, nil
 }
@@ -595,14 +628,14 @@ func decodeEvent(r *reader, i int, ev *engine.Event) error {
 	field := func(name string) string { return fmt.Sprintf("events[%d].%s", i, name) }
 	n := r.mapLen()
 	if r.err != nil {
-		return badField(fmt.Sprintf("events[%d]", i), "must be a map: %v", r.err)
+		return BadField(fmt.Sprintf("events[%d]", i), "must be a map: %v", r.err)
 	}
 	var entity, scope string
 	hasEntity, hasScope, hasKind := false, false, false
 	for j := 0; j < n; j++ {
 		key := r.str()
 		if r.err != nil {
-			return badField(fmt.Sprintf("events[%d]", i), "keys must be strings: %v", r.err)
+			return BadField(fmt.Sprintf("events[%d]", i), "keys must be strings: %v", r.err)
 		}
 		switch key {
 		case "entity":
@@ -612,7 +645,7 @@ func decodeEvent(r *reader, i int, ev *engine.Event) error {
 		case "kind":
 			k := r.uint()
 			if r.err == nil && k > 0xFFFF {
-				return badField(field("kind"), "must be a 16-bit kind (got %d)", k)
+				return BadField(field("kind"), "must be a 16-bit kind (got %d)", k)
 			}
 			ev.Kind, hasKind = engine.Kind(k), true
 		case "payload":
@@ -623,7 +656,7 @@ func decodeEvent(r *reader, i int, ev *engine.Event) error {
 			if !r.isNil() {
 				k := r.bin()
 				if r.err == nil && len(k) != 16 {
-					return badField(field("idempotency_key"), "must be 16 bytes (got %d)", len(k))
+					return BadField(field("idempotency_key"), "must be 16 bytes (got %d)", len(k))
 				}
 				copy(ev.Key[:], k)
 			}
@@ -631,16 +664,16 @@ func decodeEvent(r *reader, i int, ev *engine.Event) error {
 			r.skip()
 		}
 		if r.err != nil {
-			return badField(field(key), "malformed value: %v", r.err)
+			return BadField(field(key), "malformed value: %v", r.err)
 		}
 	}
 	switch {
 	case !hasEntity:
-		return badField(field("entity"), "is required")
+		return BadField(field("entity"), "is required")
 	case !hasScope:
-		return badField(field("scope"), "is required")
+		return BadField(field("scope"), "is required")
 	case !hasKind:
-		return badField(field("kind"), "is required")
+		return BadField(field("kind"), "is required")
 	}
 	c, err := engine.NewCoordinate(entity, scope)
 	if err != nil {
@@ -648,7 +681,7 @@ func decodeEvent(r *reader, i int, ev *engine.Event) error {
 		if errors.Is(err, engine.ErrEmptyScope) || errors.Is(err, engine.ErrScopeTooLong) || isScopeErr(err) {
 			name = "scope"
 		}
-		return badField(field(name), "%v", err)
+		return BadField(field(name), "%v", err)
 	}
 	ev.Coordinate = c
 	return nil
@@ -667,14 +700,14 @@ type AppendReply struct {
 // EncodeAppendReply encodes receipts.
 func EncodeAppendReply(receipts []engine.Receipt) []byte {
 	b := make([]byte, 0, 16+40*len(receipts))
-	b = appendMapLen(b, 2)
-	b = appendUint(appendStr(b, "v"), ProtocolVersion)
-	b = appendArrayLen(appendStr(b, "receipts"), len(receipts))
+	b = AppendMapLen(b, 2)
+	b = AppendUint(AppendStr(b, "v"), ProtocolVersion)
+	b = AppendArrayLen(AppendStr(b, "receipts"), len(receipts))
 	for _, rc := range receipts {
-		b = appendMapLen(b, 3)
-		b = appendUint(appendStr(b, "seq"), rc.Seq)
-		b = appendBin(appendStr(b, "id"), rc.ID[:])
-		b = appendBool(appendStr(b, "replayed"), rc.Replayed)
+		b = AppendMapLen(b, 3)
+		b = AppendUint(AppendStr(b, "seq"), rc.Seq)
+		b = AppendBin(AppendStr(b, "id"), rc.ID[:])
+		b = AppendBool(AppendStr(b, "replayed"), rc.Replayed)
 	}
 	return b
 }
@@ -682,7 +715,7 @@ func EncodeAppendReply(receipts []engine.Receipt) []byte {
 // DecodeAppendReply decodes an append reply.
 func DecodeAppendReply(data []byte) ([]engine.Receipt, error) {
 	var out []engine.Receipt
-	err := decodeReply(data, "append reply", func(r *reader, key string) {
+	err := DecodeReply(data, "append reply", func(r *reader, key string) {
 		if key != "receipts" {
 			r.skip()
 			return
@@ -716,6 +749,25 @@ func DecodeAppendReply(data []byte) ([]engine.Receipt, error) {
 }
 
 // Info describes a writer's journal.
+// EncodeInfoRequest encodes an info request ({v: 1}).
+func EncodeInfoRequest() []byte {
+	return AppendUint(AppendStr(AppendMapLen(nil, 1), "v"), ProtocolVersion)
+}
+
+// DecodeInfoRequest checks an info request: its body is optional; when
+// present it must be a map carrying a supported v (other keys ignored).
+func DecodeInfoRequest(data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	err := DecodeReply(data, "info request", func(rd *reader, _ string) { rd.skip() })
+	var re *RequestError
+	if err != nil && !errors.As(err, &re) {
+		return BadField("v", "is required (body must be a map with v, or empty)")
+	}
+	return err
+}
+
 type Info struct {
 	Journal         string
 	JournalID       engine.ID128
@@ -730,22 +782,22 @@ type Info struct {
 // EncodeInfo encodes an info reply.
 func EncodeInfo(in Info) []byte {
 	b := make([]byte, 0, 256)
-	b = appendMapLen(b, 9)
-	b = appendUint(appendStr(b, "v"), ProtocolVersion)
-	b = appendStr(appendStr(b, "journal"), in.Journal)
-	b = appendStr(appendStr(b, "journal_id"), in.JournalID.String())
-	b = appendStr(appendStr(b, "incarnation"), in.Incarnation.String())
-	b = appendUint(appendStr(b, "epoch"), in.Epoch)
-	b = appendUint(appendStr(b, "visible"), in.Visible)
-	b = appendUint(appendStr(b, "events"), in.Events)
-	b = appendRanges(appendStr(b, "cancelled_ranges"), in.CancelledRanges)
-	return appendInt(appendStr(b, "started_ms"), in.StartedMs)
+	b = AppendMapLen(b, 9)
+	b = AppendUint(AppendStr(b, "v"), ProtocolVersion)
+	b = AppendStr(AppendStr(b, "journal"), in.Journal)
+	b = AppendStr(AppendStr(b, "journal_id"), in.JournalID.String())
+	b = AppendStr(AppendStr(b, "incarnation"), in.Incarnation.String())
+	b = AppendUint(AppendStr(b, "epoch"), in.Epoch)
+	b = AppendUint(AppendStr(b, "visible"), in.Visible)
+	b = AppendUint(AppendStr(b, "events"), in.Events)
+	b = appendRanges(AppendStr(b, "cancelled_ranges"), in.CancelledRanges)
+	return AppendInt(AppendStr(b, "started_ms"), in.StartedMs)
 }
 
 // DecodeInfo decodes an info reply.
 func DecodeInfo(data []byte) (Info, error) {
 	var in Info
-	err := decodeReply(data, "info reply", func(r *reader, key string) {
+	err := DecodeReply(data, "info reply", func(r *reader, key string) {
 		switch key {
 		case "journal":
 			in.Journal = r.str()
@@ -781,18 +833,18 @@ type EpochMessage struct {
 // EncodeEpoch encodes an epoch message.
 func EncodeEpoch(m EpochMessage) []byte {
 	b := make([]byte, 0, 112)
-	b = appendMapLen(b, 5)
-	b = appendUint(appendStr(b, "v"), ProtocolVersion)
-	b = appendStr(appendStr(b, "journal_id"), m.JournalID.String())
-	b = appendStr(appendStr(b, "incarnation"), m.Incarnation.String())
-	b = appendUint(appendStr(b, "epoch"), m.Epoch)
-	return appendUint(appendStr(b, "visible"), m.Visible)
+	b = AppendMapLen(b, 5)
+	b = AppendUint(AppendStr(b, "v"), ProtocolVersion)
+	b = AppendStr(AppendStr(b, "journal_id"), m.JournalID.String())
+	b = AppendStr(AppendStr(b, "incarnation"), m.Incarnation.String())
+	b = AppendUint(AppendStr(b, "epoch"), m.Epoch)
+	return AppendUint(AppendStr(b, "visible"), m.Visible)
 }
 
 // DecodeEpoch decodes an epoch message.
 func DecodeEpoch(data []byte) (EpochMessage, error) {
 	var m EpochMessage
-	err := decodeReply(data, "epoch message", func(r *reader, key string) {
+	err := DecodeReply(data, "epoch message", func(r *reader, key string) {
 		switch key {
 		case "journal_id":
 			m.JournalID = decodeID(r, key)
