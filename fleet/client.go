@@ -68,7 +68,13 @@ type Client struct {
 	journal engine.ID128              // the journal id replies carry; epochs of others are ignored
 	hasJID  bool
 
-	pre *prefetcher
+	// Background pulls (pull-ahead of the streams) run under bgCtx and
+	// are counted in bg; Close cancels and waits for them.
+	bgMu     sync.Mutex
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bgClosed bool
+	bg       sync.WaitGroup
 }
 
 var _ delivery.Source = (*Client)(nil)
@@ -85,8 +91,8 @@ func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
 		log:     cfg.Logger.Named("client").With("journal", cfg.Journal),
 		retired: make(map[engine.ID128]struct{}),
 		wake:    make(chan struct{}),
-		pre:     newPrefetcher(),
 	}
+	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	sub, err := nc.Subscribe(c.subj.Epoch, c.onEpoch)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: subscribe %s: %w", c.subj.Epoch, err)
@@ -104,7 +110,11 @@ func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
 // Close unsubscribes from epoch messages. Parked callers return at their
 // timeout or context.
 func (c *Client) Close() error {
-	c.pre.close()
+	c.bgMu.Lock()
+	c.bgClosed = true
+	c.bgMu.Unlock()
+	c.bgCancel()
+	c.bg.Wait()
 	err := c.sub.Unsubscribe()
 	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
 		return nil
@@ -232,30 +242,26 @@ func (c *Client) request(ctx context.Context, subject string, body []byte) ([]by
 
 // Poll is the pull primitive over NATS (SPEC §6.2). The reply may hold
 // fewer than max entries to fit the max payload, but at least one if any
-// match.
+// match. Poll never pulls ahead; a Cursor polls through a Stream, which
+// does.
 func (c *Client) Poll(ctx context.Context, region engine.Region, position uint64, started bool, max int) (engine.PollResult, error) {
 	if max <= 0 {
 		return engine.PollResult{Snapshot: c.Latest()}, nil
 	}
-	max = min(max, wire.MaxPullEntries)
-	key := prefetchKey{region: region.Identity(), position: position, started: started, max: max}
-	res, err, ok := c.pre.take(ctx, key)
-	if !ok || err != nil {
-		res, err = c.pull(ctx, region, position, started, max)
+	return c.pull(ctx, region, position, started, min(max, wire.MaxPullEntries))
+}
+
+// background returns a context for one background pull, registered with
+// the client's wait group, or ok=false once the client is closing.
+func (c *Client) background() (ctx context.Context, cancel context.CancelFunc, ok bool) {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.bgClosed {
+		return nil, nil, false
 	}
-	if err != nil {
-		return engine.PollResult{}, err
-	}
-	// Pull ahead when the region has more than it gave: the next call will
-	// most likely ask for exactly what follows.
-	if n := len(res.Entries); n > 0 && n >= max/2 {
-		next := key
-		next.position, next.started = res.Entries[n-1].Seq, true
-		c.pre.start(next, func(ctx context.Context) (engine.PollResult, error) {
-			return c.pull(ctx, region, next.position, true, max)
-		})
-	}
-	return res, nil
+	c.bg.Add(1)
+	ctx, cancel = context.WithCancel(c.bgCtx)
+	return ctx, cancel, true
 }
 
 // pull sends one pull request.

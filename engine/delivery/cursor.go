@@ -38,6 +38,7 @@ type Cursor struct {
 	gaps     []GapObservation // ring contents, oldest first
 	gapCap   int
 	bound    *binding // the checkpoint LoadCheckpoint bound it to; nil: in-memory
+	stream   Stream   // opened on first poll when src is a Streamer
 }
 
 // binding is a cursor's durable checkpoint: where it saves, and the
@@ -112,7 +113,7 @@ func (c *Cursor) pollBatch(ctx context.Context, max int) ([]engine.Entry, []GapO
 	if max <= 0 {
 		return nil, nil, c.src.Latest(), nil
 	}
-	res, err := c.src.Poll(ctx, c.region, c.position, c.started, max)
+	res, err := c.poll(ctx, max)
 	if err != nil {
 		return nil, nil, engine.Snapshot{}, err
 	}
@@ -123,6 +124,29 @@ func (c *Cursor) pollBatch(ctx context.Context, max int) ([]engine.Entry, []GapO
 	c.recordGaps(gaps)
 	c.position, c.started = res.Entries[len(res.Entries)-1].Seq, true
 	return res.Entries, gaps, res.Snapshot, nil
+}
+
+// poll asks the source for up to max entries after the cursor's position,
+// through the cursor's own stream when the source keeps per-consumer state.
+func (c *Cursor) poll(ctx context.Context, max int) (engine.PollResult, error) {
+	if c.stream == nil {
+		st, ok := c.src.(Streamer)
+		if !ok {
+			return c.src.Poll(ctx, c.region, c.position, c.started, max)
+		}
+		c.stream = st.Stream(c.region)
+	}
+	return c.stream.Poll(ctx, c.position, c.started, max)
+}
+
+// Close releases what the cursor holds at its source (a remote client's
+// pull ahead for it). The cursor can still poll afterwards; a worker
+// closes its cursor when it exits.
+func (c *Cursor) Close() {
+	if c.stream != nil {
+		c.stream.Close()
+		c.stream = nil
+	}
 }
 
 func (c *Cursor) recordGaps(gaps []GapObservation) {

@@ -25,3 +25,19 @@ type Source interface {
 	// Info returns the journal id, the incarnation and the visible bound.
 	Info(ctx context.Context) (engine.SourceInfo, error)
 }
+
+// Streamer is implemented by sources that keep state for each consumer (a
+// fleet client pulls ahead for each cursor). A Cursor on a Streamer opens
+// one Stream for its region and polls through it, so that state is the
+// cursor's own; other sources are polled directly.
+type Streamer interface {
+	Stream(region engine.Region) Stream
+}
+
+// Stream is one consumer's polls of one region on a Streamer: Poll is
+// Source.Poll for that region. Close releases what the stream holds (a
+// pull in flight); a Stream is used by one goroutine at a time.
+type Stream interface {
+	Poll(ctx context.Context, position uint64, started bool, max int) (engine.PollResult, error)
+	Close()
+}

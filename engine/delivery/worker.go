@@ -188,6 +188,7 @@ func (w *Worker) loop() {
 	}
 	journalID := start.JournalID
 	cur := &Cursor{src: w.src, region: w.region}
+	defer cur.Close()
 	cur.Restore(start.Position, start.Started)
 	committed := position{start.Position, start.Started}
 	w.setCommitted(committed)
