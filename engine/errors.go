@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors.
@@ -173,3 +174,17 @@ func (e *RangeError) Error() string {
 }
 
 func (e *RangeError) Unwrap() error { return ErrRangeMalformed }
+
+// RegionError reports the rule a region breaks and the field it concerns
+// ("entity", "scope", "category", "clock"). It matches ErrInvalidRegion
+// and Rule.
+type RegionError struct {
+	Field string
+	Rule  error
+}
+
+func (e *RegionError) Error() string {
+	return fmt.Sprintf("%v: %s: %s", ErrInvalidRegion, e.Field, strings.TrimPrefix(e.Rule.Error(), "engine: "))
+}
+
+func (e *RegionError) Unwrap() []error { return []error{ErrInvalidRegion, e.Rule} }

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"fmt"
 	"strconv"
 )
 
@@ -105,38 +104,39 @@ func (r Region) Clock() (ClockRange, bool) { return r.clock, r.hasClock }
 // the typed error (*LengthError, *ComponentError, *CategoryError,
 // *ClockRangeError) where there is one.
 func (r Region) Validate() error {
-	if err := r.validate(); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidRegion, err)
+	if field, err := r.validate(); err != nil {
+		return &RegionError{Field: field, Rule: err}
 	}
 	return nil
 }
 
-func (r Region) validate() error {
+// validate returns the first broken rule and the field it concerns.
+func (r Region) validate() (field string, err error) {
 	if r.hasEntity {
 		if err := validateSized("entity prefix", r.entity, ErrEmptyEntity, ErrEntityTooLong); err != nil {
-			return err
+			return "entity", err
 		}
 		if r.entity == identityAbsent {
-			return ErrEntityPrefixStar
+			return "entity", ErrEntityPrefixStar
 		}
 	}
 	if r.hasScope {
 		if err := ValidateScope(r.scope); err != nil {
-			return err
+			return "scope", err
 		}
 		if r.scope == identityAbsent {
-			return ErrScopeStar
+			return "scope", ErrScopeStar
 		}
 	}
 	if err := r.kind.validate(); err != nil {
-		return err
+		return "category", err
 	}
 	if r.hasClock {
 		if err := r.clock.validate(); err != nil {
-			return err
+			return "clock", err
 		}
 	}
-	return nil
+	return "", nil
 }
 
 // Matches reports whether an entry at entity@scope with the given kind and

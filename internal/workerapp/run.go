@@ -54,9 +54,9 @@ func (e *NATSError) Unwrap() error { return e.Err }
 // is cancelled (then the batch in hand is finished and committed).
 func Run(ctx context.Context, cfg RunConfig) error {
 	log := cfg.Log
-	region, err := ParseRegion(cfg.Region)
+	region, err := engine.ParseRegion(cfg.Region)
 	if err != nil {
-		return cli.Usagef("%v", err)
+		return cli.Usagef("--region: %v", err)
 	}
 	policy, err := ParseRestart(cfg.Restart)
 	if err != nil {
