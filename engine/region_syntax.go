@@ -28,7 +28,7 @@ func ParseRegion(spec string) (Region, error) {
 		return r, nil
 	}
 	bad := func(format string, args ...any) (Region, error) {
-		return RegionAll(), fmt.Errorf("%w: %s", ErrInvalidRegion, fmt.Sprintf(format, args...))
+		return RegionAll(), &regionSyntaxError{msg: fmt.Sprintf(format, args...)}
 	}
 	seen := map[string]bool{}
 	for _, part := range strings.Split(spec, ",") {
@@ -108,3 +108,12 @@ func (r Region) Spec() string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// regionSyntaxError is a spec ParseRegion cannot read. It matches
+// ErrInvalidRegion; its text is just what is wrong, for a caller that
+// names the flag or field itself.
+type regionSyntaxError struct{ msg string }
+
+func (e *regionSyntaxError) Error() string { return e.msg }
+
+func (e *regionSyntaxError) Unwrap() error { return ErrInvalidRegion }

@@ -47,10 +47,14 @@ func Load(ctx context.Context, store Store, id string, region engine.Region, sou
 	if err := ValidateID(id); err != nil {
 		return Resume{}, err
 	}
-	var r Resume
 	rec, rev, err := store.Load(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
+		info, err := source(ctx)
+		if err != nil {
+			return Resume{}, err
+		}
+		return Resume{JournalID: info.JournalID.String()}, nil
 	case errors.Is(err, ErrCorrupt):
 		return Resume{}, err
 	case err != nil:
@@ -58,22 +62,29 @@ func Load(ctx context.Context, store Store, id string, region engine.Region, sou
 			err = fmt.Errorf("%w: %w", ErrIO, err)
 		}
 		return Resume{}, err
-	default:
-		want := region.Identity()
-		if rec.RegionIdentity == nil || *rec.RegionIdentity != want {
-			return Resume{}, &RegionMismatchError{Location: store.Location(id), Stored: rec.RegionIdentity, Expected: want}
-		}
-		r = Resume{Position: rec.Position, Started: rec.Started, Revision: rev, Record: &rec, JournalID: rec.JournalID}
+	}
+	return Check(ctx, rec, rev, store.Location(id), region, source)
+}
+
+// Check applies the load rules that judge a record already read (SPEC
+// §8.5 rules 4-7; Load reads it and applies rules 1-3 first): the region
+// (then, only if it matches, source is called), the journal and the
+// visible bound. location names the record in errors. A caller that lists
+// records itself (the status command) calls it with each record's own
+// region.
+func Check(ctx context.Context, rec Record, rev Revision, location string, region engine.Region, source func(context.Context) (engine.SourceInfo, error)) (Resume, error) {
+	want := region.Identity()
+	if rec.RegionIdentity == nil || *rec.RegionIdentity != want {
+		return Resume{}, &RegionMismatchError{Location: location, Stored: rec.RegionIdentity, Expected: want}
 	}
 	info, err := source(ctx)
 	if err != nil {
 		return Resume{}, err
 	}
-	if err := CheckSource(r.JournalID, r.Position, r.Started, info); err != nil {
+	if err := CheckSource(rec.JournalID, rec.Position, rec.Started, info); err != nil {
 		return Resume{}, err
 	}
-	r.JournalID = info.JournalID.String()
-	return r, nil
+	return Resume{Position: rec.Position, Started: rec.Started, Revision: rev, Record: &rec, JournalID: info.JournalID.String()}, nil
 }
 
 // CheckSource applies the source rules of SPEC §8.5 (5 and 6) to a

@@ -262,25 +262,31 @@ func Status(ctx context.Context, cfg StatusConfig) ([]CheckpointStatus, error) {
 		if rec.RegionIdentity != nil {
 			row.Region = *rec.RegionIdentity
 		}
-		switch {
-		case rec.JournalID != "" && rec.JournalID != info.JournalID.String():
-			row.Problem = "bound to another journal " + rec.JournalID
-		case rec.RegionIdentity == nil:
-			row.Problem = "no region identity"
-		default:
-			region, err := engine.ParseRegionIdentity(*rec.RegionIdentity)
-			if err != nil {
+		// The load rules a worker would apply (SPEC §8.5), judged against
+		// the record's own region: what is left to report is a record
+		// with no region, of another journal, or ahead of the journal.
+		region := engine.RegionAll()
+		if rec.RegionIdentity != nil {
+			if region, err = engine.ParseRegionIdentity(*rec.RegionIdentity); err != nil {
 				row.Problem = err.Error()
-				break
+				rows = append(rows, row)
+				continue
 			}
+		}
+		sourceInfo := func(context.Context) (engine.SourceInfo, error) {
+			return engine.SourceInfo{JournalID: info.JournalID, Incarnation: info.Incarnation, Visible: info.Visible}, nil
+		}
+		if _, err := checkpoint.Check(ctx, rec, l.Revision, store.Location(l.ID), region, sourceInfo); err != nil {
+			row.Problem = statusProblem(err)
+		} else {
 			n, capped, oldest, err := countLag(ctx, client, region, rec.Position, rec.Started)
 			if err != nil {
 				row.Problem = "lag: " + err.Error()
-				break
-			}
-			row.LagEvents, row.LagCapped = n, capped
-			if n > 0 {
-				row.LagSeconds = max(0, now.Sub(time.UnixMilli(oldest)).Seconds())
+			} else {
+				row.LagEvents, row.LagCapped = n, capped
+				if n > 0 {
+					row.LagSeconds = max(0, now.Sub(time.UnixMilli(oldest)).Seconds())
+				}
 			}
 		}
 		rows = append(rows, row)
@@ -295,6 +301,22 @@ func Status(ctx context.Context, cfg StatusConfig) ([]CheckpointStatus, error) {
 		return rows, enc.Encode(rows)
 	}
 	return rows, printTable(cfg.Out, rows)
+}
+
+// statusProblem says in a few words why a worker would refuse a record.
+func statusProblem(err error) string {
+	var jm *checkpoint.JournalMismatchError
+	var ahead *checkpoint.AheadError
+	var rm *checkpoint.RegionMismatchError
+	switch {
+	case errors.As(err, &jm):
+		return "bound to another journal " + jm.Stored
+	case errors.As(err, &ahead):
+		return fmt.Sprintf("ahead of the journal (visible bound %d)", ahead.Visible)
+	case errors.As(err, &rm) && rm.Stored == nil:
+		return "no region identity"
+	}
+	return err.Error()
 }
 
 // countLag counts matching events after a position, up to lagCap, and
