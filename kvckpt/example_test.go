@@ -13,7 +13,6 @@ import (
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/checkpoint"
-	"github.com/batfleet/batfleet/internal/natstest"
 	"github.com/batfleet/batfleet/kvckpt"
 )
 
@@ -27,9 +26,9 @@ func ExampleStore_Key() {
 		panic(err)
 	}
 	defer os.RemoveAll(dir)
-	opts := natstest.Options(dir)
-	opts.DontListen = true
-	ns, err := server.NewServer(opts)
+	ns, err := server.NewServer(&server.Options{
+		JetStream: true, StoreDir: dir, DontListen: true, NoLog: true, NoSigs: true,
+	})
 	if err != nil {
 		panic(err)
 	}

@@ -1,0 +1,122 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/delivery"
+	"github.com/batfleet/batfleet/kvckpt"
+)
+
+// DefaultIdleTimeout is the idle timeout of fleet workers (RunWorker and
+// the worker binary): 1 s, where delivery.DefaultWorkerConfig has 10 ms.
+// A remote worker is woken by the writer's epoch message within
+// milliseconds of a matching append; its idle timeout is only the safety
+// net for a lost message, and each expiry costs a pull over the network.
+// A local worker's park is woken in-process, so its short default costs
+// nothing.
+const DefaultIdleTimeout = time.Second
+
+// WorkerOptions configure RunWorker. Zero values mean the defaults.
+type WorkerOptions struct {
+	// Journal is the journal to consume (default "main").
+	Journal string
+	// Region selects the events, in the syntax of engine.ParseRegion
+	// ("entity=order,scope=shop"); "" is every event.
+	Region string
+	// Checkpoint is the durable checkpoint id; "" runs an in-memory
+	// worker, which starts from the beginning each time.
+	Checkpoint string
+	// Handler handles each batch (required).
+	Handler delivery.Handler
+	// Bucket and Replicas select the checkpoint bucket (kvckpt.Config;
+	// default batfleet_checkpoints, 1 replica).
+	Bucket   string
+	Replicas int
+	// BatchSize (default 64), IdleTimeout (default DefaultIdleTimeout),
+	// Restart (default delivery.RestartOnce) and WorkerID (default
+	// delivery.DefaultWorkerID()) are the worker's (delivery.WorkerConfig).
+	BatchSize   int
+	IdleTimeout time.Duration
+	Restart     delivery.RestartPolicy
+	WorkerID    string
+	// Logger receives the logs of the client and the worker; nil means none.
+	Logger hclog.Logger
+}
+
+// RunWorker runs a fleet worker on nc until ctx ends or the worker stops
+// by itself: it parses the region, opens a Client and, for a durable
+// worker, the checkpoint bucket, and starts a delivery worker with them
+// (the same loop, actions and restart rules as a local worker). It returns
+// nil when ctx ended it (after the batch in hand was handled and
+// committed) or the handler returned Stop, and otherwise the worker's
+// error (delivery.Worker.Join). Bad options are reported before anything
+// starts, naming the field.
+func RunWorker(ctx context.Context, nc *nats.Conn, opts WorkerOptions) error {
+	if opts.Journal == "" {
+		opts.Journal = "main"
+	}
+	if err := engine.ValidateJournalName(opts.Journal); err != nil {
+		return fmt.Errorf("fleet: WorkerOptions.Journal: %w", err)
+	}
+	region, err := engine.ParseRegion(opts.Region)
+	if err != nil {
+		return fmt.Errorf("fleet: WorkerOptions.Region: %w", err)
+	}
+	if opts.Checkpoint != "" {
+		if err := checkpoint.ValidateID(opts.Checkpoint); err != nil {
+			return fmt.Errorf("fleet: WorkerOptions.Checkpoint: %w", err)
+		}
+	}
+	if opts.Handler == nil {
+		return &engine.ConfigError{Field: "WorkerOptions.Handler", Rule: "is required"}
+	}
+	cfg := delivery.DefaultWorkerConfig()
+	cfg.IdleTimeout = DefaultIdleTimeout
+	if opts.BatchSize != 0 {
+		cfg.BatchSize = opts.BatchSize
+	}
+	if opts.IdleTimeout != 0 {
+		cfg.IdleTimeout = opts.IdleTimeout
+	}
+	if opts.Restart != nil {
+		cfg.Restart = opts.Restart
+	}
+	cfg.WorkerID, cfg.Logger = opts.WorkerID, opts.Logger
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	client, err := NewClient(nc, ClientConfig{Journal: opts.Journal, Logger: opts.Logger})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if opts.Checkpoint != "" {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("fleet: jetstream: %w", err)
+		}
+		store, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: opts.Journal, Bucket: opts.Bucket, Replicas: opts.Replicas})
+		if err != nil {
+			return fmt.Errorf("fleet: checkpoint bucket: %w", err)
+		}
+		cfg.CheckpointID, cfg.Checkpoints = opts.Checkpoint, store
+	}
+	w, err := delivery.StartWorker(ctx, client, region, cfg, opts.Handler)
+	if err != nil {
+		return err
+	}
+	err = w.Join() // cancelling ctx stops the worker
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
