@@ -75,7 +75,7 @@ var (
 )
 
 // LengthError reports a string over its byte limit. It matches Limit
-// (ErrEntityTooLong, ErrScopeTooLong or ErrCheckpointIDTooLong).
+// (ErrEntityTooLong, ErrScopeTooLong or ErrIDTooLong).
 type LengthError struct {
 	Limit error // the sentinel this error matches
 	Len   int   // length in bytes

@@ -19,8 +19,9 @@ var (
 	// ErrNotFound: the checkpoint store holds no record for the id.
 	ErrNotFound = errors.New("checkpoint: checkpoint not found")
 
-	// ErrIO: the checkpoint store could not be read or written;
-	// the stored record is intact.
+	// ErrIO: the checkpoint store could not be read or written. After a
+	// failed save the outcome may be unknown: the previous record is
+	// stored, or the new one is (see Store.Save).
 	ErrIO = errors.New("checkpoint: checkpoint store I/O error")
 
 	// ErrConflict: a compare-and-swap save lost: the record exists

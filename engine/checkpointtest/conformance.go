@@ -380,7 +380,7 @@ func ckptIOFaultOnAbsent(t *testing.T, tg Target) {
 }
 
 // ckptCancelledContext: a call whose context is already cancelled either
-// completes normally or fails with ErrCheckpointIO, leaving the record as it
+// completes normally or fails with ErrIO, leaving the record as it
 // was; it is never reported as a conflict, corruption or absence.
 func ckptCancelledContext(t *testing.T, tg Target) {
 	rec := ckptRecord(1, "w")

@@ -27,7 +27,7 @@ var (
 
 // CheckpointWriteError reports a failed or conflicting checkpoint save by
 // a worker. It matches ErrCheckpointWriteFailed and its Cause (so a
-// conflict also matches ErrCheckpointConflict).
+// conflict also matches ErrConflict).
 type CheckpointWriteError struct {
 	ID    string
 	Cause error

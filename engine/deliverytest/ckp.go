@@ -124,7 +124,7 @@ func scenarioCKP04(t *testing.T, newEnv NewEnv) { corruptStart(t, newEnv, "ckp-0
 func scenarioCKP05(t *testing.T, newEnv NewEnv) { corruptStart(t, newEnv, "ckp-05", true) }
 
 // CKP-07: a record of entity:cursor-a read by a worker for entity:cursor-b
-// ⇒ ErrCheckpointRegionMismatch naming both identities.
+// ⇒ ErrRegionMismatch naming both identities.
 func scenarioCKP07(t *testing.T, newEnv NewEnv) {
 	env := newEnv(t)
 	const id = "ckp-07"
@@ -354,7 +354,7 @@ func scenarioCKP13(t *testing.T, newEnv NewEnv) {
 }
 
 // CKP-14: a record of another journal fails the start with
-// ErrCheckpointJournalMismatch before the handler runs; a record without a
+// ErrJournalMismatch before the handler runs; a record without a
 // journal id loads and the next save adds it.
 func scenarioCKP14(t *testing.T, newEnv NewEnv) {
 	env := newEnv(t)
@@ -402,7 +402,7 @@ func scenarioCKP14(t *testing.T, newEnv NewEnv) {
 	})
 }
 
-// CKP-15: (1000, true) with visible bound 10 ⇒ ErrCheckpointAhead{1000,
+// CKP-15: (1000, true) with visible bound 10 ⇒ ErrAhead{1000,
 // 10}; (visible-1, true) resumes; (1000, false) starts from the beginning.
 func scenarioCKP15(t *testing.T, newEnv NewEnv) {
 	env := newEnv(t)

@@ -412,7 +412,7 @@ func scenarioWRK14(t *testing.T, newEnv NewEnv) {
 }
 
 // WRK-15: batch 0, idle 0 or -1 ms ⇒ ErrInvalidConfig; a bad id ⇒
-// ErrInvalidCheckpointID; a bad region ⇒ ErrInvalidRegion; all from
+// ErrInvalidID; a bad region ⇒ ErrInvalidRegion; all from
 // StartWorker, with nothing started.
 func scenarioWRK15(t *testing.T, newEnv NewEnv) {
 	env := newEnv(t)

@@ -7,10 +7,6 @@ import (
 	"github.com/batfleet/batfleet/engine"
 )
 
-// Wire protocol v1 (DESIGN.md "Wire protocol v1"). Every body is a
-// MessagePack map with snake_case keys and "v": 1; decoders ignore unknown
-// keys and reject a missing v or an unknown major version.
-
 // ProtocolVersion is the protocol's major version.
 const ProtocolVersion = 1
 
