@@ -3,7 +3,6 @@ package fleet
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -327,16 +326,11 @@ func (c *Client) Append(ctx context.Context, events []engine.Event) ([]engine.Re
 		copy(keyed, events)
 		keys := make([]byte, 16*len(keyed))
 		_, _ = rand.Read(keys) // crypto/rand.Read never fails on Linux
-		ms := uint64(time.Now().UnixMilli())
+		ms := time.Now().UnixMilli()
 		for i := range keyed {
-			k := keys[16*i : 16*i+16]
-			// UUIDv7 layout, so the ids the events get (a keyed event's id
-			// is its key) are UUIDv7 like those of local appends.
-			binary.BigEndian.PutUint16(k[4:], uint16(ms))
-			binary.BigEndian.PutUint32(k[0:], uint32(ms>>16))
-			k[6] = 0x70 | k[6]&0x0f
-			k[8] = 0x80 | k[8]&0x3f
-			copy(keyed[i].Key[:], k)
+			// UUIDv7, so the ids the events get (a keyed event's id is its
+			// key) are UUIDv7 like those of local appends.
+			keyed[i].Key = engine.IdempotencyKey(engine.UUIDv7(ms, [16]byte(keys[16*i:16*i+16])))
 		}
 		events = keyed
 	}

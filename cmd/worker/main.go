@@ -82,7 +82,7 @@ func run(args []string) int {
 }
 
 func exitCode(err error) int {
-	var natsErr *workerapp.NATSError
+	var natsErr *cli.NATSError
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
 		return cli.ExitOK

@@ -85,7 +85,7 @@ func run(args []string) int {
 }
 
 func exitCode(prog string, err error) int {
-	var natsErr *writerapp.NATSError
+	var natsErr *cli.NATSError
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
 		return cli.ExitOK

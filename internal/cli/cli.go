@@ -276,3 +276,9 @@ func SignalContext(parent context.Context, log hclog.Logger) (ctx context.Contex
 		cancel()
 	}
 }
+
+// NATSError reports a failure to reach NATS (exit code ExitNoNATS).
+type NATSError struct{ Err error }
+
+func (e *NATSError) Error() string { return e.Err.Error() }
+func (e *NATSError) Unwrap() error { return e.Err }

@@ -44,12 +44,6 @@ type RunConfig struct {
 	Log         hclog.Logger
 }
 
-// NATSError reports a failure to reach NATS (exit code 3).
-type NATSError struct{ Err error }
-
-func (e *NATSError) Error() string { return e.Err.Error() }
-func (e *NATSError) Unwrap() error { return e.Err }
-
 // Run runs a remote worker until its handler stops it, it fails, or ctx
 // is cancelled (then the batch in hand is finished and committed).
 func Run(ctx context.Context, cfg RunConfig) error {
@@ -84,7 +78,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 
 	nc, err := cfg.NATS.Connect(cfg.NATS.URL, "batfleet-worker", log)
 	if err != nil {
-		return &NATSError{Err: err}
+		return &cli.NATSError{Err: err}
 	}
 	defer nc.Close()
 	client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: cfg.Journal, Logger: log})
@@ -223,7 +217,7 @@ const lagCap = 1_000_000
 func Status(ctx context.Context, cfg StatusConfig) ([]CheckpointStatus, error) {
 	nc, err := cfg.NATS.Connect(cfg.NATS.URL, "batfleet-worker-status", cfg.Log)
 	if err != nil {
-		return nil, &NATSError{Err: err}
+		return nil, &cli.NATSError{Err: err}
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

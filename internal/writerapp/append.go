@@ -133,7 +133,7 @@ func Append(ctx context.Context, cfg AppendConfig) (Summary, error) {
 	}
 	nc, err := cfg.NATS.Connect(cfg.NATS.URL, "batfleet-writer-append", log)
 	if err != nil {
-		return Summary{}, &NATSError{Err: err}
+		return Summary{}, &cli.NATSError{Err: err}
 	}
 	defer nc.Close()
 	client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: cfg.Journal, Logger: log})

@@ -60,7 +60,7 @@ func Serve(ctx context.Context, cfg ServeConfig) (err error) {
 	}
 	nc, err := cfg.NATS.Connect(url, "batfleet-writer", log, extra...)
 	if err != nil {
-		return &NATSError{Err: err}
+		return &cli.NATSError{Err: err}
 	}
 	defer nc.Close()
 
@@ -112,12 +112,6 @@ func Serve(ctx context.Context, cfg ServeConfig) (err error) {
 	return nil
 }
 
-// NATSError reports a failure to reach NATS (exit code 3).
-type NATSError struct{ Err error }
-
-func (e *NATSError) Error() string { return e.Err.Error() }
-func (e *NATSError) Unwrap() error { return e.Err }
-
 func registerWriterMetrics(reg *cli.Registry, w *fleet.Writer, store *journal.Store) {
 	c := func(name, help string, f func(fleet.WriterStats) uint64) {
 		reg.Counter(name, help, func() float64 { return float64(f(w.Stats())) })
@@ -162,7 +156,7 @@ func startEmbedded(listen, dir string, log hclog.Logger) (*server.Server, error)
 		// only report it after its 10 s readiness wait).
 		ln, err := net.Listen("tcp", listen)
 		if err != nil {
-			return nil, &NATSError{Err: fmt.Errorf("embedded nats-server cannot listen on %s: %w (choose another address with --listen)", listen, err)}
+			return nil, &cli.NATSError{Err: fmt.Errorf("embedded nats-server cannot listen on %s: %w (choose another address with --listen)", listen, err)}
 		}
 		_ = ln.Close()
 	}
@@ -182,11 +176,11 @@ func startEmbedded(listen, dir string, log hclog.Logger) (*server.Server, error)
 	go ns.Start() // Start blocks only until the accept loops run; errors surface below
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
-		return nil, &NATSError{Err: fmt.Errorf("embedded nats-server did not start listening on %s (is the port in use? choose another with --listen)", listen)}
+		return nil, &cli.NATSError{Err: fmt.Errorf("embedded nats-server did not start listening on %s (is the port in use? choose another with --listen)", listen)}
 	}
 	if !ns.JetStreamEnabled() {
 		ns.Shutdown()
-		return nil, &NATSError{Err: fmt.Errorf("embedded nats-server: JetStream did not start (store dir %s)", dir)}
+		return nil, &cli.NATSError{Err: fmt.Errorf("embedded nats-server: JetStream did not start (store dir %s)", dir)}
 	}
 	log.Info("embedded nats-server started", "url", ns.ClientURL(), "store-dir", dir)
 	return ns, nil
