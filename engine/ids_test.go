@@ -27,8 +27,8 @@ func TestUUIDv7Layout(t *testing.T) {
 	if z := UUIDv7(ms, zero); z[6] != 0x70 || z[8] != 0x80 {
 		t.Fatalf("zero randomness: % x", z)
 	}
-	if NewID128() == NewID128() {
-		t.Fatal("two random ids are equal")
+	if a, b := NewID128(), NewID128(); a == b {
+		t.Fatalf("two random ids are equal: %s", a)
 	}
 }
 

@@ -76,16 +76,6 @@ func curCovered(rs []engine.Range, r engine.Range) bool {
 	return false
 }
 
-// curInRanges reports whether seq lies in one of rs.
-func curInRanges(rs []engine.Range, seq uint64) bool {
-	for _, r := range rs {
-		if r.Contains(seq) {
-			return true
-		}
-	}
-	return false
-}
-
 // curPollBatch is PollBatch that fails the test on an error.
 func curPollBatch(t testing.TB, c *Cursor, max int) []engine.Entry {
 	t.Helper()
