@@ -803,7 +803,7 @@ func TestPullRegionStarIsBadRequest(t *testing.T) {
 	if !errors.As(err, &re) || re.Field != "region" || re.Code != 400 {
 		t.Fatalf("got %v, want a 400 naming region", err)
 	}
-	if !strings.Contains(re.Rule, engine.ErrEntityPrefixStar.Error()) {
+	if !strings.Contains(re.Rule, strings.TrimPrefix(engine.ErrEntityPrefixStar.Error(), "engine: ")) {
 		t.Errorf("rule %q does not carry %q", re.Rule, engine.ErrEntityPrefixStar)
 	}
 	for _, r := range []engine.Region{engine.RegionEntity(""), engine.RegionEntity("a|scope=x"), engine.RegionScope("a/b"), engine.RegionScope("*")} {
