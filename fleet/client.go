@@ -63,8 +63,11 @@ type Client struct {
 	known   bool                      // latest holds a real snapshot
 	retired map[engine.ID128]struct{} // incarnations superseded by a newer one
 	wake    chan struct{}             // closed and replaced when latest moves
-	dropped bool                      // test hook: ignore epoch messages
-	journal engine.ID128              // the journal id replies carry; epochs of others are ignored
+	// retire is closed when a newer incarnation than latest's is seen:
+	// pulls held by the writer that is gone are abandoned then.
+	retire  chan struct{}
+	dropped bool         // test hook: ignore epoch messages
+	journal engine.ID128 // the journal id replies carry; epochs of others are ignored
 	hasJID  bool
 
 	// Background pulls (pull-ahead of the streams) run under bgCtx and
@@ -90,6 +93,7 @@ func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
 		log:     cfg.Logger.Named("client").With("journal", cfg.Journal),
 		retired: make(map[engine.ID128]struct{}),
 		wake:    make(chan struct{}),
+		retire:  make(chan struct{}),
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	sub, err := nc.Subscribe(c.subj.Epoch, c.onEpoch)
@@ -158,6 +162,8 @@ func (c *Client) observe(s engine.Snapshot) {
 	}
 	if c.known && s.Incarnation != c.latest.Incarnation {
 		c.retired[c.latest.Incarnation] = struct{}{}
+		close(c.retire)
+		c.retire = make(chan struct{})
 	}
 	c.latest, c.known = s, true
 	close(c.wake)
@@ -170,6 +176,14 @@ func (c *Client) DropEpochs(drop bool) {
 	c.mu.Lock()
 	c.dropped = drop
 	c.mu.Unlock()
+}
+
+// retirement returns a channel closed when a writer incarnation newer
+// than the latest one seen appears (the writer restarted).
+func (c *Client) retirement() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.retire
 }
 
 // Latest returns the newest snapshot seen in a reply or epoch message.
@@ -209,12 +223,18 @@ func (c *Client) Park(ctx context.Context, snap engine.Snapshot, timeout time.Du
 // connection trouble wrap delivery.ErrTransient; error replies become
 // *RemoteError.
 func (c *Client) request(ctx context.Context, subject string, body []byte) ([]byte, error) {
+	return c.requestWithin(ctx, subject, body, c.cfg.Timeout)
+}
+
+// requestWithin is request with its own bound (a held pull waits longer
+// than Timeout).
+func (c *Client) requestWithin(ctx context.Context, subject string, body []byte, timeout time.Duration) ([]byte, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	// Each request waits at most Timeout, or less if ctx ends sooner, so
-	// retries (Append) get their chances within the caller's deadline.
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	// Each request waits at most its timeout, or less if ctx ends sooner,
+	// so retries (Append) get their chances within the caller's deadline.
+	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	msg, err := c.nc.RequestWithContext(rctx, subject, body)
 	if err != nil {
@@ -265,9 +285,15 @@ func (c *Client) background() (ctx context.Context, cancel context.CancelFunc, o
 
 // pull sends one pull request.
 func (c *Client) pull(ctx context.Context, region engine.Region, position uint64, started bool, max int) (engine.PollResult, error) {
-	data, err := c.request(ctx, c.subj.Pull, wire.EncodePullRequest(wire.PullRequest{
-		Region: region, Position: position, Started: started, Max: max,
-	}))
+	return c.pullWait(ctx, region, position, started, max, 0)
+}
+
+// pullWait sends one pull request that the writer may hold for up to wait
+// (a held pull; 0 answers at once).
+func (c *Client) pullWait(ctx context.Context, region engine.Region, position uint64, started bool, max int, wait time.Duration) (engine.PollResult, error) {
+	data, err := c.requestWithin(ctx, c.subj.Pull, wire.EncodePullRequest(wire.PullRequest{
+		Region: region, Position: position, Started: started, Max: max, WaitMs: uint32(wait.Milliseconds()),
+	}), wait+c.cfg.Timeout)
 	if err != nil {
 		return engine.PollResult{}, err
 	}

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/delivery"
@@ -70,10 +71,60 @@ func (s *stream) Poll(ctx context.Context, position uint64, started bool, max in
 	if err != nil {
 		return engine.PollResult{}, err
 	}
+	s.pullAhead(res, max)
+	return res, nil
+}
+
+// MaxHold is the longest a client asks the writer to hold a pull (the
+// writer's default maximum); a longer wait is a series of holds.
+const MaxHold = 30 * time.Second
+
+// PollWait is Poll that, when nothing matches, asks the writer to hold the
+// pull until a matching entry is visible or wait passes (a held pull), so
+// an idle consumer costs the writer nothing per append that does not
+// concern it and wakes with one round trip. A pull ahead that found
+// something is used first. An empty answer that comes early (a writer at
+// its cap of held pulls, or one without held pulls) falls back to parking
+// on epoch messages for the rest of wait.
+func (s *stream) PollWait(ctx context.Context, position uint64, started bool, max int, wait time.Duration) (engine.PollResult, error) {
+	if wait <= 0 || max <= 0 {
+		return s.Poll(ctx, position, started, max)
+	}
+	max = min(max, wire.MaxPullEntries)
+	key := prefetchKey{position: position, started: started, max: max}
+	if res, err, ok := s.take(ctx, key); ok && err == nil && len(res.Entries) > 0 {
+		s.pullAhead(res, max)
+		return res, nil
+	}
+	begin := time.Now()
+	// A hold of a writer that is gone (it restarted without answering:
+	// a crash) is abandoned as soon as its successor's epoch arrives.
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(contextOf(s.c.retirement()), cancel)
+	defer stop()
+	res, err := s.c.pullWait(hctx, s.region, position, started, max, min(wait, MaxHold))
+	if err != nil && ctx.Err() == nil && hctx.Err() != nil {
+		return engine.PollResult{Snapshot: s.c.Latest()}, nil // re-poll the new incarnation
+	}
+	if err != nil {
+		return engine.PollResult{}, err
+	}
+	if len(res.Entries) > 0 {
+		s.pullAhead(res, max)
+		return res, nil
+	}
+	if rest := wait - time.Since(begin); rest > wait/2 {
+		s.c.Park(ctx, res.Snapshot, rest)
+	}
+	return res, nil
+}
+
+// pullAhead starts the next pull after a batch of at least half of max.
+func (s *stream) pullAhead(res engine.PollResult, max int) {
 	if n := len(res.Entries); n > 0 && n >= max/2 {
 		s.start(prefetchKey{position: res.Entries[n-1].Seq, started: true, max: max})
 	}
-	return res, nil
 }
 
 // take returns the prefetched reply for key, waiting for it if it is still
@@ -134,3 +185,21 @@ func (s *stream) Close() {
 		pf.cancel()
 	}
 }
+
+// contextOf returns a context that ends when done is closed.
+func contextOf(done <-chan struct{}) context.Context { return doneContext(done) }
+
+// doneContext is a context whose Done is a given channel.
+type doneContext <-chan struct{}
+
+func (doneContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (d doneContext) Done() <-chan struct{}     { return d }
+func (d doneContext) Err() error {
+	select {
+	case <-d:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+func (doneContext) Value(any) any { return nil }

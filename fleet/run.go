@@ -17,13 +17,13 @@ import (
 )
 
 // DefaultIdleTimeout is the idle timeout of fleet workers (RunWorker and
-// the worker binary): 1 s, where delivery.DefaultWorkerConfig has 10 ms.
-// A remote worker is woken by the writer's epoch message within
-// milliseconds of a matching append; its idle timeout is only the safety
-// net for a lost message, and each expiry costs a pull over the network.
-// A local worker's park is woken in-process, so its short default costs
-// nothing.
-const DefaultIdleTimeout = time.Second
+// the worker binary): 30 s, where delivery.DefaultWorkerConfig has 10 ms.
+// An idle fleet worker does not poll: its pull is held by the writer
+// (wait_ms) and answered as soon as a matching entry is visible, so the
+// timeout is only how long one hold lasts before it is renewed; each
+// renewal is one round trip. A local worker's park is woken in-process,
+// so its short default costs nothing.
+const DefaultIdleTimeout = 30 * time.Second
 
 // WorkerOptions configure RunWorker. Zero values mean the defaults.
 type WorkerOptions struct {

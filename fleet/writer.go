@@ -30,6 +30,12 @@ type WriterConfig struct {
 	MaxInFlight int
 	// AppendTimeout bounds one append (default 30 s).
 	AppendTimeout time.Duration
+	// MaxWait is the longest a pull may ask to be held (wait_ms; default
+	// 30 s); a longer one is refused with 400 naming wait_ms.
+	MaxWait time.Duration
+	// MaxHeldPulls caps the pulls held at once (default 100,000); beyond
+	// it a pull is answered at once, as if it had no wait_ms.
+	MaxHeldPulls int
 	// Logger receives the writer's logs; nil means none.
 	Logger hclog.Logger
 }
@@ -43,6 +49,12 @@ func (c WriterConfig) withDefaults() WriterConfig {
 	}
 	if c.AppendTimeout == 0 {
 		c.AppendTimeout = 30 * time.Second
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = 30 * time.Second
+	}
+	if c.MaxHeldPulls == 0 {
+		c.MaxHeldPulls = 100_000
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -60,6 +72,9 @@ type WriterStats struct {
 	AppendBytes  uint64 // request bytes
 	Infos        uint64
 	Epochs       uint64            // epoch messages published
+	Held         int               // pulls held now
+	PullsHeld    uint64            // pulls that were held (answered later)
+	HeldExpired  uint64            // held pulls answered empty at their wait_ms
 	Errors       map[string]uint64 // error replies by code
 }
 
@@ -78,6 +93,7 @@ type Writer struct {
 	svc   micro.Service
 
 	maxPayload int
+	holds      *holds
 
 	mu       sync.Mutex // guards closing and wg.Add
 	closing  bool
@@ -91,6 +107,7 @@ type Writer struct {
 
 	stats struct {
 		pulls, pullEntries, pullBytes, appends, appendEvents, appendBytes, infos, epochs atomic.Uint64
+		held, heldExpired                                                                atomic.Uint64
 		errMu                                                                            sync.Mutex
 		errs                                                                             map[string]uint64
 	}
@@ -114,6 +131,7 @@ func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, 
 		subj:       wire.SubjectsFor(cfg.Journal),
 		maxPayload: int(nc.MaxPayload()),
 		sem:        make(chan struct{}, cfg.MaxInFlight),
+		holds:      newHolds(cfg.MaxHeldPulls, store.Visible()),
 		quit:       make(chan struct{}),
 		pubDone:    make(chan struct{}),
 	}
@@ -165,6 +183,9 @@ func (w *Writer) Close(ctx context.Context) error {
 		w.mu.Lock()
 		w.closing = true
 		w.mu.Unlock()
+		for _, h := range w.holds.close() {
+			w.fail(h.req, 503, "writer closing")
+		}
 		drained := make(chan struct{})
 		go func() { w.inflight.Wait(); close(drained) }()
 		select {
@@ -188,6 +209,7 @@ func (w *Writer) Stats() WriterStats {
 		Pulls: w.stats.pulls.Load(), PullEntries: w.stats.pullEntries.Load(), PullBytes: w.stats.pullBytes.Load(),
 		Appends: w.stats.appends.Load(), AppendEvents: w.stats.appendEvents.Load(), AppendBytes: w.stats.appendBytes.Load(),
 		Infos: w.stats.infos.Load(), Epochs: w.stats.epochs.Load(), Errors: map[string]uint64{},
+		Held: w.holds.count(), PullsHeld: w.stats.held.Load(), HeldExpired: w.stats.heldExpired.Load(),
 	}
 	w.stats.errMu.Lock()
 	for k, v := range w.stats.errs {
@@ -315,14 +337,63 @@ func (w *Writer) handlePull(r micro.Request) {
 		w.failRequest(r, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.AppendTimeout)
-	defer cancel()
-	res, err := w.store.PollWithin(ctx, req.Region, req.Position, req.Started, req.Max,
-		wire.PullBudget(w.maxPayload, req.MaxBytes), wire.EntryOverhead)
+	wait := time.Duration(req.WaitMs) * time.Millisecond
+	if wait > w.cfg.MaxWait {
+		w.failRequest(r, wire.BadField("wait_ms", "must be at most %d (this writer's maximum hold)", w.cfg.MaxWait.Milliseconds()))
+		return
+	}
+	res, err := w.poll(req)
 	if err != nil {
 		w.failEngine(r, err)
 		return
 	}
+	if len(res.Entries) == 0 && wait > 0 {
+		h := &heldPull{req: r, pull: req, expires: time.Now().Add(wait)}
+		if w.holds.add(h, res.Visible, func(from, to uint64) bool { return w.matchesBetween(h, from, to) }) {
+			w.stats.held.Add(1)
+			return
+		}
+		// Not held: the index is full or closing, or an entry made
+		// visible since the poll matches. Answer with what is there now.
+		if res, err = w.poll(req); err != nil {
+			w.failEngine(r, err)
+			return
+		}
+	}
+	w.reply(r, res)
+}
+
+// poll runs the pull's query against the journal, sized to the reply.
+func (w *Writer) poll(req wire.PullRequest) (engine.PollResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.AppendTimeout)
+	defer cancel()
+	return w.store.PollWithin(ctx, req.Region, req.Position, req.Started, req.Max,
+		wire.PullBudget(w.maxPayload, req.MaxBytes), wire.EntryOverhead)
+}
+
+// answer answers a held pull with a fresh poll.
+func (w *Writer) answer(h *heldPull) {
+	res, err := w.poll(h.pull)
+	if err != nil {
+		w.failEngine(h.req, err)
+		return
+	}
+	w.reply(h.req, res)
+}
+
+// matchesBetween reports whether an entry visible in [from, to) matches h.
+func (w *Writer) matchesBetween(h *heldPull, from, to uint64) bool {
+	heads, _ := w.store.Heads(nil, from, to)
+	for i := range heads {
+		if h.matches(&heads[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// reply sends a pull's reply.
+func (w *Writer) reply(r micro.Request, res engine.PollResult) {
 	out := &wire.PullReply{
 		JournalID: w.store.JournalID(), Incarnation: res.Snapshot.Incarnation,
 		Epoch: res.Snapshot.Epoch, Visible: res.Visible, Entries: res.Entries, Cancelled: res.Cancelled,
@@ -385,15 +456,29 @@ func (w *Writer) handleInfo(r micro.Request) {
 	w.stats.infos.Add(1)
 }
 
-// publishEpochs sends one epoch message per observed epoch change; changes
-// that happen while a message is being sent coalesce into the next one.
+// publishEpochs follows the journal's visibility: after each advance it
+// answers the held pulls that became satisfiable, then sends one epoch
+// message (advances that happen meanwhile coalesce into the next one); it
+// also answers held pulls empty when their wait expires.
 func (w *Writer) publishEpochs() {
 	defer close(w.pubDone)
 	var last uint64
 	sent := false
+	expiry := time.NewTimer(time.Hour)
+	expiry.Stop()
+	defer expiry.Stop()
+	var buf []journal.Head
+	heads := func(from uint64) ([]journal.Head, uint64) {
+		var upTo uint64
+		buf, upTo = w.store.Heads(buf[:0], from, ^uint64(0))
+		return buf, upTo
+	}
 	for {
 		epoch, changed := w.store.Changed()
 		if !sent || epoch != last {
+			for _, h := range w.holds.advance(w.store.Visible(), heads) {
+				w.answer(h)
+			}
 			msg := wire.EncodeEpoch(wire.EpochMessage{
 				JournalID: w.store.JournalID(), Incarnation: w.store.Incarnation(),
 				Epoch: epoch, Visible: w.store.Visible(),
@@ -405,10 +490,21 @@ func (w *Writer) publishEpochs() {
 			}
 			last, sent = epoch, true
 		}
+		due, next := w.holds.expired(time.Now())
+		for _, h := range due {
+			w.stats.heldExpired.Add(1)
+			w.answer(h)
+		}
+		if !next.IsZero() {
+			expiry.Reset(time.Until(next))
+		}
 		select {
 		case <-changed:
+		case <-expiry.C:
+		case <-w.holds.kick:
 		case <-w.quit:
 			return
 		}
+		expiry.Stop()
 	}
 }

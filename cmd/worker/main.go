@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/internal/cli"
 	"github.com/batfleet/batfleet/internal/workerapp"
 	"github.com/batfleet/batfleet/kvckpt"
@@ -40,7 +41,7 @@ func run(args []string) int {
 		fs.StringVar(&rc.Checkpoint, "checkpoint", "", "durable checkpoint id (omit for an in-memory worker)")
 		fs.IntVar(&rc.Replicas, "replicas", 1, "replicas of the checkpoint bucket, if this worker creates it")
 		fs.IntVar(&rc.Batch, "batch", 64, "most entries per handler call")
-		fs.DurationVar(&rc.Idle, "idle", time.Second, "idle timeout: the safety net for a lost epoch message")
+		fs.DurationVar(&rc.Idle, "idle", fleet.DefaultIdleTimeout, "idle timeout: how long the writer holds an idle pull before it is renewed")
 		fs.StringVar(&rc.Restart, "restart", "once", "handler failure policy: once or bounded:N/DURATION")
 		fs.StringVar(&rc.ID, "id", "", "owner name written into checkpoints (default host-pid-random)")
 		fs.StringVar(&rc.Out, "out", "", "handler: append one JSON line per entry to FILE (or - for stdout)")

@@ -110,33 +110,47 @@ func (c *Cursor) PollBatch(ctx context.Context, max int) ([]engine.Entry, error)
 // pollBatch is PollBatch that also returns the batch's gap observations
 // and the snapshot read before the query (for parking).
 func (c *Cursor) pollBatch(ctx context.Context, max int) ([]engine.Entry, []GapObservation, engine.Snapshot, error) {
+	es, gaps, snap, _, err := c.pollBatchWait(ctx, max, 0)
+	return es, gaps, snap, err
+}
+
+// pollBatchWait is pollBatch that lets a source that can hold a poll
+// (WaitingStream) wait up to wait for a match; waited reports that it did.
+func (c *Cursor) pollBatchWait(ctx context.Context, max int, wait time.Duration) (es []engine.Entry, gaps []GapObservation, snap engine.Snapshot, waited bool, err error) {
 	if max <= 0 {
-		return nil, nil, c.src.Latest(), nil
+		return nil, nil, c.src.Latest(), false, nil
 	}
-	res, err := c.poll(ctx, max)
+	res, waited, err := c.poll(ctx, max, wait)
 	if err != nil {
-		return nil, nil, engine.Snapshot{}, err
+		return nil, nil, engine.Snapshot{}, false, err
 	}
 	if len(res.Entries) == 0 {
-		return nil, nil, res.Snapshot, nil
+		return nil, nil, res.Snapshot, waited, nil
 	}
-	gaps := observeGaps(c.position, c.started, res.Entries, res.Cancelled)
+	gaps = observeGaps(c.position, c.started, res.Entries, res.Cancelled)
 	c.recordGaps(gaps)
 	c.position, c.started = res.Entries[len(res.Entries)-1].Seq, true
-	return res.Entries, gaps, res.Snapshot, nil
+	return res.Entries, gaps, res.Snapshot, waited, nil
 }
 
 // poll asks the source for up to max entries after the cursor's position,
-// through the cursor's own stream when the source keeps per-consumer state.
-func (c *Cursor) poll(ctx context.Context, max int) (engine.PollResult, error) {
+// through the cursor's own stream when the source keeps per-consumer
+// state, held at the source for up to wait when it can hold polls.
+func (c *Cursor) poll(ctx context.Context, max int, wait time.Duration) (res engine.PollResult, waited bool, err error) {
 	if c.stream == nil {
 		st, ok := c.src.(Streamer)
 		if !ok {
-			return c.src.Poll(ctx, c.region, c.position, c.started, max)
+			res, err = c.src.Poll(ctx, c.region, c.position, c.started, max)
+			return res, false, err
 		}
 		c.stream = st.Stream(c.region)
 	}
-	return c.stream.Poll(ctx, c.position, c.started, max)
+	if ws, ok := c.stream.(WaitingStream); ok && wait > 0 {
+		res, err = ws.PollWait(ctx, c.position, c.started, max, wait)
+		return res, true, err
+	}
+	res, err = c.stream.Poll(ctx, c.position, c.started, max)
+	return res, false, err
 }
 
 // Close releases what the cursor holds at its source (a remote client's
@@ -211,12 +225,13 @@ func (c *Cursor) Wait(ctx context.Context, max int, timeout time.Duration) ([]en
 }
 
 // next is one step of every consumer loop (Wait, and the worker's): poll
-// once and, when nothing matches, park on the source for at most park
-// with the snapshot read before that poll (the lost-wakeup guard), then
-// return nothing so the caller polls again.
+// once and, when nothing matches, wait for at most park — held at the
+// source when it can hold polls, else parked on the source with the
+// snapshot read before that poll (the lost-wakeup guard) — then return
+// nothing so the caller polls again.
 func (c *Cursor) next(ctx context.Context, max int, park time.Duration) ([]engine.Entry, []GapObservation, engine.Snapshot, error) {
-	es, gaps, snap, err := c.pollBatch(ctx, max)
-	if err == nil && len(es) == 0 && park > 0 && ctx.Err() == nil {
+	es, gaps, snap, waited, err := c.pollBatchWait(ctx, max, park)
+	if err == nil && len(es) == 0 && !waited && park > 0 && ctx.Err() == nil {
 		c.src.Park(ctx, snap, park)
 	}
 	return es, gaps, snap, err

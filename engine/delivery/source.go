@@ -41,3 +41,13 @@ type Stream interface {
 	Poll(ctx context.Context, position uint64, started bool, max int) (engine.PollResult, error)
 	Close()
 }
+
+// WaitingStream is a Stream whose source can hold a poll until a matching
+// entry is visible (a fleet client's held pulls): PollWait is Poll that,
+// when nothing matches, waits up to wait at the source. A cursor waiting
+// for entries uses it instead of parking, so its source is not asked
+// again on every epoch.
+type WaitingStream interface {
+	Stream
+	PollWait(ctx context.Context, position uint64, started bool, max int, wait time.Duration) (engine.PollResult, error)
+}

@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/batfleet/batfleet/engine"
 )
@@ -89,12 +90,21 @@ type PullRequest struct {
 	Started  bool
 	Max      int
 	MaxBytes int
+	// WaitMs asks the writer to hold the pull for up to this many
+	// milliseconds when nothing matches yet (a held pull); 0 answers at
+	// once. Absent from the encoding when 0, so such a request is the
+	// same bytes as before held pulls existed.
+	WaitMs uint32
 }
 
 // EncodePullRequest encodes r.
 func EncodePullRequest(r PullRequest) []byte {
 	b := make([]byte, 0, 128)
-	b = AppendMapLen(b, 6)
+	n := 6
+	if r.WaitMs > 0 {
+		n++
+	}
+	b = AppendMapLen(b, n)
 	b = AppendStr(b, "v")
 	b = AppendUint(b, ProtocolVersion)
 	b = AppendStr(b, "region")
@@ -107,6 +117,9 @@ func EncodePullRequest(r PullRequest) []byte {
 	b = AppendInt(b, int64(r.Max))
 	b = AppendStr(b, "max_bytes")
 	b = AppendInt(b, int64(r.MaxBytes))
+	if r.WaitMs > 0 {
+		b = AppendUint(AppendStr(b, "wait_ms"), uint64(r.WaitMs))
+	}
 	return b
 }
 
@@ -199,6 +212,12 @@ func DecodePullRequest(data []byte) (PullRequest, error) {
 				return req, BadField("max_bytes", "must be >= 0 (got %d)", v)
 			}
 			req.MaxBytes = int(min(v, 1<<30))
+		case "wait_ms":
+			v := r.uint()
+			if r.err == nil && v > math.MaxUint32 {
+				return req, BadField("wait_ms", "must be a 32-bit count of milliseconds (got %d)", v)
+			}
+			req.WaitMs = uint32(v)
 		default:
 			r.skip()
 		}
