@@ -488,7 +488,16 @@ done
 	if !bytes.HasPrefix(all, life1) {
 		t.Fatal("the restarted worker did not append to the out file")
 	}
-	es1, es2 := cmdParseEntries(t, life1), cmdParseEntries(t, all[len(life1):])
+	// SIGKILL can end the killed worker's write of a batch part-way (the
+	// kernel stops copying a write to a regular file at a fatal signal),
+	// leaving its last line unterminated. That batch was not committed
+	// (the handler never returned), so life 2 delivers it again; the
+	// fragment is no delivery and is left out.
+	complete1 := life1[:bytes.LastIndexByte(life1, '\n')+1]
+	if torn := len(life1) - len(complete1); torn > 0 {
+		t.Logf("life 1 ends with %d bytes of a line cut off by SIGKILL", torn)
+	}
+	es1, es2 := cmdParseEntries(t, complete1), cmdParseEntries(t, all[len(life1):])
 	seen := map[uint64]bool{}
 	var dups int
 	for life, es := range [][]cmdEntry{es1, es2} {

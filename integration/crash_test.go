@@ -38,13 +38,16 @@ func crashSeed(t testing.TB) uint64 {
 	return seed
 }
 
-// readSeqs reads "seq N" lines from c until "done" or EOF, calling after
-// for each seq; it returns the seqs and whether "done" was seen.
-func readSeqs(t testing.TB, c *child, limit time.Duration, after func(n int) bool) (seqs []uint64, done bool) {
+// readSeqs reads a helper worker's "seq N" lines from c until "done" or
+// EOF, calling atEnd with the number of seqs so far at the "end" of each
+// batch until it returns false; it returns the seqs and whether "done"
+// was seen. It fails the test when the child is silent for limit: a
+// bound on each wait, not on the whole run, whose length depends on how
+// loaded the machine is.
+func readSeqs(t testing.TB, c *child, limit time.Duration, atEnd func(n int) bool) (seqs []uint64, done bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
 	for {
-		line, ok := c.next(t, time.Until(deadline))
+		line, ok := c.next(t, limit)
 		if !ok {
 			return seqs, false
 		}
@@ -54,8 +57,11 @@ func readSeqs(t testing.TB, c *child, limit time.Duration, after func(n int) boo
 				t.Fatalf("bad line %q", line)
 			}
 			seqs = append(seqs, s)
-			if after != nil && !after(len(seqs)) {
-				after = nil
+			continue
+		}
+		if line == "end" {
+			if atEnd != nil && !atEnd(len(seqs)) {
+				atEnd = nil
 			}
 			continue
 		}
@@ -78,7 +84,7 @@ func strictlyAscending(t testing.TB, what string, seqs []uint64) {
 }
 
 // TestCrashWorker kills a remote durable worker process (kvckpt, batch
-// 16) with SIGKILL while it is inside a batch, restarts it, and checks
+// 16) with SIGKILL in the middle of its work, restarts it, and checks
 // at-least-once with bounded redelivery: the union of both runs is every
 // matching seq; the restarted worker resumes right after the last
 // committed position; the only seqs delivered twice are those the killed
@@ -111,19 +117,27 @@ func TestCrashWorker(t *testing.T) {
 		helperNATSEnv + "=" + r.Server.ClientURL(),
 		helperEntityEnv + "=crash:w",
 		helperLastEnv + "=" + strconv.FormatUint(last, 10),
-		helperSleepEnv + "=10ms",
 		helperCkptEnv + "=crash-worker",
 		helperBatchEnv + "=" + strconv.Itoa(batch),
 	}
+	// The first worker is paced: each batch ends when the test has read
+	// it, so however slowly the test runs the worker is at most one batch
+	// ahead and cannot finish before it is killed. The kill comes a
+	// random while after the test let the batch holding the killAfter-th
+	// seq end: while the worker saves that batch's checkpoint, polls, or
+	// holds the next batch in its handler.
 	killAfter := batch + 1 + rng.IntN(len(matching)/2)
+	killDelay := time.Duration(rng.IntN(20_000)) * time.Microsecond
 	clients := r.Server.NumClients()
 
 	begin := time.Now()
-	first := startChild(t, "worker", env...)
+	first := startChild(t, "worker", append(env, helperPacedEnv+"=1")...)
 	run1, done := readSeqs(t, first, waitLimit, func(n int) bool {
+		first.send(t, "next")
 		if n < killAfter {
 			return true
 		}
+		time.Sleep(killDelay) // where in the cycle the kill lands; any place is valid
 		first.kill()
 		return false
 	})
@@ -133,7 +147,7 @@ func TestCrashWorker(t *testing.T) {
 	if err := first.wait(t); err == nil {
 		t.Fatal("the killed worker exited cleanly")
 	} else {
-		t.Logf("first worker: %d seqs delivered, killed after the %d-th (%v)", len(run1), killAfter, err)
+		t.Logf("first worker: %d seqs delivered, killed %v after the batch holding the %d-th was let end (%v)", len(run1), killDelay, killAfter, err)
 	}
 
 	// The dead worker's last save may still be in flight inside the
@@ -194,7 +208,7 @@ func TestCrashWorker(t *testing.T) {
 	if len(twice) > batch {
 		t.Fatalf("%d seqs delivered twice, want at most one batch (%d)", len(twice), batch)
 	}
-	t.Logf("redelivered %d seqs (%v): the batch in the handler when the worker was killed", len(twice), twice)
+	t.Logf("redelivered %d seqs (%v): the batch not yet committed when the worker was killed", len(twice), twice)
 	if rec, _ := loadCheckpoint(t, r.Checkpoints, "crash-worker"); rec.Position != last {
 		t.Fatalf("final checkpoint %d, want %d", rec.Position, last)
 	}
@@ -415,7 +429,7 @@ func TestCrashWriter(t *testing.T) {
 		st := w.Stats()
 		return st.CommittedStarted && st.Committed == lastWant
 	})
-	if err := w.StopAndJoin(); err != nil {
+	if err := stopAndJoinWithin(t, w, waitLimit); err != nil {
 		t.Fatalf("worker StopAndJoin = %v", err)
 	}
 	wmu.Lock()

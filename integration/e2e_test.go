@@ -224,7 +224,7 @@ func TestEndToEnd(t *testing.T) {
 			return st.CommittedStarted && st.Committed == last
 		})
 		caughtUp := time.Since(begin)
-		if err := w.StopAndJoin(); err != nil {
+		if err := stopAndJoinWithin(t, w, waitLimit); err != nil {
 			t.Fatalf("%s: StopAndJoin = %v", c.name, err)
 		}
 		st := w.Stats()

@@ -98,7 +98,7 @@ func (r *rig) breakRecord(t testing.TB, id string) (repair func()) {
 }
 
 // TestFleetBreakRecordIsIO checks the BreakRecord mechanism itself: while
-// the bucket is broken a save fails with ErrCheckpointIO (not a conflict)
+// the bucket is broken a save fails with ErrIO (not a conflict)
 // and the stored record is intact; after repair saves work again.
 func TestFleetBreakRecordIsIO(t *testing.T) {
 	r := newRig(t)

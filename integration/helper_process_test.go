@@ -36,7 +36,7 @@ const (
 	// worker role
 	helperEntityEnv = "BATFLEET_HELPER_ENTITY"
 	helperLastEnv   = "BATFLEET_HELPER_LAST_SEQ"
-	helperSleepEnv  = "BATFLEET_HELPER_BATCH_SLEEP"
+	helperPacedEnv  = "BATFLEET_HELPER_PACED" // "1": each batch waits for a line on stdin
 	helperCkptEnv   = "BATFLEET_HELPER_CHECKPOINT"
 	helperBatchEnv  = "BATFLEET_HELPER_BATCH"
 	// writer role
@@ -78,18 +78,18 @@ func stdinClosed() <-chan struct{} {
 
 // helperWorker is a remote durable worker: kvckpt checkpoint, the batch
 // size and region of its environment. It prints "seq N" for every entry
-// handed to the handler (before the batch's checkpoint is saved), sleeps
-// per batch so that the parent can kill it mid-batch, and stops after the
-// batch holding the last seq, printing "done <Join result>".
+// handed to the handler and "end" after them (before the batch's
+// checkpoint is saved), and stops after the batch holding the last seq,
+// printing "done <Join result>". Paced, its handler then waits for a line
+// on stdin before it returns, so the parent decides when each batch
+// ends: the worker is never more than one batch ahead of what the parent
+// has read, however slowly the parent runs.
 func helperWorker() error {
 	last, err := strconv.ParseUint(os.Getenv(helperLastEnv), 10, 64)
 	if err != nil {
 		return fmt.Errorf("%s: %w", helperLastEnv, err)
 	}
-	sleep, err := time.ParseDuration(os.Getenv(helperSleepEnv))
-	if err != nil {
-		return fmt.Errorf("%s: %w", helperSleepEnv, err)
-	}
+	paced := os.Getenv(helperPacedEnv) == "1"
 	batch, err := strconv.Atoi(os.Getenv(helperBatchEnv))
 	if err != nil {
 		return fmt.Errorf("%s: %w", helperBatchEnv, err)
@@ -117,14 +117,29 @@ func helperWorker() error {
 	cfg := delivery.DefaultWorkerConfig()
 	cfg.CheckpointID, cfg.BatchSize, cfg.IdleTimeout = os.Getenv(helperCkptEnv), batch, 50*time.Millisecond
 	cfg.WorkerID = fmt.Sprintf("helper-worker-%d", os.Getpid())
+	// Each line on stdin lets one paced batch end; EOF stops the worker.
+	goAhead, eof := make(chan struct{}, 1024), make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			goAhead <- struct{}{}
+		}
+		close(eof)
+	}()
 	out := bufio.NewWriter(os.Stdout)
 	w, err := delivery.StartWorker(ctx, client, engine.RegionEntity(os.Getenv(helperEntityEnv)), withCheckpoints(cfg, ck),
 		func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 			for _, e := range b {
 				fmt.Fprintf(out, "seq %d\n", e.Seq)
 			}
+			fmt.Fprintln(out, "end")
 			_ = out.Flush() // one write per batch: the parent sees whole batches or nothing
-			time.Sleep(sleep)
+			if paced {
+				select {
+				case <-goAhead:
+				case <-eof:
+				}
+			}
 			if b[len(b)-1].Seq >= last {
 				return delivery.Stop
 			}
@@ -134,7 +149,7 @@ func helperWorker() error {
 		return err
 	}
 	go func() {
-		<-stdinClosed()
+		<-eof
 		w.Stop()
 	}()
 	jerr := w.Join()
@@ -243,6 +258,14 @@ func startChild(t testing.TB, role string, env ...string) *child {
 
 // kill sends SIGKILL (a no-op once the child has exited).
 func (c *child) kill() { _ = c.cmd.Process.Kill() }
+
+// send writes line to the child's stdin.
+func (c *child) send(t testing.TB, line string) {
+	t.Helper()
+	if _, err := io.WriteString(c.stdin, line+"\n"); err != nil {
+		t.Fatalf("%s child (pid %d): write to stdin: %v; stderr:\n%s", c.role, c.cmd.Process.Pid, err, c.stderr.String())
+	}
+}
 
 // wait waits (bounded) for the child to exit and returns Wait's result.
 func (c *child) wait(t testing.TB) error {

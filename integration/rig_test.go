@@ -221,6 +221,14 @@ func joinWithin(t testing.TB, w *delivery.Worker, limit time.Duration) error {
 	}
 }
 
+// stopAndJoinWithin requests stop and waits (bounded) for w to exit; it
+// returns Join's result.
+func stopAndJoinWithin(t testing.TB, w *delivery.Worker, limit time.Duration) error {
+	t.Helper()
+	w.Stop()
+	return joinWithin(t, w, limit)
+}
+
 // stopOnCleanup stops w (bounded wait) when the test ends, before the
 // rig's clients close.
 func stopOnCleanup(t testing.TB, w *delivery.Worker) {

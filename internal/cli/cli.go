@@ -256,8 +256,8 @@ func SignalContext(parent context.Context, log hclog.Logger) (ctx context.Contex
 	go func() {
 		select {
 		case sig := <-ch:
+			cancel() // before the log line: whoever reads it knows the stop was requested
 			log.Info("signal received; finishing the work in hand (send again to stop at once)", "signal", sig.String())
-			cancel()
 		case <-done:
 			return
 		}
