@@ -24,6 +24,13 @@ var (
 	// stored, or the new one is (see Store.Save).
 	ErrIO = errors.New("checkpoint: checkpoint store I/O error")
 
+	// ErrUnavailable: the checkpoint store cannot be reached for now (a
+	// timeout, no responders, a lost connection, a cluster electing a
+	// leader). It also matches ErrIO. The call may be retried; after a
+	// save that failed this way the record may or may not have been
+	// written, which a caller reconciles by reading it back.
+	ErrUnavailable error = &unavailable{}
+
 	// ErrConflict: a compare-and-swap save lost: the record exists
 	// (create) or its revision moved (update).
 	ErrConflict = errors.New("checkpoint: checkpoint revision conflict")
@@ -96,3 +103,10 @@ func (e *AheadError) Error() string {
 }
 
 func (e *AheadError) Unwrap() error { return ErrAhead }
+
+// unavailable is ErrUnavailable: an error matching ErrIO too.
+type unavailable struct{}
+
+func (*unavailable) Error() string { return "checkpoint: store unavailable" }
+
+func (*unavailable) Unwrap() error { return ErrIO }

@@ -43,6 +43,13 @@ type WorkerConfig struct {
 	WallClock func() time.Time
 	// SaveTimeout bounds each checkpoint load and save (default 30 s).
 	SaveTimeout time.Duration
+	// CheckpointOutage bounds how long the worker rides out a checkpoint
+	// store that is unavailable (checkpoint.ErrUnavailable: timeouts, no
+	// responders, a lost connection, a leader election) at start or while
+	// a handled batch's commit is held; then it stops with an error
+	// matching checkpoint.ErrUnavailable. 0 (the default) waits for as
+	// long as it takes; Stop always ends the wait.
+	CheckpointOutage time.Duration
 	// OnRestartBudgetExhausted fires at most once, with the last panic text.
 	OnRestartBudgetExhausted func(lastPanic string)
 	// OnCheckpointFailure receives the id and the original error of a
@@ -77,6 +84,9 @@ func (c WorkerConfig) Validate() error {
 		} else if err := c.Restart.validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.CheckpointOutage < 0 {
+		errs = append(errs, &engine.ConfigError{Field: "CheckpointOutage", Rule: "must be >= 0 (0 means unbounded)"})
 	}
 	if c.SaveTimeout < 0 {
 		errs = append(errs, &engine.ConfigError{Field: "SaveTimeout", Rule: "must be >= 0 (0 means 30s)"})

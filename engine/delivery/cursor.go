@@ -37,8 +37,9 @@ type Cursor struct {
 	started  bool
 	gaps     []GapObservation // ring contents, oldest first
 	gapCap   int
-	bound    *binding // the checkpoint LoadCheckpoint bound it to; nil: in-memory
-	stream   Stream   // opened on first poll when src is a Streamer
+	bound    *binding     // the checkpoint LoadCheckpoint bound it to; nil: in-memory
+	stream   Stream       // opened on first poll when src is a Streamer
+	seen     engine.ID128 // the source incarnation of the last poll
 }
 
 // binding is a cursor's durable checkpoint: where it saves, and the
@@ -231,7 +232,15 @@ func (c *Cursor) Wait(ctx context.Context, max int, timeout time.Duration) ([]en
 // nothing so the caller polls again.
 func (c *Cursor) next(ctx context.Context, max int, park time.Duration) ([]engine.Entry, []GapObservation, engine.Snapshot, error) {
 	es, gaps, snap, waited, err := c.pollBatchWait(ctx, max, park)
-	if err == nil && len(es) == 0 && !waited && park > 0 && ctx.Err() == nil {
+	// The first answer of a new writer incarnation returns at once, so
+	// the caller re-checks its checkpoint against the new writer before
+	// any wait (SPEC §9.7), while the new journal's bound is still the
+	// one it came back with.
+	restarted := err == nil && c.seen != (engine.ID128{}) && snap.Incarnation != (engine.ID128{}) && snap.Incarnation != c.seen
+	if err == nil && snap.Incarnation != (engine.ID128{}) {
+		c.seen = snap.Incarnation
+	}
+	if err == nil && len(es) == 0 && !waited && !restarted && park > 0 && ctx.Err() == nil {
 		c.src.Park(ctx, snap, park)
 	}
 	return es, gaps, snap, err

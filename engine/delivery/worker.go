@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/checkpoint"
@@ -36,6 +37,11 @@ type WorkerStats struct {
 	TransientErrors  uint64 // source errors retried
 	Committed        uint64 // committed position
 	CommittedStarted bool
+	// Riding out checkpoint-store outages (commit.go):
+	CheckpointRetries uint64        // loads and saves retried after transient store errors
+	Reconciled        uint64        // held commits found to have landed after all
+	PendingCommit     bool          // a handled batch waits for its commit now
+	CheckpointOutage  time.Duration // total time spent waiting for the store
 }
 
 // Worker is a supervised cursor worker (SPEC §9): one goroutine pulling a
@@ -63,6 +69,9 @@ type Worker struct {
 		batches, events, saves, saveFailures, conflicts atomic.Uint64
 		gaps, gapSeqs, restarts, transient, committed   atomic.Uint64
 		committedStarted                                atomic.Bool
+		checkpointRetries, reconciled                   atomic.Uint64
+		pendingCommit                                   atomic.Bool
+		outageNanos                                     atomic.Int64
 	}
 }
 
@@ -138,7 +147,9 @@ func (w *Worker) Stats() WorkerStats {
 		Conflicts: w.stats.conflicts.Load(), GapObservations: w.stats.gaps.Load(),
 		GapSequences: w.stats.gapSeqs.Load(), Restarts: w.stats.restarts.Load(),
 		TransientErrors: w.stats.transient.Load(), Committed: w.stats.committed.Load(),
-		CommittedStarted: w.stats.committedStarted.Load(),
+		CommittedStarted:  w.stats.committedStarted.Load(),
+		CheckpointRetries: w.stats.checkpointRetries.Load(), Reconciled: w.stats.reconciled.Load(),
+		PendingCommit: w.stats.pendingCommit.Load(), CheckpointOutage: time.Duration(w.stats.outageNanos.Load()),
 	}
 }
 
@@ -270,7 +281,10 @@ func (w *Worker) loop() {
 		switch action {
 		case Continue, Stop:
 			if w.durable() {
-				newRev, err := w.save(post, rev, journalID)
+				newRev, abandoned, err := w.commit(post, rev, journalID)
+				if abandoned {
+					return // stopped during a store outage: the batch is redelivered later
+				}
 				if err != nil {
 					if action == Continue {
 						cur.Restore(committed.pos, committed.started)
@@ -309,16 +323,44 @@ func (w *Worker) resume() (start checkpoint.Resume, info engine.SourceInfo, ok b
 		}
 		return checkpoint.Resume{JournalID: info.JournalID.String()}, info, true
 	}
-	ctx, cancel := context.WithTimeout(w.baseCtx, w.cfg.SaveTimeout)
-	defer cancel()
-	start, err := checkpoint.Load(ctx, w.cfg.Checkpoints, w.cfg.CheckpointID, w.region,
-		func(context.Context) (engine.SourceInfo, error) {
-			var fetched bool
-			if info, fetched = w.fetchInfo(); !fetched {
-				return info, errInfoAbandoned
+	load := func() (checkpoint.Resume, error) {
+		ctx, cancel := context.WithTimeout(w.baseCtx, w.cfg.SaveTimeout)
+		defer cancel()
+		return checkpoint.Load(ctx, w.cfg.Checkpoints, w.cfg.CheckpointID, w.region,
+			func(context.Context) (engine.SourceInfo, error) {
+				var fetched bool
+				if info, fetched = w.fetchInfo(); !fetched {
+					return info, errInfoAbandoned
+				}
+				return info, nil
+			})
+	}
+	start, err := load()
+	if errors.Is(err, checkpoint.ErrUnavailable) {
+		// The store cannot be reached yet (a bucket whose stream has no
+		// leader yet, a node restarting): retry with backoff until it
+		// answers, Stop, or the CheckpointOutage bound.
+		begin := time.Now()
+		w.log.Warn("checkpoint store unavailable at start; retrying", "error", err)
+		retry := backoff{base: w.cfg.IdleTimeout}
+		for errors.Is(err, checkpoint.ErrUnavailable) {
+			w.stats.checkpointRetries.Add(1)
+			retry.next()
+			if !retry.wait(w.stopCtx) {
+				w.stats.outageNanos.Add(int64(time.Since(begin)))
+				return start, info, false
 			}
-			return info, nil
-		})
+			if bound := w.cfg.CheckpointOutage; bound > 0 && time.Since(begin) > bound {
+				err = fmt.Errorf("%w: unavailable for longer than CheckpointOutage (%s): %w", checkpoint.ErrUnavailable, bound, err)
+				break
+			}
+			start, err = load()
+		}
+		w.stats.outageNanos.Add(int64(time.Since(begin)))
+		if err == nil {
+			w.log.Info("checkpoint store reachable", "outage", time.Since(begin).Round(time.Millisecond))
+		}
+	}
 	switch {
 	case errors.Is(err, errInfoAbandoned):
 		return start, info, false // fetchInfo recorded why, or stop was requested
@@ -349,11 +391,13 @@ func (w *Worker) fetchInfo() (engine.SourceInfo, bool) {
 		if err == nil {
 			return info, true
 		}
-		if w.stopping() {
+		if !errors.Is(err, ErrTransient) {
+			// Fatal, even when Stop raced it: a startup failure is
+			// reported even if stop was requested (§9.3 step 1).
+			w.record(err)
 			return engine.SourceInfo{}, false
 		}
-		if !errors.Is(err, ErrTransient) {
-			w.record(err)
+		if w.stopping() {
 			return engine.SourceInfo{}, false
 		}
 		w.stats.transient.Add(1)
@@ -371,30 +415,4 @@ func (w *Worker) callHandler(batch []engine.Entry, d *Delivery) (a Action, panic
 		}
 	}()
 	return w.handler(w.baseCtx, batch, d), false, ""
-}
-
-// save commits p with compare-and-swap against rev.
-func (w *Worker) save(p position, rev checkpoint.Revision, journalID string) (checkpoint.Revision, error) {
-	ident := w.region.Identity()
-	rec := checkpoint.Record{
-		Position: p.pos, Started: p.started, RegionIdentity: &ident, JournalID: journalID,
-		Owner: w.cfg.WorkerID, UpdatedMs: uint64(w.cfg.WallClock().UnixMilli()),
-	}
-	ctx, cancel := context.WithTimeout(w.baseCtx, w.cfg.SaveTimeout)
-	defer cancel()
-	newRev, err := w.cfg.Checkpoints.Save(ctx, w.cfg.CheckpointID, rec, rev)
-	if err == nil {
-		w.stats.saves.Add(1)
-		return newRev, nil
-	}
-	w.stats.saveFailures.Add(1)
-	if errors.Is(err, checkpoint.ErrConflict) {
-		w.stats.conflicts.Add(1)
-	}
-	if w.cfg.OnCheckpointFailure != nil {
-		w.cfg.OnCheckpointFailure(w.cfg.CheckpointID, err)
-	} else {
-		w.log.Error("checkpoint save failed; stopping", "error", err, "position", p.pos)
-	}
-	return 0, err
 }
