@@ -285,14 +285,16 @@ func (c *Client) background() (ctx context.Context, cancel context.CancelFunc, o
 
 // pull sends one pull request.
 func (c *Client) pull(ctx context.Context, region engine.Region, position uint64, started bool, max int) (engine.PollResult, error) {
-	return c.pullWait(ctx, region, position, started, max, 0)
+	return c.pullWait(ctx, region, position, started, max, 0, engine.ID128{})
 }
 
 // pullWait sends one pull request that the writer may hold for up to wait
-// (a held pull; 0 answers at once).
-func (c *Client) pullWait(ctx context.Context, region engine.Region, position uint64, started bool, max int, wait time.Duration) (engine.PollResult, error) {
+// (a held pull; 0 answers at once), only while it is still incarnation
+// (zero: whatever its incarnation).
+func (c *Client) pullWait(ctx context.Context, region engine.Region, position uint64, started bool, max int, wait time.Duration, incarnation engine.ID128) (engine.PollResult, error) {
 	data, err := c.requestWithin(ctx, c.subj.Pull, wire.EncodePullRequest(wire.PullRequest{
-		Region: region, Position: position, Started: started, Max: max, WaitMs: uint32(wait.Milliseconds()),
+		Region: region, Position: position, Started: started, Max: max,
+		WaitMs: uint32(wait.Milliseconds()), Incarnation: incarnation,
 	}), wait+c.cfg.Timeout)
 	if err != nil {
 		return engine.PollResult{}, err

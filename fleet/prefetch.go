@@ -33,6 +33,7 @@ type stream struct {
 	mu      sync.Mutex
 	pending *prefetch // at most one pull ahead
 	closed  bool
+	seen    engine.ID128 // the writer incarnation of the last reply
 }
 
 type prefetchKey struct {
@@ -71,6 +72,7 @@ func (s *stream) Poll(ctx context.Context, position uint64, started bool, max in
 	if err != nil {
 		return engine.PollResult{}, err
 	}
+	s.saw(res.Snapshot.Incarnation)
 	s.pullAhead(res, max)
 	return res, nil
 }
@@ -103,14 +105,17 @@ func (s *stream) PollWait(ctx context.Context, position uint64, started bool, ma
 	defer cancel()
 	stop := context.AfterFunc(contextOf(s.c.retirement()), cancel)
 	defer stop()
-	res, err := s.c.pullWait(hctx, s.region, position, started, max, min(wait, MaxHold))
+	res, err := s.c.pullWait(hctx, s.region, position, started, max, min(wait, MaxHold), s.seenIncarnation())
 	if err != nil && ctx.Err() == nil && hctx.Err() != nil {
 		return engine.PollResult{Snapshot: s.c.Latest()}, nil // re-poll the new incarnation
 	}
 	if err != nil {
 		return engine.PollResult{}, err
 	}
-	if len(res.Entries) > 0 {
+	first := s.saw(res.Snapshot.Incarnation)
+	if len(res.Entries) > 0 || first {
+		// Entries, or the first word of a new writer incarnation (which
+		// answered without holding): the caller checks it before waiting.
 		s.pullAhead(res, max)
 		return res, nil
 	}
@@ -118,6 +123,22 @@ func (s *stream) PollWait(ctx context.Context, position uint64, started bool, ma
 		s.c.Park(ctx, res.Snapshot, rest)
 	}
 	return res, nil
+}
+
+// saw records the incarnation of a reply and reports whether it differs
+// from the one seen before (not for the first reply of the stream).
+func (s *stream) saw(inc engine.ID128) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := s.seen != (engine.ID128{}) && inc != s.seen
+	s.seen = inc
+	return changed
+}
+
+func (s *stream) seenIncarnation() engine.ID128 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen
 }
 
 // pullAhead starts the next pull after a batch of at least half of max.

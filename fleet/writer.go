@@ -347,7 +347,8 @@ func (w *Writer) handlePull(r micro.Request) {
 		w.failEngine(r, err)
 		return
 	}
-	if len(res.Entries) == 0 && wait > 0 {
+	stale := req.Incarnation != (engine.ID128{}) && req.Incarnation != w.store.Incarnation()
+	if len(res.Entries) == 0 && wait > 0 && !stale {
 		h := &heldPull{req: r, pull: req, expires: time.Now().Add(wait)}
 		if w.holds.add(h, res.Visible, func(from, to uint64) bool { return w.matchesBetween(h, from, to) }) {
 			w.stats.held.Add(1)

@@ -95,6 +95,11 @@ type PullRequest struct {
 	// once. Absent from the encoding when 0, so such a request is the
 	// same bytes as before held pulls existed.
 	WaitMs uint32
+	// Incarnation, when not zero, is the writer incarnation the client
+	// last heard from: a writer of another incarnation answers at once
+	// instead of holding, so the client learns of the restart before it
+	// waits (and re-checks its checkpoint against the new writer).
+	Incarnation engine.ID128
 }
 
 // EncodePullRequest encodes r.
@@ -102,6 +107,9 @@ func EncodePullRequest(r PullRequest) []byte {
 	b := make([]byte, 0, 128)
 	n := 6
 	if r.WaitMs > 0 {
+		n++
+	}
+	if r.Incarnation != (engine.ID128{}) {
 		n++
 	}
 	b = AppendMapLen(b, n)
@@ -119,6 +127,9 @@ func EncodePullRequest(r PullRequest) []byte {
 	b = AppendInt(b, int64(r.MaxBytes))
 	if r.WaitMs > 0 {
 		b = AppendUint(AppendStr(b, "wait_ms"), uint64(r.WaitMs))
+	}
+	if r.Incarnation != (engine.ID128{}) {
+		b = AppendStr(AppendStr(b, "incarnation"), r.Incarnation.String())
 	}
 	return b
 }
@@ -218,6 +229,8 @@ func DecodePullRequest(data []byte) (PullRequest, error) {
 				return req, BadField("wait_ms", "must be a 32-bit count of milliseconds (got %d)", v)
 			}
 			req.WaitMs = uint32(v)
+		case "incarnation":
+			req.Incarnation = decodeID(r, "incarnation")
 		default:
 			r.skip()
 		}
