@@ -83,6 +83,15 @@ progress() { # a live line on a terminal, a line a second otherwise
 	fi
 }
 
+# SIGKILL can cut the last line of --out short (its batch was never
+# committed, so it is delivered again); drop it before the restarted
+# worker appends, so every line stays whole JSON.
+trim_partial() {
+	if [ -s "$1" ] && [ -n "$(tail -c 1 "$1")" ]; then
+		head -n "$(wc -l < "$1")" "$1" > "$1.whole" && mv "$1.whole" "$1"
+	fi
+}
+
 killed=0
 stop_at=$(deadline 120)
 while kill -0 "$APPEND" 2>/dev/null; do
@@ -90,6 +99,7 @@ while kill -0 "$APPEND" 2>/dev/null; do
 	if [ $killed -eq 0 ] && [ "$(lines "$WORK/orders.jsonl")" -ge $((EVENTS / 4)) ]; then
 		kill -KILL "$PID_orders"
 		wait "$PID_orders" 2>/dev/null || true
+		trim_partial "$WORK/orders.jsonl"
 		printf '\n  killed the orders worker with SIGKILL half-way; restarting it\n'
 		run_worker orders "entity=order" orders --out "$WORK/orders.jsonl"
 		killed=1
@@ -104,6 +114,7 @@ tail -n1 "$WORK/append.log"
 
 if [ $killed -eq 0 ]; then
 	kill -KILL "$PID_orders"; wait "$PID_orders" 2>/dev/null || true
+	trim_partial "$WORK/orders.jsonl"
 	echo "  killed the orders worker with SIGKILL; restarting it"
 	run_worker orders "entity=order" orders --out "$WORK/orders.jsonl"
 fi
