@@ -135,7 +135,7 @@ var ckptDecodeCases = func() []ckptDecodeCase {
 		return ckptDecodeCase{name: name, data: data, want: want}
 	}
 	validFull := full()
-	return []ckptDecodeCase{
+	return append([]ckptDecodeCase{
 		good("golden four-key A", ckptMustHex(ckptGoldenA), Record{RegionIdentity: ckptPtr(ckptIdentAll)}),
 		good("golden four-key B", ckptMustHex(ckptGoldenB), Record{Position: 7, Started: true, RegionIdentity: ckptPtr(ckptIdentLoadFlag)}),
 		good("seven keys", validFull, fullRec),
@@ -163,7 +163,6 @@ var ckptDecodeCases = func() []ckptDecodeCase {
 		good("position non-minimal u32", ckptMap(ckptKV{"position", ckptMustHex("ce 00000005")}, ckptKV{"started", ckptTrue}), ok5),
 		good("position non-negative int8", ckptMap(ckptKV{"position", ckptMustHex("d0 05")}, ckptKV{"started", ckptTrue}), ok5),
 		good("map16 header", append([]byte{0xde, 0x00, 0x02}, ckptMap(ckptMinimal(5, true)...)[1:]...), ok5),
-
 		bad("empty input", nil),
 		bad("not-msgpack", []byte("not-msgpack")),
 		bad("nil", ckptNil),
@@ -199,6 +198,85 @@ var ckptDecodeCases = func() []ckptDecodeCase {
 		bad("map claims more entries", append([]byte{0x83}, ckptMap(ckptMinimal(5, true)...)[1:]...)),
 		bad("map32 claims 2^32-1 entries", ckptMustHex("df ffffffff a8 706f736974696f6e 05")),
 		bad("string length past the end", ckptMustHex("81 d9 ff 70")),
+	}, ckptWireCases...)
+}()
+
+// ckptWireCases pin what the decoder makes of encodings the encoder never
+// writes but another MessagePack encoder may (SPEC §8.3, CKP-02): a map32
+// header, str16/str32 strings, a bin value in a string field, integers
+// written signed. They are part of ckptDecodeCases too (fuzz seeds).
+var ckptWireCases = func() []ckptDecodeCase {
+	validFull := ckptMap(
+		ckptKV{"position", ckptMustHex("cd012c")},
+		ckptKV{"started", ckptTrue},
+		ckptKV{"process_boot_ns", ckptNil},
+		ckptKV{"region_identity", ckptStr(ckptIdentAll)},
+		ckptKV{"journal_id", ckptStr("j1")},
+		ckptKV{"owner", ckptStr("w1")},
+		ckptKV{"updated_ms", ckptMustHex("cf 0000018bcfe5687b")},
+	)
+	fullRec := Record{Position: 300, Started: true, RegionIdentity: ckptPtr(ckptIdentAll),
+		JournalID: "j1", Owner: "w1", UpdatedMs: 1_700_000_000_123}
+	with := func(key string, val []byte) []byte {
+		return ckptMap(append(ckptMinimal(5, true), ckptKV{key, val})...)
+	}
+	ok5 := Record{Position: 5, Started: true}
+	bad := func(name string, data []byte) ckptDecodeCase {
+		return ckptDecodeCase{name: name, data: data, wantErr: true}
+	}
+	good := func(name string, data []byte, want Record) ckptDecodeCase {
+		return ckptDecodeCase{name: name, data: data, want: want}
+	}
+	return []ckptDecodeCase{
+		good("map32 header", append([]byte{0xdf, 0x00, 0x00, 0x00, 0x02}, ckptMap(ckptMinimal(5, true)...)[1:]...), ok5),
+		good("map32 header, seven keys", append([]byte{0xdf, 0x00, 0x00, 0x00, 0x07}, validFull[1:]...), fullRec),
+
+		// Strings of every width are accepted in the string fields,
+		// including the non-minimal str16 and str32 (the encoder never
+		// writes them, other encoders may).
+		good("region_identity str16", with("region_identity", append(ckptMustHex("da 0001"), 'r')), Record{Position: 5, Started: true, RegionIdentity: ckptPtr("r")}),
+		good("region_identity str32", with("region_identity", append(ckptMustHex("db 00000022"), ckptIdentAll...)), Record{Position: 5, Started: true, RegionIdentity: ckptPtr(ckptIdentAll)}),
+		good("journal_id str32", with("journal_id", append(ckptMustHex("db 00000002"), "j1"...)), Record{Position: 5, Started: true, JournalID: "j1"}),
+		good("owner str32", with("owner", append(ckptMustHex("db 00000002"), "w1"...)), Record{Position: 5, Started: true, Owner: "w1"}),
+		good("owner str32 empty", with("owner", ckptMustHex("db 00000000")), ok5),
+		good("owner str8 empty", with("owner", ckptMustHex("d9 00")), ok5),
+
+		// A zero written as a signed integer of any width is 0, not an
+		// error (and not refused as negative).
+		good("position int8 zero", ckptMap(ckptKV{"position", ckptMustHex("d0 00")}, ckptKV{"started", ckptFalse}), Record{}),
+		good("position int16 zero", ckptMap(ckptKV{"position", ckptMustHex("d1 0000")}, ckptKV{"started", ckptFalse}), Record{}),
+		good("position int32 zero", ckptMap(ckptKV{"position", ckptMustHex("d2 00000000")}, ckptKV{"started", ckptFalse}), Record{}),
+		good("position int64 zero", ckptMap(ckptKV{"position", ckptMustHex("d3 0000000000000000")}, ckptKV{"started", ckptFalse}), Record{}),
+		good("position int16 positive", ckptMap(ckptKV{"position", ckptMustHex("d1 012c")}, ckptKV{"started", ckptTrue}), Record{Position: 300, Started: true}),
+		good("position int32 positive", ckptMap(ckptKV{"position", ckptMustHex("d2 00010000")}, ckptKV{"started", ckptTrue}), Record{Position: 65536, Started: true}),
+		good("position int64 max", ckptMap(ckptKV{"position", ckptMustHex("d3 7fffffffffffffff")}, ckptKV{"started", ckptTrue}), Record{Position: 1<<63 - 1, Started: true}),
+		good("updated_ms int8 zero", with("updated_ms", ckptMustHex("d0 00")), ok5),
+		good("updated_ms int16 zero", with("updated_ms", ckptMustHex("d1 0000")), ok5),
+		good("updated_ms int32 zero", with("updated_ms", ckptMustHex("d2 00000000")), ok5),
+		good("updated_ms int64 zero", with("updated_ms", ckptMustHex("d3 0000000000000000")), ok5),
+		good("updated_ms int64 positive", with("updated_ms", ckptMustHex("d3 0000018bcfe5687b")), Record{Position: 5, Started: true, UpdatedMs: 1_700_000_000_123}),
+		good("updated_ms uint8", with("updated_ms", ckptMustHex("cc ff")), Record{Position: 5, Started: true, UpdatedMs: 255}),
+
+		bad("updated_ms negative int8", with("updated_ms", ckptMustHex("d0 ff"))),
+		bad("updated_ms negative int16", with("updated_ms", ckptMustHex("d1 ffff"))),
+		bad("updated_ms negative int32", with("updated_ms", ckptMustHex("d2 80000000"))),
+		bad("updated_ms negative int64", with("updated_ms", ckptMustHex("d3 ffffffffffffffff"))),
+		bad("updated_ms float", with("updated_ms", ckptMustHex("cb 0000000000000000"))),
+		bad("updated_ms bool", with("updated_ms", ckptTrue)),
+		bad("position negative int16", ckptMap(ckptKV{"position", ckptMustHex("d1 ffff")}, ckptKV{"started", ckptTrue})),
+		bad("position negative int32", ckptMap(ckptKV{"position", ckptMustHex("d2 ffffffff")}, ckptKV{"started", ckptTrue})),
+		bad("position float32 zero", ckptMap(ckptKV{"position", ckptMustHex("ca 00000000")}, ckptKV{"started", ckptTrue})),
+
+		// A bin value is not a string: the decoder refuses it in every
+		// string field (msgpack's DecodeString alone would accept it).
+		bad("region_identity bin8", with("region_identity", append(ckptMustHex("c4 22"), ckptIdentAll...))),
+		bad("region_identity bin16", with("region_identity", append(ckptMustHex("c5 0001"), 'r'))),
+		bad("region_identity bin32", with("region_identity", append(ckptMustHex("c6 00000001"), 'r'))),
+		bad("journal_id bin8", with("journal_id", append(ckptMustHex("c4 02"), "j1"...))),
+		bad("owner bin8", with("owner", append(ckptMustHex("c4 02"), "w1"...))),
+		bad("owner bin8 empty", with("owner", ckptMustHex("c4 00"))),
+		bad("owner bin32", with("owner", append(ckptMustHex("c6 00000002"), "w1"...))),
+		bad("str32 value past the end", with("owner", append(ckptMustHex("db 00000003"), "w1"...))),
 	}
 }()
 
@@ -558,6 +636,39 @@ func TestCheckpointDecodeTable(t *testing.T) {
 	}
 }
 
+// Catalogue: CKP-02. The decoder's decisions on encodings the encoder
+// never writes (ckptWireCases), through Decode and through every store's
+// Load: a map32 header and str16/str32 strings are accepted, a bin value
+// in a string field is refused, a signed zero is 0 and a negative signed
+// integer is refused. A refusal loads as ErrCorrupt, never as I/O or
+// absence.
+func TestCKP02_DecodeWireForms(t *testing.T) {
+	for _, c := range ckptWireCases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := Decode(c.data)
+			switch {
+			case c.wantErr && err == nil:
+				t.Fatalf("Decode(%x) = %s, want an error", c.data, ckptFormatRecord(got))
+			case !c.wantErr && err != nil:
+				t.Fatalf("Decode(%x): %v", c.data, err)
+			case !c.wantErr && !reflect.DeepEqual(got, c.want):
+				t.Fatalf("Decode(%x) = %s, want %s", c.data, ckptFormatRecord(got), ckptFormatRecord(c.want))
+			}
+			for _, sc := range ckptStores(t) {
+				sc.plant(t, "wire", c.data)
+				rec, _, err := sc.store.Load(ckptCtx(t), "wire")
+				if c.wantErr {
+					ckptExpectCorrupt(t, err, sc.store, "wire")
+					continue
+				}
+				if err != nil || !reflect.DeepEqual(rec, c.want) {
+					t.Fatalf("%s: load = %s, %v; want %s", sc.name, ckptFormatRecord(rec), err, ckptFormatRecord(c.want))
+				}
+			}
+		})
+	}
+}
+
 // ---- CKP-06 ---------------------------------------------------------------
 
 // Catalogue: CKP-06.
@@ -860,5 +971,181 @@ func TestCK03_FileKeyMapping(t *testing.T) {
 	}
 	if _, err := checkpointIDFromFileKey("cursors.lock"); err == nil {
 		t.Errorf("checkpointIDFromFileKey accepted a foreign name")
+	}
+}
+
+// Catalogue: CK-03. The file names are an on-disk format: a record saved
+// by one version must be found by the next, so the mapping documented in
+// FileStore's doc is pinned byte for byte. Verbatim is exactly
+// [A-Za-z0-9_-] up to 200 bytes (each range's ends, and the bytes just
+// outside them, are tried); anything else is hex, split into 200-digit
+// directories.
+func TestCK03_FileKeyGoldens(t *testing.T) {
+	hexOf := func(s string) string { return hex.EncodeToString([]byte(s)) }
+	x200, x201 := strings.Repeat("x", 200), strings.Repeat("x", 201)
+	h201 := hexOf(x201) // 402 digits
+	cases := []struct{ id, key string }{
+		{"a", "v-a.ckpt"}, {"z", "v-z.ckpt"}, {"A", "v-A.ckpt"}, {"Z", "v-Z.ckpt"},
+		{"0", "v-0.ckpt"}, {"9", "v-9.ckpt"}, {"_", "v-_.ckpt"}, {"-", "v--.ckpt"},
+		{"az_AZ-09", "v-az_AZ-09.ckpt"},
+		// The bytes around each verbatim range are hex.
+		{"`", "h-60.ckpt"}, {"{", "h-7b.ckpt"}, {"@", "h-40.ckpt"}, {"[", "h-5b.ckpt"},
+		{".", "h-2e.ckpt"}, {":", "h-3a.ckpt"}, {"^", "h-5e.ckpt"}, {" ", "h-20.ckpt"},
+		{"~", "h-7e.ckpt"}, {"é", "h-c3a9.ckpt"},
+		// One non-verbatim byte makes the whole id hex.
+		{"ab.c", "h-" + hexOf("ab.c") + ".ckpt"},
+		{"abc:", "h-" + hexOf("abc:") + ".ckpt"},
+		// Length: 200 verbatim bytes stay verbatim, 201 do not.
+		{x200, "v-" + x200 + ".ckpt"},
+		{x201, filepath.Join("h-"+h201[:200], h201[200:400], h201[400:]) + ".ckpt"},
+		// 100 non-verbatim bytes are 200 digits: one name, no directory.
+		{strings.Repeat(":", 100), "h-" + strings.Repeat("3a", 100) + ".ckpt"},
+		{strings.Repeat(":", 101), filepath.Join("h-"+strings.Repeat("3a", 100), "3a") + ".ckpt"},
+	}
+	for _, c := range cases {
+		if err := ValidateID(c.id); err != nil {
+			t.Fatalf("test id %q is invalid: %v", c.id, err)
+		}
+		if got := checkpointFileKey(c.id); got != c.key {
+			t.Errorf("key of %q = %q, want %q", short(c.id), got, c.key)
+		}
+		if back, err := checkpointIDFromFileKey(c.key); err != nil || back != c.id {
+			t.Errorf("id of key %q = %q, %v; want %q", c.key, short(back), err, short(c.id))
+		}
+	}
+	// And the store uses them: a record saved under a verbatim id is the
+	// file the golden names.
+	dir := t.TempDir()
+	s := NewFileStore(dir)
+	for _, c := range cases[:2] {
+		if _, err := s.Save(ckptCtx(t), c.id, Record{Position: 1, Started: true}, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "cursors", c.key)); err != nil {
+			t.Errorf("record of %q is not at cursors/%s: %v", c.id, c.key, err)
+		}
+	}
+}
+
+// short abbreviates long ids in messages.
+func short(id string) string {
+	if len(id) <= 40 {
+		return id
+	}
+	return fmt.Sprintf("%s…(%d bytes)", id[:20], len(id))
+}
+
+// Catalogue: CKP-17 (file store). A record file whose header is intact
+// but whose record bytes are empty loads as ErrCorrupt, and its header's
+// revision still governs compare-and-swap: a create conflicts, a stale
+// update conflicts, an update at that revision replaces the record.
+func TestCKP17_FileHeaderOnlyRecord(t *testing.T) {
+	s := NewFileStore(t.TempDir())
+	const id = "header-only"
+	if err := s.PutRecord(id, nil, 3); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(s.Location(id)); err != nil || fi.Size() != ckptHeaderLen {
+		t.Fatalf("planted file: %v, %v; want exactly a %d-byte header", fi, err, ckptHeaderLen)
+	}
+	_, _, err := s.Load(ckptCtx(t), id)
+	ckptExpectCorrupt(t, err, s, id)
+	var ce *CorruptError
+	if errors.As(err, &ce) && strings.Contains(ce.Reason, "header") {
+		t.Errorf("reason %q blames the header, which is intact", ce.Reason)
+	}
+
+	rec := Record{Position: 4, Started: true, RegionIdentity: ckptPtr(ckptIdentAll)}
+	for _, c := range []struct {
+		name     string
+		expected Revision
+		wantErr  error
+	}{
+		{"create", 0, ErrConflict},
+		{"stale update", 2, ErrConflict},
+		{"update past the revision", 4, ErrConflict},
+		{"update at the header's revision", 3, nil},
+	} {
+		rev, err := s.Save(ckptCtx(t), id, rec, c.expected)
+		checkErr(t, err, c.wantErr)
+		if c.wantErr == nil && rev != 4 {
+			t.Fatalf("%s: revision %d, want 4", c.name, rev)
+		}
+	}
+	got, rev, err := s.Load(ckptCtx(t), id)
+	if err != nil || rev != 4 || !reflect.DeepEqual(got, rec) {
+		t.Fatalf("load after the update = %s, %d, %v; want %s, 4", ckptFormatRecord(got), rev, err, ckptFormatRecord(rec))
+	}
+}
+
+// Catalogue: CKP-03 (and §8.5 rules 1, 5-7 through Load). No record:
+// Load asks the source and resumes at (0, false) with revision 0, no
+// record, bound to the source's journal; a record resumes at its
+// position with its revision. Either way a failing source's error is
+// returned as it is (a worker retries transient ones inside source), with
+// nothing to resume from.
+func TestCKP03_LoadAsksTheSource(t *testing.T) {
+	jid := engine.NewID128()
+	region := engine.RegionEntity("entity:load")
+	ident := region.Identity()
+	errSource := errors.New("injected: source unavailable")
+	ok := func(context.Context) (engine.SourceInfo, error) {
+		return engine.SourceInfo{JournalID: jid, Visible: 10}, nil
+	}
+	failing := func(context.Context) (engine.SourceInfo, error) {
+		return engine.SourceInfo{JournalID: jid, Visible: 10}, errSource
+	}
+	cases := []struct {
+		name    string
+		record  *Record // planted under the id first; nil: none
+		source  func(context.Context) (engine.SourceInfo, error)
+		want    Resume
+		wantErr error
+	}{
+		{name: "no record", source: ok, want: Resume{JournalID: jid.String()}},
+		{name: "no record, source fails", source: failing, wantErr: errSource},
+		{name: "record", record: &Record{Position: 9, Started: true, RegionIdentity: &ident}, source: ok,
+			want: Resume{Position: 9, Started: true, Revision: 1, JournalID: jid.String()}},
+		{name: "record, source fails", record: &Record{Position: 9, Started: true, RegionIdentity: &ident}, source: failing, wantErr: errSource},
+		{name: "record ahead", record: &Record{Position: 10, Started: true, RegionIdentity: &ident, JournalID: jid.String()}, source: ok, wantErr: ErrAhead},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := NewMemoryStore()
+			if c.record != nil {
+				if _, err := s.Save(ckptCtx(t), "load", *c.record, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			calls := 0
+			got, err := Load(ckptCtx(t), s, "load", region, func(ctx context.Context) (engine.SourceInfo, error) {
+				calls++
+				return c.source(ctx)
+			})
+			if calls != 1 {
+				t.Fatalf("source called %d times, want once", calls)
+			}
+			checkErr(t, err, c.wantErr)
+			if c.wantErr != nil {
+				if !reflect.DeepEqual(got, Resume{}) {
+					t.Fatalf("Load failed with %v but returned %+v", err, got)
+				}
+				if errors.Is(err, ErrIO) || errors.Is(err, ErrCorrupt) {
+					t.Fatalf("source error %v was rewrapped as a store error", err)
+				}
+				return
+			}
+			if c.record == nil {
+				if got.Record != nil {
+					t.Fatalf("Load without a record returned record %+v", *got.Record)
+				}
+			} else if got.Record == nil || !reflect.DeepEqual(*got.Record, *c.record) {
+				t.Fatalf("Load returned record %v, want %+v", got.Record, *c.record)
+			}
+			got.Record = nil
+			if got != c.want {
+				t.Fatalf("Load = %+v, want %+v", got, c.want)
+			}
+		})
 	}
 }

@@ -28,6 +28,18 @@ import (
 // "<file>.lock", checks the revision, writes a temporary file, fsyncs it,
 // renames it over the record and fsyncs the directory, so compare-and-swap
 // holds against every saver, other processes included.
+//
+// Save errors follow Store.Save: ErrConflict when nothing was written;
+// ErrIO when a step failed. A failure before the rename leaves the
+// previous record intact. A failure of the final directory sync comes
+// after the rename: the error matches ErrIO (and wraps a
+// *fsx.DirSyncError naming the directory), but its outcome is unknown —
+// the new record is in place at the next revision, and Load returns it,
+// though it may not survive a crash of the operating system. A caller
+// must not assume the previous record is still stored; it reads the
+// record back if it needs to know (a worker stops, and the next worker
+// resumes from whatever Load returns: never before a handled batch,
+// since the new record holds a handled batch's position).
 type FileStore struct {
 	root    string             // <dir>/cursors
 	syncDir func(string) error // nil: fsx.SyncDir; tests inject failures
@@ -94,6 +106,9 @@ func (s *FileStore) Load(ctx context.Context, id string) (Record, Revision, erro
 	if err := ValidateID(id); err != nil {
 		return Record{}, 0, err
 	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if err := ctx.Err(); err != nil {
 		return Record{}, 0, fmt.Errorf("%w: %w", ErrIO, err)
 	}
@@ -140,15 +155,20 @@ func encodeCheckpointFile(rev Revision, record []byte) []byte {
 	return append(out, record...)
 }
 
-// Save stores rec if the stored revision equals expected (0: create).
+// Save stores rec if the stored revision equals expected (0: create). An
+// ErrIO from the directory sync after the rename leaves the outcome
+// unknown: rec may be in place (see FileStore).
 func (s *FileStore) Save(ctx context.Context, id string, rec Record, expected Revision) (Revision, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if err := ValidateID(id); err != nil {
 		return 0, err
 	}
 	path := s.path(id)
 	ioErr := func(err error) error { return fmt.Errorf("%w: %s: %w", ErrIO, path, err) }
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := fsx.MkdirAll(dir); err != nil {
 		return 0, ioErr(err)
 	}
 	lock, err := fsx.LockContext(ctx, path+".lock")

@@ -33,6 +33,9 @@ func (m *MemoryStore) Location(id string) string { return fmt.Sprintf("memory:%q
 
 // Load returns the record of id and its revision.
 func (m *MemoryStore) Load(ctx context.Context, id string) (Record, Revision, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if err := ctx.Err(); err != nil {
 		return Record{}, 0, fmt.Errorf("%w: %w", ErrIO, err)
 	}
@@ -57,6 +60,9 @@ func (m *MemoryStore) Load(ctx context.Context, id string) (Record, Revision, er
 func (m *MemoryStore) Save(ctx context.Context, id string, rec Record, expected Revision) (Revision, error) {
 	if err := ValidateID(id); err != nil {
 		return 0, err
+	}
+	if ctx == nil {
+		ctx = context.Background()
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrIO, err)

@@ -136,3 +136,32 @@ func LockContext(ctx context.Context, path string) (*Lock, error) {
 		}
 	}
 }
+
+// MkdirAll creates dir and any missing parents, and syncs the parent of
+// each directory it creates, so the new directories survive a crash of the
+// operating system (a file renamed into one would otherwise be lost with
+// it).
+func MkdirAll(dir string) error {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := SyncDir(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}

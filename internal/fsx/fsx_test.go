@@ -88,3 +88,23 @@ func TestLocks(t *testing.T) {
 		t.Fatal("LockContext did not get the lock once it was released")
 	}
 }
+
+func TestMkdirAll(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "a", "b", "c")
+	if err := MkdirAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		t.Fatalf("%s: %v", dir, err)
+	}
+	if err := MkdirAll(dir); err != nil { // exists: nothing to do
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := MkdirAll(filepath.Join(root, "file", "x")); err == nil {
+		t.Fatal("MkdirAll under a file succeeded")
+	}
+}
