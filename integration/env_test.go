@@ -7,6 +7,7 @@ import (
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/checkpointtest"
 	"github.com/batfleet/batfleet/engine/deliverytest"
 )
 
@@ -32,7 +33,8 @@ func fleetEnv(t testing.TB) deliverytest.Env {
 //
 //   - Source: the fleet.Client (remote pulls, epoch-message parking);
 //   - Store: the writer's local journal (scenarios append and fence there);
-//   - Checkpoints: the kvckpt.Store;
+//   - Checkpoints and Faults: the kvckpt.Store, wrapped to inject
+//     transient failures and lost replies (one wrapper per rig);
 //   - PlantRecord: a raw kv.Put of the bytes under the store's key for id
 //     (a new revision, bypassing compare-and-swap);
 //   - BreakRecord: the KV stream's max message size drops to 1 byte, so
@@ -43,10 +45,17 @@ func fleetEnv(t testing.TB) deliverytest.Env {
 //   - Reopen: a clean writer restart on the same directory (a new
 //     incarnation) and connection; client and KV store stay.
 func (r *rig) env() deliverytest.Env {
+	r.mu.Lock()
+	if r.faults == nil {
+		r.faults = checkpointtest.NewFaulty(r.Checkpoints)
+	}
+	faults := r.faults
+	r.mu.Unlock()
 	return deliverytest.Env{
 		Source:      r.Client,
 		Store:       r.Store(),
-		Checkpoints: r.Checkpoints,
+		Checkpoints: faults,
+		Faults:      faults,
 		PlantRecord: r.plantRecord,
 		BreakRecord: r.breakRecord,
 		Reopen: func(t testing.TB) deliverytest.Env {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/checkpointtest"
 	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/fleet"
@@ -49,6 +50,7 @@ type rig struct {
 	mu     sync.Mutex
 	store  *journal.Store
 	writer *fleet.Writer
+	faults *checkpointtest.Faulty // env's wrapper of Checkpoints
 }
 
 // newRig starts a server, opens the journal, serves it and connects the

@@ -19,7 +19,7 @@ import (
 // TestClusterR3 runs the store on a 3-node JetStream cluster with an R3
 // bucket. Replicated streams report a lost compare-and-swap with another
 // API error code (10164) than single-replica ones (10071); the store must
-// still turn both create and update conflicts into ErrCheckpointConflict.
+// still turn both create and update conflicts into ErrConflict.
 // Then one node goes down and saves keep working, for a client connected
 // to a surviving node and for one connected (with every URL) to the node
 // that went down.
@@ -27,7 +27,7 @@ func TestClusterR3(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
 	// Client A talks to n0 only; n0 never goes down.
 	ncA, jsA := natstest.ConnectURL(t, c.Servers[0].ClientURL())
-	s := openStore(t, jsA, Config{Journal: "cluster", Replicas: 3})
+	s := openClusterStore(t, jsA, Config{Journal: "cluster", Replicas: 3})
 
 	st, err := s.kv.Status(testCtx(t))
 	if err != nil {
@@ -142,7 +142,7 @@ func TestClusterR3(t *testing.T) {
 			}
 		}
 		ncB, jsB := natstest.ConnectURL(t, strings.Join(urls, ","), nats.DontRandomize())
-		sB := openStore(t, jsB, Config{Journal: "cluster", Replicas: 3})
+		sB := openClusterStore(t, jsB, Config{Journal: "cluster", Replicas: 3})
 		if got := ncB.ConnectedServerName(); got != c.Servers[victim].Name() {
 			t.Fatalf("client B is connected to %q, want the victim %q", got, c.Servers[victim].Name())
 		}
@@ -230,4 +230,25 @@ func saveUntilAccepted(t testing.TB, s *Store, id string, rev checkpoint.Revisio
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// openClusterStore opens a Store on a cluster that StartCluster may have
+// handed over as soon as it elected a meta leader: until every peer has
+// reported in, creating an R3 bucket is refused with "no suitable peers
+// for placement" (JetStream API error 10005), which the test waits out.
+// Any other error fails at once.
+func openClusterStore(t testing.TB, js jetstream.JetStream, cfg Config) *Store {
+	t.Helper()
+	var s *Store
+	waitFor(t, "the cluster to place an R3 bucket", 30*time.Second, func() bool {
+		var err error
+		if s, err = Open(testCtx(t), js, cfg); err == nil {
+			return true
+		}
+		if apiErr := (*jetstream.APIError)(nil); !errors.As(err, &apiErr) || apiErr.ErrorCode != 10005 {
+			t.Fatalf("open %+v: %v", cfg, err)
+		}
+		return false
+	})
+	return s
 }

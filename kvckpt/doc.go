@@ -44,8 +44,10 @@
 // # Timeouts
 //
 // Every call takes a context and is bounded by Config.Timeout (default
-// 5 s) or the context's deadline, whichever comes first. A disconnected server surfaces as
-// checkpoint.ErrIO, never a hang. A Store is safe for concurrent use.
+// 5 s) or the context's deadline, whichever comes first; a nil context is
+// context.Background() (bounded by Config.Timeout alone). A disconnected
+// server surfaces as checkpoint.ErrIO, never a hang. A Store is safe for
+// concurrent use.
 //
 // Save publishes only while the client is connected: during an outage it
 // waits for the reconnect (within its timeout) instead of leaving the save

@@ -11,7 +11,7 @@ import (
 )
 
 // FuzzValueDecode: whatever bytes a key holds, Load returns a record or
-// ErrCheckpointCorrupt (a *checkpoint.CorruptError naming the id and
+// ErrCorrupt (a *checkpoint.CorruptError naming the id and
 // location), and never panics. Every input goes through decodeValue, the
 // decoding step of Load and List; inputs up to 64 KiB also go through a
 // real bucket (Put, then Load) on one server shared by the fuzz process,

@@ -95,7 +95,35 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	ctx, cancel := withTimeout(ctx, cfg.Timeout)
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	// A cluster that is starting, or electing the bucket stream's leader,
+	// answers "not now" for a few seconds: ride that out, for up to
+	// Config.Timeout (or ctx's deadline).
+	deadline := time.Now().Add(cfg.Timeout)
+	wait := 50 * time.Millisecond
+	for {
+		s, err := open(ctx, js, cfg, deadline)
+		if err == nil || !Transient(err) || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			if err != nil && Transient(err) {
+				err = fmt.Errorf("%w: %w", checkpoint.ErrUnavailable, err)
+			}
+			return s, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w: %w", checkpoint.ErrUnavailable, err)
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+func open(ctx context.Context, js jetstream.JetStream, cfg Config, deadline time.Time) (*Store, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, cfg.Bucket)
 	switch {
@@ -146,6 +174,7 @@ func checkBucket(ctx context.Context, kv jetstream.KeyValue) error {
 }
 
 // withTimeout bounds a call by d, or by ctx's deadline when that is sooner.
+// A nil ctx is context.Background().
 func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if ctx == nil {
 		ctx = context.Background()
@@ -177,7 +206,7 @@ func (s *Store) Load(ctx context.Context, id string) (checkpoint.Record, checkpo
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		return checkpoint.Record{}, 0, checkpoint.ErrNotFound
 	case err != nil:
-		return checkpoint.Record{}, 0, fmt.Errorf("%w: %s: %w", checkpoint.ErrIO, s.Location(id), err)
+		return checkpoint.Record{}, 0, ioError(s.Location(id), err)
 	}
 	rec, err := s.decodeValue(id, e.Value())
 	if err != nil {
@@ -187,7 +216,7 @@ func (s *Store) Load(ctx context.Context, id string) (checkpoint.Record, checkpo
 }
 
 // decodeValue decodes the value stored under id's key; a value that does
-// not decode is a *checkpoint.CorruptError (ErrCheckpointCorrupt).
+// not decode is a *checkpoint.CorruptError (ErrCorrupt).
 func (s *Store) decodeValue(id string, value []byte) (checkpoint.Record, error) {
 	rec, err := checkpoint.Decode(value)
 	if err != nil {
@@ -206,7 +235,7 @@ func (s *Store) Save(ctx context.Context, id string, rec checkpoint.Record, expe
 	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if err := s.awaitConnected(ctx); err != nil {
-		return 0, fmt.Errorf("%w: %s: %w", checkpoint.ErrIO, s.Location(id), err)
+		return 0, ioError(s.Location(id), err)
 	}
 	value := checkpoint.Encode(rec)
 	var rev uint64
@@ -222,7 +251,7 @@ func (s *Store) Save(ctx context.Context, id string, rec checkpoint.Record, expe
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		return 0, fmt.Errorf("%w: %s (expected revision %d): %w", checkpoint.ErrConflict, s.Location(id), expected, err)
 	default:
-		return 0, fmt.Errorf("%w: %s: %w", checkpoint.ErrIO, s.Location(id), err)
+		return 0, ioError(s.Location(id), err)
 	}
 }
 
@@ -289,7 +318,7 @@ func (s *Store) List(ctx context.Context) ([]Listed, error) {
 			continue // deleted since it was listed
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", checkpoint.ErrIO, s.Location(id), err)
+			return nil, ioError(s.Location(id), err)
 		}
 		rec, derr := s.decodeValue(id, e.Value())
 		if derr != nil {

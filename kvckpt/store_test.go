@@ -183,7 +183,7 @@ func short(id string) string {
 // a Store on a fresh embedded server per subtest.
 //
 // BreakIO shuts the server down (Load and Save then fail with
-// ErrCheckpointIO) and its repair starts it again on the same port and
+// ErrIO) and its repair starts it again on the same port and
 // store directory; the file bucket and its revisions come back, and the
 // client reconnects. The client runs without a reconnect buffer
 // (nats.ReconnectBufSize(-1)): while disconnected a call fails at once
@@ -768,7 +768,7 @@ func TestCASContention(t *testing.T) {
 // TestCKP16_TwoWorkersRace starts two durable workers with the same
 // checkpoint id and region, each on its own NATS connection, over one local
 // journal that keeps growing. One of them must stop with a checkpoint
-// conflict (ErrCheckpointWriteFailed and ErrCheckpointConflict); the other
+// conflict (ErrCheckpointWriteFailed and ErrConflict); the other
 // keeps committing; no successful save ever moves the stored position back.
 func TestCKP16_TwoWorkersRace(t *testing.T) {
 	ts := startTestServer(t)
@@ -856,7 +856,7 @@ func TestCKP16_TwoWorkersRace(t *testing.T) {
 // ---- disconnected server -------------------------------------------------
 
 // TestDisconnectedServer: with the server down, every call fails with
-// ErrCheckpointIO within Config.Timeout (or the caller's shorter deadline),
+// ErrIO within Config.Timeout (or the caller's shorter deadline),
 // never hangs, and never reports a conflict, corruption or absence.
 func TestDisconnectedServer(t *testing.T) {
 	const timeout = 500 * time.Millisecond
@@ -952,7 +952,7 @@ func TestDisconnectedServer(t *testing.T) {
 // client is disconnected leaves behind once the server is back.
 //
 // With nats.go's default reconnect buffer the save's publish waits in the
-// buffer; the save returns ErrCheckpointIO at its deadline, but the
+// buffer; the save returns ErrIO at its deadline, but the
 // publish is still sent on reconnect and applied if its revision is still
 // current. The I/O error is thus ambiguous (as any timeout is), and
 // compare-and-swap keeps it safe: a stale writer can never overwrite a

@@ -19,6 +19,7 @@ type Faulty struct {
 	corrupt map[string][]byte      // planted bytes that do not decode
 	broken  map[string]bool        // ids whose Load and Save fail with ErrIO
 	fails   map[string][]injection // queued outcomes of the next saves of id
+	lfails  map[string][]error     // queued outcomes of the next loads of id
 }
 
 // injection is one queued save outcome: err is returned; when landed, the
@@ -30,7 +31,7 @@ type injection struct {
 
 // NewFaulty wraps s.
 func NewFaulty(s checkpoint.Store) *Faulty {
-	return &Faulty{Store: s, corrupt: map[string][]byte{}, broken: map[string]bool{}, fails: map[string][]injection{}}
+	return &Faulty{Store: s, corrupt: map[string][]byte{}, broken: map[string]bool{}, fails: map[string][]injection{}, lfails: map[string][]error{}}
 }
 
 // Plant makes data the current record bytes of id. Bytes that decode are
@@ -83,14 +84,44 @@ func (f *Faulty) FailSaves(id string, n int, err error, landed bool) {
 	}
 }
 
+// ClearSaves drops the save failures still queued for id.
+func (f *Faulty) ClearSaves(id string) {
+	f.mu.Lock()
+	delete(f.fails, id)
+	f.mu.Unlock()
+}
+
+// FailLoads queues err as the outcome of the next n loads of id.
+func (f *Faulty) FailLoads(id string, n int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range n {
+		f.lfails[id] = append(f.lfails[id], err)
+	}
+}
+
+// Pending returns how many injected save and load failures of id are
+// still queued.
+func (f *Faulty) Pending(id string) (saves, loads int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.fails[id]), len(f.lfails[id])
+}
+
 // Load returns the wrapped store's record of id, or a planted or injected
 // failure.
 func (f *Faulty) Load(ctx context.Context, id string) (checkpoint.Record, checkpoint.Revision, error) {
 	f.mu.Lock()
 	broken := f.broken[id]
 	bad, corrupt := f.corrupt[id]
+	var lerr error
+	if q := f.lfails[id]; len(q) > 0 {
+		lerr, f.lfails[id] = q[0], q[1:]
+	}
 	f.mu.Unlock()
 	switch {
+	case lerr != nil:
+		return checkpoint.Record{}, 0, lerr
 	case broken:
 		return checkpoint.Record{}, 0, fmt.Errorf("%w: %s: injected fault", checkpoint.ErrIO, f.Location(id))
 	case corrupt:

@@ -17,7 +17,8 @@ var scenarioCatalogue = []string{
 	"CK-04", "CKP-03", "CKP-04", "CKP-05", "CKP-07", "CKP-10", "CKP-11", "CKP-13", "CKP-14", "CKP-15",
 	"CKP-16", "CKP-18", "WRK-01", "WRK-02", "WRK-03", "WRK-04", "WRK-05", "WRK-06", "WRK-07", "WRK-08",
 	"WRK-09", "WRK-10", "WRK-11", "WRK-12", "WRK-13", "WRK-14", "WRK-15", "GAP-10", "RST-01", "RST-02",
-	"RST-03", "RST-04", "RST-05", "RST-08", "RST-09",
+	"RST-03", "RST-04", "RST-05", "RST-08", "RST-09", "OUT-01", "OUT-02", "OUT-03", "OUT-04", "OUT-05",
+	"OUT-06",
 }
 
 func TestScenarioCatalogue(t *testing.T) {
@@ -65,6 +66,7 @@ func scenarioLocalEnv(t testing.TB, dir string, ck *checkpointtest.Faulty) deliv
 		Source:      s,
 		Store:       s,
 		Checkpoints: ck,
+		Faults:      ck,
 		PlantRecord: func(t testing.TB, id string, record []byte) {
 			t.Helper()
 			if err := ck.Plant(context.Background(), id, record); err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/checkpoint"
+	"github.com/batfleet/batfleet/engine/checkpointtest"
 	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/engine/journal"
 )
@@ -26,6 +27,9 @@ type Env struct {
 	// the file store: a directory at the record's path); it returns a
 	// function that repairs it. Nil when the backend cannot do it.
 	BreakRecord func(t testing.TB, id string) (repair func())
+	// Faults wraps Checkpoints (it is the same store) to inject
+	// transient failures and lost replies into loads and saves.
+	Faults *checkpointtest.Faulty
 	// Reopen closes and reopens the journal (a writer restart) and returns
 	// the fresh Env sharing the same checkpoint store. Nil when the
 	// backend cannot restart.

@@ -69,5 +69,11 @@ func WorkerScenarios() []Scenario {
 		{"RST-05", "WindowResetsAfterWithin", scenarioRST05},
 		{"RST-08", "RestartResumesFromCommittedWithoutReload", scenarioRST08},
 		{"RST-09", "PanicText", scenarioRST09},
+		{"OUT-01", "SaveReplyLostAfterItLanded", scenarioOUT01},
+		{"OUT-02", "SaveUnavailableRetried", scenarioOUT02},
+		{"OUT-03", "StopDuringOutageAbandonsCommit", scenarioOUT03},
+		{"OUT-04", "LoadUnavailableAtStart", scenarioOUT04},
+		{"OUT-05", "OutageBound", scenarioOUT05},
+		{"OUT-06", "ConflictFoundByReconcile", scenarioOUT06},
 	}
 }
