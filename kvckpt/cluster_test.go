@@ -239,16 +239,28 @@ func saveUntilAccepted(t testing.TB, s *Store, id string, rev checkpoint.Revisio
 // Any other error fails at once.
 func openClusterStore(t testing.TB, js jetstream.JetStream, cfg Config) *Store {
 	t.Helper()
-	var s *Store
-	waitFor(t, "the cluster to place an R3 bucket", 30*time.Second, func() bool {
-		var err error
-		if s, err = Open(testCtx(t), js, cfg); err == nil {
-			return true
-		}
-		if apiErr := (*jetstream.APIError)(nil); !errors.As(err, &apiErr) || apiErr.ErrorCode != 10005 {
-			t.Fatalf("open %+v: %v", cfg, err)
-		}
-		return false
-	})
+	s, err := tryOpenClusterStore(js, cfg)
+	if err != nil {
+		t.Fatalf("open %+v: %v", cfg, err)
+	}
 	return s
+}
+
+// tryOpenClusterStore is openClusterStore for any goroutine: it returns
+// the error instead of failing the test. It also waits out a cluster that
+// is not ready yet (checkpoint.ErrUnavailable: Open gave up after its own
+// Config.Timeout).
+func tryOpenClusterStore(js jetstream.JetStream, cfg Config) (*Store, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), testOpTimeout)
+		s, err := Open(ctx, js, cfg)
+		cancel()
+		apiErr := (*jetstream.APIError)(nil)
+		retry := errors.Is(err, checkpoint.ErrUnavailable) || errors.As(err, &apiErr) && apiErr.ErrorCode == 10005
+		if err == nil || !retry || time.Now().After(deadline) {
+			return s, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -26,8 +26,13 @@ import (
 //   - anything else: another writer moved the checkpoint, a conflict,
 //     which stops the worker as any conflict does.
 //
-// So a checkpoint never regresses and is never written twice by
-// different owners. A Stop during an outage abandons the pending commit
+// A save refused as a conflict is looked behind the same way: the stored
+// record may be this very one (the client library resent a request whose
+// reply it lost; an attempt of unknown outcome was applied late), adopted
+// then, or still at the expected revision (a replicated stream's new
+// leader refusing a compare-and-swap before it caught up), which is
+// retried as a transient failure. So a checkpoint never regresses and is
+// never written twice by different owners. A Stop during an outage abandons the pending commit
 // (the batch is delivered again later: at least once holds). Conflicts,
 // corruption and other I/O errors stay fatal.
 
@@ -41,6 +46,9 @@ func (w *Worker) commit(p position, rev checkpoint.Revision, journalID string) (
 		Owner: w.cfg.WorkerID, UpdatedMs: uint64(w.cfg.WallClock().UnixMilli()),
 	}
 	newRev, err = w.saveOnce(rec, rev)
+	if errors.Is(err, checkpoint.ErrConflict) {
+		newRev, err = w.ownWrite(rec, rev, err)
+	}
 	if err == nil || !errors.Is(err, checkpoint.ErrUnavailable) {
 		return w.saved(newRev, err, p)
 	}
@@ -78,6 +86,9 @@ func (w *Worker) commit(p position, rev checkpoint.Revision, journalID string) (
 			return w.saved(landed, nil, p)
 		}
 		newRev, err = w.saveOnce(rec, expected)
+		if errors.Is(err, checkpoint.ErrConflict) {
+			newRev, err = w.ownWrite(rec, rev, err)
+		}
 		if err == nil {
 			w.log.Info("checkpoint store back; the held commit is saved", "position", p.pos,
 				"outage", time.Since(begin).Round(time.Millisecond))
@@ -110,6 +121,34 @@ func (w *Worker) reconcile(rec checkpoint.Record, rev checkpoint.Revision) (land
 	}
 	return 0, 0, fmt.Errorf("%w: %s moved to revision %d (position %d, owner %q) while this worker's commit at revision %d was pending",
 		checkpoint.ErrConflict, w.cfg.Checkpoints.Location(w.cfg.CheckpointID), srev, stored.Position, stored.Owner, rev)
+}
+
+// ownWrite looks behind a conflict by reading the record back. The
+// stored record is this very record (at a newer revision than rev): the
+// save had landed after all — an earlier attempt whose outcome was unknown
+// was applied late, or the client library resent a request whose reply it
+// lost and the resend found the first one applied — and its revision is
+// adopted. The record has not moved from rev: the refusal was the store's
+// (transient), and the save is retried. Another writer moved it: the
+// conflict stands.
+func (w *Worker) ownWrite(rec checkpoint.Record, rev checkpoint.Revision, conflict error) (checkpoint.Revision, error) {
+	landed, _, err := w.reconcile(rec, rev)
+	switch {
+	case err != nil && errors.Is(err, checkpoint.ErrUnavailable):
+		return 0, fmt.Errorf("%w: a conflict could not be checked: %w", err, conflict)
+	case err != nil:
+		return 0, conflict // another writer moved the record: the conflict stands
+	case landed == 0:
+		// The record is still at the revision this save expected: the
+		// store refused a compare-and-swap that should have passed (a
+		// replicated stream whose new leader has not caught up with the
+		// last sequence of the key yet). Not a conflict: retry.
+		w.log.Warn("a save was refused as a conflict, but the record has not moved; retrying", "revision", uint64(rev), "cause", conflict)
+		return 0, fmt.Errorf("%w: a compare-and-swap was refused with the record unmoved: %w", checkpoint.ErrUnavailable, conflict)
+	}
+	w.stats.reconciled.Add(1)
+	w.log.Info("a save reported as a conflict had landed; adopting it", "revision", uint64(landed), "cause", conflict)
+	return landed, nil
 }
 
 // sameRecord reports whether a and b are the same record, field by field.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -182,7 +183,7 @@ func (w *Worker) run() {
 	defer func() {
 		if p := recover(); p != nil {
 			text := panicText(p)
-			w.log.Error("worker crashed", "panic", text)
+			w.log.Error("worker crashed", "panic", text, "stack", string(debug.Stack()))
 			w.record(&WorkerCrashedError{Panic: text})
 		}
 	}()

@@ -18,7 +18,7 @@ var scenarioCatalogue = []string{
 	"CKP-16", "CKP-18", "WRK-01", "WRK-02", "WRK-03", "WRK-04", "WRK-05", "WRK-06", "WRK-07", "WRK-08",
 	"WRK-09", "WRK-10", "WRK-11", "WRK-12", "WRK-13", "WRK-14", "WRK-15", "GAP-10", "RST-01", "RST-02",
 	"RST-03", "RST-04", "RST-05", "RST-08", "RST-09", "OUT-01", "OUT-02", "OUT-03", "OUT-04", "OUT-05",
-	"OUT-06",
+	"OUT-06", "OUT-07", "OUT-08",
 }
 
 func TestScenarioCatalogue(t *testing.T) {

@@ -178,3 +178,44 @@ func scenarioOUT06(t *testing.T, newEnv NewEnv) {
 		t.Fatalf("stats %+v", w.Stats())
 	}
 }
+
+// OUT-07: a save answered as a conflict although it landed (the client
+// resent a request whose reply it lost, and the resend found the first
+// applied) ⇒ the worker reads the record back, finds its own write and
+// goes on.
+func scenarioOUT07(t *testing.T, newEnv NewEnv) {
+	env := newEnv(t)
+	const id = "out-07"
+	seqs := appendN(t, env, id, 2)
+	env.Faults.FailSaves(id, 1, fmt.Errorf("%w: injected: resent after a lost reply", checkpoint.ErrConflict), true)
+	w, calls := outageWorker(t, env, id, nil)
+	eventually(t, "every batch to be committed", func() bool { return w.Stats().Committed == seqs[1] })
+	if st := w.Stats(); st.Reconciled != 1 || st.Conflicts != 0 || st.SaveFailures != 0 {
+		t.Fatalf("stats %+v: want 1 reconciled write, no conflict, no failure", st)
+	}
+	if err := stopAndJoinWithin(t, w); err != nil {
+		t.Fatalf("StopAndJoin = %v", err)
+	}
+	calls.wantCounts(t, map[uint64]int{seqs[0]: 1, seqs[1]: 1})
+	wantRecord(t, env, id, seqs[1])
+}
+
+// OUT-08: a compare-and-swap refused as a conflict while the record has
+// not moved (a replicated stream whose new leader has not caught up yet)
+// ⇒ not a conflict: the save is retried and lands.
+func scenarioOUT08(t *testing.T, newEnv NewEnv) {
+	env := newEnv(t)
+	const id = "out-08"
+	seqs := appendN(t, env, id, 2)
+	env.Faults.FailSaves(id, 2, fmt.Errorf("%w: injected: wrong last sequence", checkpoint.ErrConflict), false)
+	w, calls := outageWorker(t, env, id, nil)
+	eventually(t, "every batch to be committed", func() bool { return w.Stats().Committed == seqs[1] })
+	if st := w.Stats(); st.Conflicts != 0 || st.SaveFailures != 0 || st.CheckpointRetries == 0 {
+		t.Fatalf("stats %+v: want retries, no conflict, no failure", st)
+	}
+	if err := stopAndJoinWithin(t, w); err != nil {
+		t.Fatalf("StopAndJoin = %v", err)
+	}
+	calls.wantCounts(t, map[uint64]int{seqs[0]: 1, seqs[1]: 1})
+	wantRecord(t, env, id, seqs[1])
+}

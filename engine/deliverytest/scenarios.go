@@ -75,5 +75,7 @@ func WorkerScenarios() []Scenario {
 		{"OUT-04", "LoadUnavailableAtStart", scenarioOUT04},
 		{"OUT-05", "OutageBound", scenarioOUT05},
 		{"OUT-06", "ConflictFoundByReconcile", scenarioOUT06},
+		{"OUT-07", "ConflictThatLandedIsAdopted", scenarioOUT07},
+		{"OUT-08", "ConflictWithRecordUnmovedRetried", scenarioOUT08},
 	}
 }
