@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -63,6 +64,9 @@ type Client struct {
 	known   bool                      // latest holds a real snapshot
 	retired map[engine.ID128]struct{} // incarnations superseded by a newer one
 	wake    chan struct{}             // closed and replaced when latest moves
+	// maxHold is the longest hold the writer grants, from its info reply
+	// (0 until one was seen).
+	maxHold atomic.Int64
 	// retire is closed when a newer incarnation than latest's is seen:
 	// pulls held by the writer that is gone are abandoned then.
 	retire  chan struct{}
@@ -330,6 +334,9 @@ func (c *Client) Describe(ctx context.Context) (wire.Info, error) {
 	}
 	c.sawJournal(in.JournalID)
 	c.observe(engine.Snapshot{Incarnation: in.Incarnation, Epoch: in.Epoch})
+	if in.MaxWaitMs > 0 {
+		c.maxHold.Store(int64(time.Duration(in.MaxWaitMs) * time.Millisecond))
+	}
 	return in, nil
 }
 

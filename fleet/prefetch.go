@@ -78,7 +78,8 @@ func (s *stream) Poll(ctx context.Context, position uint64, started bool, max in
 }
 
 // MaxHold is the longest a client asks the writer to hold a pull (the
-// writer's default maximum); a longer wait is a series of holds.
+// writer's default maximum; a writer's info reply can lower it); a longer
+// wait is a series of holds.
 const MaxHold = 30 * time.Second
 
 // PollWait is Poll that, when nothing matches, asks the writer to hold the
@@ -105,7 +106,11 @@ func (s *stream) PollWait(ctx context.Context, position uint64, started bool, ma
 	defer cancel()
 	stop := context.AfterFunc(contextOf(s.c.retirement()), cancel)
 	defer stop()
-	res, err := s.c.pullWait(hctx, s.region, position, started, max, min(wait, MaxHold), s.seenIncarnation())
+	hold := min(wait, MaxHold)
+	if granted := time.Duration(s.c.maxHold.Load()); granted > 0 {
+		hold = min(hold, granted) // the writer's maximum, from its info reply
+	}
+	res, err := s.c.pullWait(hctx, s.region, position, started, max, hold, s.seenIncarnation())
 	if err != nil && ctx.Err() == nil && hctx.Err() != nil {
 		return engine.PollResult{Snapshot: s.c.Latest()}, nil // re-poll the new incarnation
 	}
@@ -119,8 +124,11 @@ func (s *stream) PollWait(ctx context.Context, position uint64, started bool, ma
 		s.pullAhead(res, max)
 		return res, nil
 	}
-	if rest := wait - time.Since(begin); rest > wait/2 {
-		s.c.Park(ctx, res.Snapshot, rest)
+	if took := time.Since(begin); took < hold/2 {
+		// Answered empty long before the hold was up: a writer at its cap
+		// of held pulls, or one that does not hold. Park on epoch
+		// messages for the rest of wait instead.
+		s.c.Park(ctx, res.Snapshot, wait-took)
 	}
 	return res, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -450,6 +451,7 @@ func (w *Writer) handleInfo(r micro.Request) {
 		Journal: w.cfg.Journal, JournalID: w.store.JournalID(), Incarnation: snap.Incarnation,
 		Epoch: st.Epoch, Visible: st.Visible, Events: uint64(st.Entries),
 		CancelledRanges: st.Cancelled, StartedMs: w.store.StartedMs(),
+		MaxWaitMs: uint32(min(w.cfg.MaxWait.Milliseconds(), math.MaxUint32)),
 	})); err != nil {
 		w.log.Warn("could not send info reply", "error", err)
 		return

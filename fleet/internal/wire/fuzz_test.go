@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"errors"
+	"math"
 	"testing"
 
 	"github.com/batfleet/batfleet/engine"
@@ -20,10 +21,18 @@ func FuzzPullRequestDecode(f *testing.F) {
 	for _, c := range wiretest.BadPullCases(f) {
 		f.Add(c.Body)
 	}
-	for _, r := range samplePullRequests() {
+	for i, r := range samplePullRequests() {
+		f.Add(wire.EncodePullRequest(r))
+		// Held pulls (SPEC §15): wait_ms in every width.
+		r.WaitMs = []uint32{1, 127, 128, 30000, 65536, math.MaxUint32}[i%6]
 		f.Add(wire.EncodePullRequest(r))
 	}
 	f.Add(wiretest.MP(f, wiretest.ValidPull()))
+	for _, w := range []any{0, 1500, uint64(1500), int64(1500), uint64(math.MaxUint32), uint64(math.MaxUint32) + 1, -1, "1500", 1.5, nil} {
+		f.Add(wiretest.MP(f, wiretest.ValidPull().With("wait_ms", w)))
+	}
+	f.Add(wiretest.MP(f, append(wiretest.MPKV{"wait_ms", 1500}, wiretest.ValidPull()...)))
+	f.Add(wiretest.MP(f, wiretest.ValidPull().With("wait_ms", 1).With("wait_ms2", 2)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		req, err := wire.DecodePullRequest(data)
 		if err != nil {

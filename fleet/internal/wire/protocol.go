@@ -805,12 +805,19 @@ type Info struct {
 	Events          uint64 // indexed entries
 	CancelledRanges []engine.Range
 	StartedMs       int64
+	// MaxWaitMs is the longest hold the writer grants a pull (wait_ms);
+	// 0 when the writer does not say (a client then assumes 30,000).
+	MaxWaitMs uint32
 }
 
 // EncodeInfo encodes an info reply.
 func EncodeInfo(in Info) []byte {
 	b := make([]byte, 0, 256)
-	b = AppendMapLen(b, 9)
+	n := 9
+	if in.MaxWaitMs > 0 {
+		n++
+	}
+	b = AppendMapLen(b, n)
 	b = AppendUint(AppendStr(b, "v"), ProtocolVersion)
 	b = AppendStr(AppendStr(b, "journal"), in.Journal)
 	b = AppendStr(AppendStr(b, "journal_id"), in.JournalID.String())
@@ -819,7 +826,11 @@ func EncodeInfo(in Info) []byte {
 	b = AppendUint(AppendStr(b, "visible"), in.Visible)
 	b = AppendUint(AppendStr(b, "events"), in.Events)
 	b = appendRanges(AppendStr(b, "cancelled_ranges"), in.CancelledRanges)
-	return AppendInt(AppendStr(b, "started_ms"), in.StartedMs)
+	b = AppendInt(AppendStr(b, "started_ms"), in.StartedMs)
+	if in.MaxWaitMs > 0 {
+		b = AppendUint(AppendStr(b, "max_wait_ms"), uint64(in.MaxWaitMs))
+	}
+	return b
 }
 
 // DecodeInfo decodes an info reply.
@@ -843,6 +854,8 @@ func DecodeInfo(data []byte) (Info, error) {
 			in.CancelledRanges = decodeRanges(r)
 		case "started_ms":
 			in.StartedMs = r.int()
+		case "max_wait_ms":
+			in.MaxWaitMs = uint32(min(r.uint(), math.MaxUint32))
 		default:
 			r.skip()
 		}
