@@ -47,6 +47,7 @@ func run(args []string) int {
 		fs.StringVar(&rc.Out, "out", "", "handler: append one JSON line per entry to FILE (or - for stdout)")
 		fs.StringVar(&rc.Exec, "exec", "", "handler: a long-running command fed batches on stdin (see README)")
 		fs.DurationVar(&rc.ExecTimeout, "exec-timeout", 30*time.Second, "how long --exec may take to answer a batch")
+		fs.DurationVar(&rc.CheckpointOutage, "checkpoint-outage", 0, "give up after the checkpoint store is unavailable this long (0: ride out any outage)")
 		fs.StringVar(&rc.HTTP, "http", "", "address serving /metrics and /healthz (e.g. 127.0.0.1:9101)")
 	case "status":
 		fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")

@@ -38,6 +38,9 @@ type RunConfig struct {
 	Out         string // file path, or "-" for stdout
 	Exec        string // shell command line of a long-running handler
 	ExecTimeout time.Duration
+	// CheckpointOutage bounds how long a checkpoint store outage is
+	// ridden out (0: unbounded).
+	CheckpointOutage time.Duration
 	HTTP        string
 	Stdout      io.Writer
 	Stderr      io.Writer
@@ -61,7 +64,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	}
 	wcfg := delivery.DefaultWorkerConfig()
 	wcfg.BatchSize, wcfg.IdleTimeout, wcfg.Restart = cfg.Batch, cfg.Idle, policy
-	wcfg.WorkerID, wcfg.Logger = cfg.ID, log
+	wcfg.WorkerID, wcfg.Logger, wcfg.CheckpointOutage = cfg.ID, log, cfg.CheckpointOutage
 	if cfg.Checkpoint != "" {
 		if err := checkpoint.ValidateID(cfg.Checkpoint); err != nil {
 			return cli.Usagef("--checkpoint: %v", err)
@@ -165,6 +168,15 @@ func registerWorkerMetrics(reg *cli.Registry, w *delivery.Worker, c *fleet.Clien
 	c64("batfleet_worker_gap_sequences_total", "Sequences covered by gap observations.", func(s delivery.WorkerStats) uint64 { return s.GapSequences })
 	c64("batfleet_worker_restarts_total", "Handler failures that restarted the worker.", func(s delivery.WorkerStats) uint64 { return s.Restarts })
 	c64("batfleet_worker_source_errors_total", "Transient source errors retried.", func(s delivery.WorkerStats) uint64 { return s.TransientErrors })
+	c64("batfleet_worker_checkpoint_retries_total", "Checkpoint loads and saves retried after the store was unavailable.", func(s delivery.WorkerStats) uint64 { return s.CheckpointRetries })
+	c64("batfleet_worker_checkpoint_reconciled_total", "Held commits found to have landed when read back.", func(s delivery.WorkerStats) uint64 { return s.Reconciled })
+	reg.Counter("batfleet_worker_checkpoint_outage_seconds_total", "Time spent waiting for an unavailable checkpoint store.", func() float64 { return w.Stats().CheckpointOutage.Seconds() })
+	reg.Gauge("batfleet_worker_checkpoint_pending_commits", "Handled batches whose commit waits for the checkpoint store (0 or 1).", func() float64 {
+		if w.Stats().PendingCommit {
+			return 1
+		}
+		return 0
+	})
 	reg.Gauge("batfleet_worker_committed_position", "Last committed sequence.", func() float64 { return float64(w.Stats().Committed) })
 	reg.Gauge("batfleet_worker_lag_sequences", "Sequences between the committed position and the newest epoch's visible bound (an upper bound on the region's lag).", func() float64 {
 		st := w.Stats()
