@@ -41,10 +41,10 @@ type RunConfig struct {
 	// CheckpointOutage bounds how long a checkpoint store outage is
 	// ridden out (0: unbounded).
 	CheckpointOutage time.Duration
-	HTTP        string
-	Stdout      io.Writer
-	Stderr      io.Writer
-	Log         hclog.Logger
+	HTTP             string
+	Stdout           io.Writer
+	Stderr           io.Writer
+	Log              hclog.Logger
 }
 
 // Run runs a remote worker until its handler stops it, it fails, or ctx
