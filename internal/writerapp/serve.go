@@ -123,6 +123,9 @@ func registerWriterMetrics(reg *cli.Registry, w *fleet.Writer, store *journal.St
 	c("batfleet_writer_pull_entries_total", "Entries sent in pull replies.", func(s fleet.WriterStats) uint64 { return s.PullEntries })
 	c("batfleet_writer_pull_bytes_total", "Bytes of pull replies.", func(s fleet.WriterStats) uint64 { return s.PullBytes })
 	c("batfleet_writer_epochs_total", "Epoch messages published.", func(s fleet.WriterStats) uint64 { return s.Epochs })
+	c("batfleet_writer_held_pulls_total", "Pulls held until an entry matched or their wait_ms expired.", func(s fleet.WriterStats) uint64 { return s.PullsHeld })
+	c("batfleet_writer_held_pulls_expired_total", "Held pulls answered empty when their wait_ms expired.", func(s fleet.WriterStats) uint64 { return s.HeldExpired })
+	reg.Gauge("batfleet_writer_held_pulls", "Pulls held now.", func() float64 { return float64(w.Stats().Held) })
 	reg.CounterVec("batfleet_writer_errors_total", "Error replies by code.", func() []cli.Sample {
 		var out []cli.Sample
 		for code, n := range w.Stats().Errors {
