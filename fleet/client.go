@@ -174,14 +174,6 @@ func (c *Client) observe(s engine.Snapshot) {
 	c.wake = make(chan struct{})
 }
 
-// DropEpochs makes the client ignore epoch messages (drop true) or heed
-// them again: for tests of the idle-timeout safety net.
-func (c *Client) DropEpochs(drop bool) {
-	c.mu.Lock()
-	c.dropped = drop
-	c.mu.Unlock()
-}
-
 // retirement returns a channel closed when a writer incarnation newer
 // than the latest one seen appears (the writer restarted).
 func (c *Client) retirement() <-chan struct{} {
@@ -322,22 +314,40 @@ func (c *Client) Info(ctx context.Context) (engine.SourceInfo, error) {
 	return engine.SourceInfo{JournalID: in.JournalID, Incarnation: in.Incarnation, Visible: in.Visible}, nil
 }
 
+// Info is the writer's description of its journal (the info endpoint).
+type Info struct {
+	Journal         string
+	JournalID       engine.ID128
+	Incarnation     engine.ID128
+	Epoch           uint64
+	Visible         uint64         // the visible bound
+	Events          uint64         // entries in the journal's index
+	CancelledRanges []engine.Range // sequences that never become visible
+	StartedMs       int64          // when this writer incarnation started (unix ms)
+	MaxWait         time.Duration  // the longest hold the writer grants a pull (0: not said)
+}
+
 // Describe returns the writer's full info reply.
-func (c *Client) Describe(ctx context.Context) (wire.Info, error) {
+func (c *Client) Describe(ctx context.Context) (Info, error) {
 	data, err := c.request(ctx, c.subj.Info, wire.EncodeInfoRequest())
 	if err != nil {
-		return wire.Info{}, err
+		return Info{}, err
 	}
 	in, err := wire.DecodeInfo(data)
 	if err != nil {
-		return wire.Info{}, fmt.Errorf("%w: %w", ErrRemote, err)
+		return Info{}, fmt.Errorf("%w: %w", ErrRemote, err)
 	}
 	c.sawJournal(in.JournalID)
 	c.observe(engine.Snapshot{Incarnation: in.Incarnation, Epoch: in.Epoch})
-	if in.MaxWaitMs > 0 {
-		c.maxHold.Store(int64(time.Duration(in.MaxWaitMs) * time.Millisecond))
+	maxWait := time.Duration(in.MaxWaitMs) * time.Millisecond
+	if maxWait > 0 {
+		c.maxHold.Store(int64(maxWait))
 	}
-	return in, nil
+	return Info{
+		Journal: in.Journal, JournalID: in.JournalID, Incarnation: in.Incarnation, Epoch: in.Epoch,
+		Visible: in.Visible, Events: in.Events, CancelledRanges: in.CancelledRanges, StartedMs: in.StartedMs,
+		MaxWait: maxWait,
+	}, nil
 }
 
 // Append appends events atomically and returns their receipts once they

@@ -354,12 +354,12 @@ func TestWRK18_LostEpochMessages(t *testing.T) {
 		return ran.Sub(published)
 	}
 
-	r.Client.DropEpochs(true)
+	spy.deaf.Store(true)
 	var lost []time.Duration
 	for i := 0; i < 3; i++ {
 		lost = append(lost, measure("dropped"))
 	}
-	r.Client.DropEpochs(false)
+	spy.deaf.Store(false)
 	heeded := measure("heeded")
 	t.Logf("epochs dropped: publish-to-handler %v (idle timeout %v); epochs heeded: %v", lost, idle, heeded)
 	for _, d := range lost {

@@ -263,12 +263,24 @@ type parkSpy struct {
 	delivery.Source
 	parks  atomic.Int64 // Park calls so far
 	inPark atomic.Int32 // Park calls in progress
+	deaf   atomic.Bool  // every epoch message is lost: parks last their timeout
 }
 
 func (s *parkSpy) Park(ctx context.Context, snap engine.Snapshot, timeout time.Duration) bool {
 	s.parks.Add(1)
 	s.inPark.Add(1)
 	defer s.inPark.Add(-1)
+	if s.deaf.Load() {
+		// What a client that hears no epoch message does: wait for the
+		// whole timeout (the safety net), or until ctx ends.
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		return false
+	}
 	return s.Source.Park(ctx, snap, timeout)
 }
 
