@@ -8,7 +8,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Coordinate is the address of an event (SPEC §3.1): the entity is the
+// Coordinate is the address of an event: the entity is the
 // stream key, the scope the isolation boundary. Both are non-empty UTF-8
 // strings of at most 1024 bytes; ":" is the namespace separator.
 //
@@ -84,7 +84,7 @@ func (c Coordinate) Validate() error {
 }
 
 // LifecycleCoordinate returns batfleet:store@batfleet:lifecycle, where the
-// journal appends its OPEN_COMPLETED and CLOSE_COMPLETED events (SPEC §3.6).
+// journal appends its OPEN_COMPLETED and CLOSE_COMPLETED events.
 func LifecycleCoordinate() Coordinate {
 	return Coordinate{entity: "batfleet:store", scope: "batfleet:lifecycle"}
 }
@@ -101,7 +101,7 @@ func (c Coordinate) String() string { return c.entity + "@" + c.scope }
 // decoder returns for a valid coordinate.
 func (c Coordinate) IsZero() bool { return c.entity == "" && c.scope == "" }
 
-// MessagePack map keys of a Coordinate (SPEC §3.1).
+// MessagePack map keys of a Coordinate.
 const (
 	coordinateKeyEntity = "entity"
 	coordinateKeyScope  = "scope"
@@ -113,7 +113,7 @@ var (
 )
 
 // EncodeMsgpack writes c as the MessagePack map {"entity": E, "scope": S},
-// entity first (SPEC §3.1). Encoding the zero Coordinate fails, because it
+// entity first. Encoding the zero Coordinate fails, because it
 // could never be decoded.
 func (c Coordinate) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if c.IsZero() {

@@ -10,7 +10,7 @@
 //   - Range (half-open sequence ranges, such as cancelled ones), ID128
 //     (journal and incarnation ids), Snapshot (a writer's visibility
 //     epoch), SourceInfo and PollResult (what a source answers).
-//   - The validation rules of SPEC §3 (entities, scopes, kinds, regions,
+//   - The validation rules (entities, scopes, kinds, regions,
 //     journal names), each a sentinel error that errors.Is matches.
 //
 // Values are immutable and safe to share between goroutines. A

@@ -2,7 +2,7 @@ package engine
 
 import "fmt"
 
-// Kind is an event kind (SPEC §3.2): a 4-bit category in the upper nibble
+// Kind is an event kind: a 4-bit category in the upper nibble
 // and a 12-bit type id, category<<12 | typeID.
 //
 // Categories 0x0 (system) and 0xD (effect) are reserved: events of those
@@ -34,10 +34,10 @@ const (
 	// it is a frame only, never an index entry, never delivered.
 	KindBatchCommit Kind = 0x0007
 	// KindOpenCompleted is the lifecycle event appended at each writer open
-	// (SPEC §3.6).
+	//.
 	KindOpenCompleted Kind = 0x0008
 	// KindCloseCompleted is the lifecycle event appended at a clean close
-	// (SPEC §3.6).
+	//.
 	KindCloseCompleted Kind = 0x0009
 	// KindDenial is a reserved system kind.
 	KindDenial Kind = 0x000F

@@ -4,7 +4,7 @@ import (
 	"strconv"
 )
 
-// Region is the predicate of pulls, cursors and workers (SPEC §3.3): an
+// Region is the predicate of pulls, cursors and workers: an
 // optional entity prefix, an optional scope, a kind filter and an optional
 // clock range. Every part is optional; RegionAll matches every event,
 // lifecycle events included.
@@ -88,7 +88,7 @@ func (r Region) Kind() KindFilter { return r.kind }
 // Clock returns the clock range and whether one is set.
 func (r Region) Clock() (ClockRange, bool) { return r.clock, r.hasClock }
 
-// Validate reports whether r is a valid region (SPEC §3.3). The checks run
+// Validate reports whether r is a valid region. The checks run
 // in this order and the first failure wins:
 //
 //  1. a set entity prefix passes the entity rules of NewCoordinate
@@ -140,8 +140,7 @@ func (r Region) validate() (field string, err error) {
 }
 
 // Matches reports whether an entry at entity@scope with the given kind and
-// clock lies in r. The parts are tested in the pull match order of SPEC
-// §3.3: entity prefix, scope, kind, clock. Matches does not validate r;
+// clock lies in r. The parts are tested in the pull match order: entity prefix, scope, kind, clock. Matches does not validate r;
 // visibility is the caller's business.
 func (r Region) Matches(entity, scope string, kind Kind, clock uint32) bool {
 	return r.matchEntity(entity) &&
@@ -170,7 +169,7 @@ func (r Region) matchEntity(entity string) bool {
 // identityAbsent stands for an absent part in a region identity.
 const identityAbsent = "*"
 
-// Identity returns the persisted name of r (SPEC §3.4):
+// Identity returns the persisted name of r:
 //
 //	entity=<E>|scope=<S>|fact=<F>|clock=<C>
 //

@@ -10,7 +10,7 @@ import (
 // --region) and of fleet.WorkerOptions: comma-separated key=value pairs
 // among
 //
-//	entity=PREFIX     an entity prefix (SPEC §3.3: PREFIX, or PREFIX:…)
+//	entity=PREFIX     an entity prefix (PREFIX, or PREFIX:…)
 //	scope=SCOPE       a scope
 //	kind=KIND         one kind, decimal or 0x hex (exclusive with category)
 //	category=CAT      a kind category 0-15, decimal or 0x hex

@@ -22,7 +22,7 @@ type SourceInfo struct {
 	Visible     uint64
 }
 
-// PollResult is one answer of the pull primitive (SPEC §6.2).
+// PollResult is one answer of the pull primitive.
 type PollResult struct {
 	Entries   []Entry  // ascending by seq
 	Snapshot  Snapshot // read before the query: the snapshot to park on

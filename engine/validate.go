@@ -5,7 +5,7 @@ import (
 )
 
 // MaxComponentBytes is the byte limit of an entity, a scope and a
-// checkpoint id (SPEC §3.1, §8.1); a string of exactly this length is legal.
+// checkpoint id; a string of exactly this length is legal.
 const MaxComponentBytes = 1024
 
 // Byte classes for the single scan of ValidateComponent. Every byte that
@@ -37,7 +37,7 @@ var componentByteClass = func() (t [256]uint8) {
 	return t
 }()
 
-// ValidateComponent applies the character rules of SPEC §3.1 rule 5 to one
+// ValidateComponent applies the character rules of coordinates to one
 // string component, in order, first failure wins:
 //
 //  1. a byte scan from the left: 0x00 is ErrNulByte, any other byte below

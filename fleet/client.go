@@ -255,7 +255,7 @@ func (c *Client) requestWithin(ctx context.Context, subject string, body []byte,
 	return msg.Data, nil
 }
 
-// Poll is the pull primitive over NATS (SPEC §6.2). The reply may hold
+// Poll is the pull primitive over NATS. The reply may hold
 // fewer than max entries to fit the max payload, but at least one if any
 // match. Poll never pulls ahead; a Cursor polls through a Stream, which
 // does.

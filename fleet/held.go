@@ -13,7 +13,7 @@ import (
 	"github.com/batfleet/batfleet/fleet/internal/wire"
 )
 
-// Held pulls (SPEC §15). A pull with wait_ms whose region has nothing
+// Held pulls. A pull with wait_ms whose region has nothing
 // after its position is not answered empty: the writer keeps it, as a
 // record (never a goroutine), in an interest index, and answers it as
 // soon as a group commit makes a matching entry visible, or empty when

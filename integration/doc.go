@@ -5,7 +5,7 @@
 //
 // What lives here:
 //
-//   - the shared worker scenarios of the SPEC §13 catalogue
+//   - the shared worker scenarios of the test catalogue
 //     (deliverytest.RunWorkerScenarios) run on a fleet backend, so the
 //     † cases hold over the network with the KV checkpoint store
 //     (env_test.go), plus the fleet-only † cases VIS-15, WRK-16, WRK-18

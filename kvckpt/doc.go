@@ -12,7 +12,7 @@
 // the unpadded base64url of its bytes ("=" never occurs in a valid id, and
 // base64url uses only KV-legal characters), so the mapping is injective,
 // reversible and total over valid ids. Value: the checkpoint record bytes
-// of SPEC §8.3. The record's revision is the KV revision.
+// of the record format. The record's revision is the KV revision.
 //
 // # Compare-and-swap
 //

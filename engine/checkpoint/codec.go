@@ -10,7 +10,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
-// Encode encodes rec as the MessagePack map of SPEC §8.3: the
+// Encode encodes rec as the MessagePack map of the record format: the
 // seven keys in table order with minimal integer and string widths;
 // process_boot_ns is always nil.
 func Encode(rec Record) []byte {

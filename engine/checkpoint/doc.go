@@ -1,8 +1,8 @@
 // Package checkpoint holds durable consumer positions: the Record (a
 // position bound to a region identity and a journal id) and its
-// MessagePack codec (SPEC §8.3), the checkpoint id rules (ValidateID),
-// the Store interface with compare-and-swap saves (SPEC §8.4), the memory
-// and file stores, and the load rules (SPEC §8.5) as one function, Load,
+// MessagePack codec, the checkpoint id rules (ValidateID),
+// the Store interface with compare-and-swap saves, the memory
+// and file stores, and the load rules as one function, Load,
 // that workers, cursors and the status command all use.
 //
 // # Guarantees

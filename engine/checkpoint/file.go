@@ -24,7 +24,7 @@ import (
 // reversible and never leaves <dir>/cursors.
 //
 // File layout: "BFCK", a version byte (1), three zero bytes, the revision
-// as u64 LE, then the record bytes (SPEC §8.3). A save takes an flock on
+// as u64 LE, then the record bytes. A save takes an flock on
 // "<file>.lock", checks the revision, writes a temporary file, fsyncs it,
 // renames it over the record and fsyncs the directory, so compare-and-swap
 // holds against every saver, other processes included.

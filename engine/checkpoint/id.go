@@ -6,7 +6,7 @@ import (
 	"github.com/batfleet/batfleet/engine"
 )
 
-// ValidateID reports whether id is a valid checkpoint id (SPEC §8.1). In
+// ValidateID reports whether id is a valid checkpoint id. In
 // order, first failure wins: empty is ErrIDEmpty; more than 1024 bytes is
 // an *engine.LengthError matching ErrIDTooLong; then the character rules
 // of a coordinate component (engine.ErrNulByte, ErrControlChar,

@@ -25,7 +25,7 @@ type Resume struct {
 	JournalID string
 }
 
-// Load applies every load rule of SPEC §8.5 to the checkpoint id of a
+// Load applies every load rule to the checkpoint id of a
 // consumer of region, and is the one place those rules live (workers,
 // cursors and the status command call it):
 //
@@ -66,8 +66,7 @@ func Load(ctx context.Context, store Store, id string, region engine.Region, sou
 	return Check(ctx, rec, rev, store.Location(id), region, source)
 }
 
-// Check applies the load rules that judge a record already read (SPEC
-// §8.5 rules 4-7; Load reads it and applies rules 1-3 first): the region
+// Check applies the load rules that judge a record already read (rules 4-7; Load reads it and applies rules 1-3 first): the region
 // (then, only if it matches, source is called), the journal and the
 // visible bound. location names the record in errors. A caller that lists
 // records itself (the status command) calls it with each record's own
@@ -87,7 +86,7 @@ func Check(ctx context.Context, rec Record, rev Revision, location string, regio
 	return Resume{Position: rec.Position, Started: rec.Started, Revision: rev, Record: &rec, JournalID: info.JournalID.String()}, nil
 }
 
-// CheckSource applies the source rules of SPEC §8.5 (5 and 6) to a
+// CheckSource applies the source rules (5 and 6) to a
 // position bound to journalID ("" for none: not checked): another journal
 // is ErrJournalMismatch, a started position at or past info's visible
 // bound is ErrAhead. A worker calls it again when its source reports a new

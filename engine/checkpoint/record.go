@@ -2,7 +2,7 @@ package checkpoint
 
 import "context"
 
-// Record is a durable cursor position (SPEC §8.2).
+// Record is a durable cursor position.
 type Record struct {
 	Position uint64
 	Started  bool
@@ -20,7 +20,7 @@ type Record struct {
 // record": a save with expected revision 0 creates.
 type Revision uint64
 
-// Store persists checkpoint records with compare-and-swap (SPEC §8.4).
+// Store persists checkpoint records with compare-and-swap.
 // Implementations are safe for concurrent use.
 type Store interface {
 	// Load returns the record of id and its revision. Errors: ErrNotFound,

@@ -22,7 +22,7 @@ type Target struct {
 	Store checkpoint.Store
 	// PlantRaw stores data as the record bytes of id, exactly as the store
 	// would hold the bytes of an encoded record, so that Load decodes data
-	// as the record (SPEC §8.3). Any framing the store adds (a file header,
+	// as the record. Any framing the store adds (a file header,
 	// a KV revision) must stay valid: the record bytes themselves are what
 	// the suite corrupts. Required.
 	PlantRaw func(t testing.TB, id string, data []byte)
@@ -36,7 +36,7 @@ type Target struct {
 // conformanceOpTimeout bounds every store call of the suite.
 const conformanceOpTimeout = 30 * time.Second
 
-// conformanceValidIDs are the valid checkpoint ids of SPEC §13 CK-03, and a
+// conformanceValidIDs are the valid checkpoint ids of case CK-03, and a
 // few more that probe key mappings: an id kept readable verbatim, ids that
 // differ only in case, and ids sharing long prefixes (a store that splits
 // long keys into parts must still keep them apart).
@@ -64,7 +64,7 @@ func conformanceValidIDs() []string {
 }
 
 // RunConformance runs the checkpoint-store conformance suite
-// (SPEC §8.4, §13 CKP-17) against the stores newStore builds. newStore is
+// (catalogue CKP-17) against the stores newStore builds. newStore is
 // called once per subtest and must return an empty store that belongs to
 // that subtest (clean it up with t.Cleanup). Subtest names start with the
 // catalogue id they check, e.g. "CKP-17/absent-is-not-found".
@@ -486,7 +486,7 @@ func ckptRoundTripAllFields(t *testing.T, tg Target) {
 	}
 }
 
-// Golden records of SPEC §8.3 (the original four-key form).
+// Golden records of the original four-key form.
 const (
 	ckptGoldenHexA = "84a8706f736974696f6e00a773746172746564c2af70726f636573735f626f6f745f6e73c0af726567696f6e5f6964656e74697479d922656e746974793d2a7c73636f70653d2a7c666163743d6e6f6e657c636c6f636b3d2a"
 	ckptGoldenHexB = "84a8706f736974696f6e07a773746172746564c3af70726f636573735f626f6f745f6e73c0af726567696f6e5f6964656e74697479d938656e746974793d656e746974793a637572736f722d6c6f61642d666c61677c73636f70653d2a7c666163743d6e6f6e657c636c6f636b3d2a"

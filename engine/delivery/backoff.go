@@ -8,7 +8,7 @@ import (
 // maxBackoff caps the wait between retries after transient errors.
 const maxBackoff = time.Second
 
-// backoff is the retry schedule after transient errors (SPEC §9.3b): the
+// backoff is the retry schedule after transient errors: the
 // first wait is base (the idle timeout), each later one doubles, capped at
 // maxBackoff; a success resets it. The worker's polls and its startup
 // fetches share it.

@@ -9,7 +9,7 @@ import (
 	"github.com/batfleet/batfleet/engine/checkpoint"
 )
 
-// Riding out checkpoint-store outages (SPEC Decision 15, §9.4).
+// Riding out checkpoint-store outages.
 //
 // Over a network an unavailable store is the normal case (a node loss, a
 // leader election, a slow start), and a save whose reply is lost is the

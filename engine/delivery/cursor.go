@@ -174,7 +174,7 @@ func (c *Cursor) recordGaps(gaps []GapObservation) {
 	}
 }
 
-// observeGaps applies the recording rule of SPEC §7 to one poll's entries.
+// observeGaps applies the gap recording rule to one poll's entries.
 func observeGaps(position uint64, started bool, entries []engine.Entry, cancelled []engine.Range) []GapObservation {
 	if len(cancelled) == 0 {
 		return nil
@@ -234,7 +234,7 @@ func (c *Cursor) next(ctx context.Context, max int, park time.Duration) ([]engin
 	es, gaps, snap, waited, err := c.pollBatchWait(ctx, max, park)
 	// The first answer of a new writer incarnation returns at once, so
 	// the caller re-checks its checkpoint against the new writer before
-	// any wait (SPEC §9.7), while the new journal's bound is still the
+	// any wait, while the new journal's bound is still the
 	// one it came back with.
 	restarted := err == nil && c.seen != (engine.ID128{}) && snap.Incarnation != (engine.ID128{}) && snap.Incarnation != c.seen
 	if err == nil && snap.Incarnation != (engine.ID128{}) {
@@ -247,7 +247,7 @@ func (c *Cursor) next(ctx context.Context, max int, park time.Duration) ([]engin
 }
 
 // LoadCheckpoint binds the cursor to checkpoint id in store and restores
-// its state from the stored record, under every load rule of SPEC §8.5 —
+// its state from the stored record, under every load rule —
 // the rules a durable worker applies (checkpoint.Load): a record of
 // another region, of another journal or ahead of the source is refused,
 // and nothing is changed. With no record the cursor starts from the

@@ -1,6 +1,6 @@
 // Package delivery hands the events of a region to application code, in
 // order, at least once: the pull Cursor and the supervised cursor Worker
-// of SPEC §6-§10, written once against the Source interface so they run
+// written once against the Source interface so they run
 // identically on a local journal (*journal.Store) and over NATS
 // (*fleet.Client).
 //

@@ -84,7 +84,7 @@ func (systemClock) Now() time.Time { return time.Now() }
 // SystemClock returns the real, monotonic clock.
 func SystemClock() Clock { return systemClock{} }
 
-// panicText renders a panic value (SPEC §9.5): a string as is, an error by
+// panicText renders a panic value: a string as is, an error by
 // its Error method, anything else by fmt.Sprint.
 func panicText(p any) string {
 	switch v := p.(type) {

@@ -10,7 +10,7 @@ import (
 // Source is what a cursor and a cursor worker pull from: the local *Store,
 // or a fleet client over NATS. Implementations are safe for concurrent use.
 type Source interface {
-	// Poll is the pull primitive (SPEC §6.2): up to max visible entries of
+	// Poll is the pull primitive: up to max visible entries of
 	// region after position (from the beginning when started is false),
 	// with the snapshot read before the query, the visible bound and the
 	// cancelled ranges intersecting the scanned interval. Retryable

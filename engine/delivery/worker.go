@@ -45,7 +45,7 @@ type WorkerStats struct {
 	CheckpointOutage  time.Duration // total time spent waiting for the store
 }
 
-// Worker is a supervised cursor worker (SPEC §9): one goroutine pulling a
+// Worker is a supervised cursor worker: one goroutine pulling a
 // region from a source, handing batches to a handler, committing durable
 // checkpoints with compare-and-swap, and restarting after handler panics
 // under its policy.
@@ -313,7 +313,7 @@ func (w *Worker) loop() {
 }
 
 // resume finds where the worker starts: for a durable worker, its
-// checkpoint under every load rule of SPEC §8.5 (checkpoint.Load); for an
+// checkpoint under every load rule (checkpoint.Load); for an
 // in-memory one, the beginning. It also returns the source's info. ok is
 // false when the worker must exit (an error was recorded, or stop was
 // requested while the source was unavailable).

@@ -442,7 +442,7 @@ func scenarioCKP15(t *testing.T, newEnv NewEnv) {
 	t.Run("at-visible", func(t *testing.T) { ahead(t, "ckp-15-at-visible", visible) })
 	// As CKP-05 for rules 5-6: a worker whose stop is requested before it
 	// starts (its start context is already cancelled) must still report the
-	// ahead checkpoint (SPEC §9.3 step 1), on a source whose Info honours
+	// ahead checkpoint, on a source whose Info honours
 	// its context as a remote source's request does.
 	t.Run("ahead-stop-requested", func(t *testing.T) {
 		const id = "ckp-15-ahead-stopped"

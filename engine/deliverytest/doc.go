@@ -1,4 +1,4 @@
-// Package deliverytest holds the worker scenarios of the SPEC §13
+// Package deliverytest holds the worker scenarios of the test
 // catalogue, written against an Env (a source, the journal behind it and a
 // checkpoint store) so that every supervision rule is checked identically
 // on every backend: engine/delivery runs them on a local journal with the

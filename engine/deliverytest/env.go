@@ -20,7 +20,7 @@ type Env struct {
 	Store *journal.Store
 	// Checkpoints is the checkpoint store durable workers commit to.
 	Checkpoints checkpoint.Store
-	// PlantRecord stores raw record bytes (SPEC §8.3 encoding, or garbage)
+	// PlantRecord stores raw record bytes (an encoded record, or garbage)
 	// as the current record of id, as a new revision.
 	PlantRecord func(t testing.TB, id string, record []byte)
 	// BreakRecord makes the next save of id fail with an I/O error (for

@@ -12,7 +12,7 @@ import (
 	"github.com/batfleet/batfleet/engine/delivery"
 )
 
-// Checkpoint-store outages (SPEC Decision 15, §9.4 as revised): a
+// Checkpoint-store outages: a
 // transient store failure is ridden out, an ambiguous save reconciled.
 // The OUT- ids are this suite's own; the behaviour is Decision 15's.
 

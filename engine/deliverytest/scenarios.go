@@ -4,7 +4,7 @@ import (
 	"testing"
 )
 
-// Scenario is one worker case of the SPEC §13 catalogue, written against an
+// Scenario is one worker case of the test catalogue, written against an
 // Env so that it runs unchanged on every backend: the local store with the
 // memory and file checkpoint stores, and a remote fleet source with the KV
 // checkpoint store (the † cases).

@@ -268,7 +268,7 @@ func Status(ctx context.Context, cfg StatusConfig) ([]CheckpointStatus, error) {
 		if rec.RegionIdentity != nil {
 			row.Region = *rec.RegionIdentity
 		}
-		// The load rules a worker would apply (SPEC §8.5), judged against
+		// The load rules a worker would apply, judged against
 		// the record's own region: what is left to report is a record
 		// with no region, of another journal, or ahead of the journal.
 		region := engine.RegionAll()
