@@ -46,18 +46,24 @@ func (c ClientConfig) withDefaults() ClientConfig {
 	return c
 }
 
-// Client talks to a journal's writer over NATS: appends, info, and an
-// delivery.Source for cursors and workers. It subscribes to the journal's
-// epoch subject when created — before its first pull — and parks on
-// epoch messages with the lost-wakeup guard (a newer epoch, or any new
-// incarnation, wakes it; the park timeout is only the safety net). A
-// Client is safe for concurrent use.
+// Client talks to a journal's writer over NATS: appends, info, and a
+// delivery.Source for cursors and workers. A cursor's pulls are held by
+// the writer until something matches (its Stream's PollWait), so an idle
+// consumer needs no epoch messages; a client subscribes to them only when
+// it first pulls without a hold or parks — before that pull, or with the
+// first park returning at once — so parking keeps the lost-wakeup guard
+// (a newer epoch, or any new incarnation, wakes it; the park timeout is
+// only the safety net). Every client hears the one message a writer
+// publishes when it starts, and abandons holds of the writer it replaces.
+// A Client is safe for concurrent use.
 type Client struct {
-	nc   *nats.Conn
-	cfg  ClientConfig
-	log  hclog.Logger
-	subj wire.Subjects
-	sub  *nats.Subscription
+	nc         *nats.Conn
+	cfg        ClientConfig
+	log        hclog.Logger
+	subj       wire.Subjects
+	startedSub *nats.Subscription
+	subMu      sync.Mutex
+	sub        *nats.Subscription // epoch messages; nil until epochs subscribes
 
 	mu      sync.Mutex
 	latest  engine.Snapshot
@@ -100,18 +106,38 @@ func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
 		retire:  make(chan struct{}),
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
-	sub, err := nc.Subscribe(c.subj.Epoch, c.onEpoch)
+	// The started subject (one message per writer start) tells a client
+	// whose pulls are held of a restart. Epoch messages (one per group
+	// commit) are subscribed to only when a plain pull or a park needs
+	// them (epochs): a fleet of idle workers on held pulls receives none.
+	sub, err := nc.Subscribe(c.subj.Started, c.onEpoch)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: subscribe %s: %w", c.subj.Epoch, err)
+		return nil, fmt.Errorf("fleet: subscribe %s: %w", c.subj.Started, err)
 	}
-	// Make sure the server has the subscription before any pull is sent:
-	// an epoch published after the pull's reply must reach us.
-	if err := nc.FlushTimeout(cfg.Timeout); err != nil {
+	c.startedSub = sub
+	return c, nil
+}
+
+// epochs subscribes to epoch messages unless the client already is, and
+// makes sure the server has the subscription: a pull sent afterwards sees
+// every epoch published after its reply (the lost-wakeup guard). It
+// reports whether it subscribed now.
+func (c *Client) epochs() (subscribed bool, err error) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	if c.sub != nil {
+		return false, nil
+	}
+	sub, err := c.nc.Subscribe(c.subj.Epoch, c.onEpoch)
+	if err != nil {
+		return false, fmt.Errorf("fleet: subscribe %s: %w", c.subj.Epoch, err)
+	}
+	if err := c.nc.FlushTimeout(c.cfg.Timeout); err != nil {
 		_ = sub.Unsubscribe()
-		return nil, fmt.Errorf("fleet: subscribe %s: %w", c.subj.Epoch, err)
+		return false, fmt.Errorf("%w: subscribe %s: %w", delivery.ErrTransient, c.subj.Epoch, err)
 	}
 	c.sub = sub
-	return c, nil
+	return true, nil
 }
 
 // Close unsubscribes from epoch messages. Parked callers return at their
@@ -122,7 +148,12 @@ func (c *Client) Close() error {
 	c.bgMu.Unlock()
 	c.bgCancel()
 	c.bg.Wait()
-	err := c.sub.Unsubscribe()
+	err := c.startedSub.Unsubscribe()
+	c.subMu.Lock()
+	if c.sub != nil {
+		err = errors.Join(err, c.sub.Unsubscribe())
+	}
+	c.subMu.Unlock()
 	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
 		return nil
 	}
@@ -193,6 +224,12 @@ func (c *Client) Latest() engine.Snapshot {
 // a reply of another caller), timeout passes or ctx is done. It returns at
 // once when one already arrived.
 func (c *Client) Park(ctx context.Context, snap engine.Snapshot, timeout time.Duration) bool {
+	if now, err := c.epochs(); now || err != nil {
+		// Not subscribed before: an epoch may have been missed since snap
+		// was read. Return as if woken, so the caller polls again (now
+		// subscribed) before it parks.
+		return true
+	}
 	c.mu.Lock()
 	if c.known && c.latest.NewerThan(snap) {
 		c.mu.Unlock()
@@ -262,6 +299,9 @@ func (c *Client) requestWithin(ctx context.Context, subject string, body []byte,
 func (c *Client) Poll(ctx context.Context, region engine.Region, position uint64, started bool, max int) (engine.PollResult, error) {
 	if max <= 0 {
 		return engine.PollResult{Snapshot: c.Latest()}, nil
+	}
+	if _, err := c.epochs(); err != nil {
+		return engine.PollResult{}, err
 	}
 	return c.pull(ctx, region, position, started, min(max, wire.MaxPullEntries))
 }

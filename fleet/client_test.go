@@ -194,6 +194,11 @@ func TestClientParkAcrossWriterRestart(t *testing.T) {
 	c := newClient(t, cnc, ClientConfig{})
 	ctx := testCtx(t)
 	jid, i1 := store1.JournalID(), store1.Incarnation()
+	// A client takes epoch messages once it parks (or pulls without a
+	// hold): the first park subscribes and returns at once.
+	if !c.Park(ctx, engine.Snapshot{}, time.Second) {
+		t.Fatal("the first park did not return at once")
+	}
 
 	for store1.Epoch() < 7 {
 		appendTo(t, store1, "order", 1)

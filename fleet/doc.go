@@ -19,12 +19,13 @@
 // backoff.
 //
 // Guarantees carried over the network: replies never exceed the server's
-// max payload (a pull returns fewer entries instead); a client subscribes
-// to epoch messages before its first pull and parks with the lost-wakeup
-// guard, so an idle worker wakes on the next epoch message (edge
-// triggered), and a lost message costs at most the idle timeout; a new
-// writer incarnation always counts as newer; a retried append never
-// duplicates.
+// max payload (a pull returns fewer entries instead); an idle worker's
+// pull is held by the writer and answered when a matching entry is
+// visible, so appends that do not concern it cost nothing and it wakes
+// with one round trip; a client that parks instead subscribes to epoch
+// messages before it pulls and parks with the lost-wakeup guard (a lost
+// message costs at most the idle timeout); a new writer incarnation
+// always counts as newer; a retried append never duplicates.
 //
 // Writer, Client and their methods are safe for concurrent use.
 package fleet

@@ -64,6 +64,9 @@ func (s *stream) Poll(ctx context.Context, position uint64, started bool, max in
 		return engine.PollResult{Snapshot: s.c.Latest()}, nil
 	}
 	max = min(max, wire.MaxPullEntries)
+	if _, err := s.c.epochs(); err != nil {
+		return engine.PollResult{}, err
+	}
 	key := prefetchKey{position: position, started: started, max: max}
 	res, err, ok := s.take(ctx, key)
 	if !ok || err != nil {

@@ -167,6 +167,13 @@ func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, 
 	if err := nc.FlushTimeout(5 * time.Second); err != nil {
 		w.log.Warn("could not confirm the service subscriptions", "error", err)
 	}
+	// Announce the incarnation: clients whose pulls are held (and so take
+	// no epoch messages) learn of a restart from it.
+	if err := nc.Publish(w.subj.Started, wire.EncodeEpoch(wire.EpochMessage{
+		JournalID: store.JournalID(), Incarnation: store.Incarnation(), Epoch: store.Epoch(), Visible: store.Visible(),
+	})); err != nil {
+		w.log.Warn("could not announce the writer's start", "error", err)
+	}
 	go w.publishEpochs()
 	w.log.Info("writer serving", "subjects", "batfleet."+cfg.Journal+".*",
 		"journal-id", store.JournalID().String(), "incarnation", store.Incarnation().String(), "max-payload", w.maxPayload)

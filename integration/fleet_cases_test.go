@@ -120,6 +120,11 @@ func TestVIS15_NewIncarnationWakesParkedWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	// A client takes epoch messages once it parks (or pulls without a
+	// hold): the first park subscribes and returns at once.
+	if !c.Park(ctx, engine.Snapshot{}, time.Second) {
+		t.Fatal("the first park did not return at once")
+	}
 	jid, i1, i2 := randomID128(t), randomID128(t), randomID128(t)
 	snap := engine.Snapshot{Incarnation: i1, Epoch: 9}
 	r.publishEpoch(t, crafted, jid, i1, 9)

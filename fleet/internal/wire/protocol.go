@@ -31,12 +31,16 @@ const (
 // Subjects of one journal.
 type Subjects struct {
 	Pull, Append, Info, Epoch string
+	// Started carries one message (an epoch message's body) when a
+	// writer incarnation starts serving: clients whose pulls are held,
+	// and so need no epoch messages, learn of a restart from it.
+	Started string
 }
 
 // SubjectsFor returns the subjects of journal.
 func SubjectsFor(journal string) Subjects {
 	p := "batfleet." + journal + "."
-	return Subjects{Pull: p + "pull", Append: p + "append", Info: p + "info", Epoch: p + "epoch"}
+	return Subjects{Pull: p + "pull", Append: p + "append", Info: p + "info", Epoch: p + "epoch", Started: p + "started"}
 }
 
 // MaxEntryBytes returns the largest journal entry (entity, scope and

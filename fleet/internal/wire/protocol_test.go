@@ -873,7 +873,7 @@ func TestNestedUnknownValues(t *testing.T) {
 
 func TestSubjectsAndJournalNames(t *testing.T) {
 	s := wire.SubjectsFor("orders-eu_1")
-	if s != (wire.Subjects{Pull: "batfleet.orders-eu_1.pull", Append: "batfleet.orders-eu_1.append", Info: "batfleet.orders-eu_1.info", Epoch: "batfleet.orders-eu_1.epoch"}) {
+	if s != (wire.Subjects{Pull: "batfleet.orders-eu_1.pull", Append: "batfleet.orders-eu_1.append", Info: "batfleet.orders-eu_1.info", Epoch: "batfleet.orders-eu_1.epoch", Started: "batfleet.orders-eu_1.started"}) {
 		t.Errorf("SubjectsFor = %+v", s)
 	}
 	for _, ok := range []string{"main", "a", "A-Z_0-9", strings.Repeat("j", 64)} {
