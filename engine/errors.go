@@ -64,6 +64,10 @@ var (
 	// ErrInvertedClockRange: a clock range has start > end (see ClockRangeError).
 	ErrInvertedClockRange = errors.New("engine: clock range start is after its end")
 
+	// ErrInvalidPartition: a partition's count is not a power of two from 1
+	// to Buckets, or its index is not below its count.
+	ErrInvalidPartition = errors.New("engine: invalid partition")
+
 	// ErrInvalidJournalName: a journal name is not 1-64 bytes of [A-Za-z0-9_-].
 	ErrInvalidJournalName = errors.New("engine: invalid journal name")
 

@@ -22,10 +22,12 @@ type Region struct {
 	kind      KindFilter
 	clock     ClockRange // inclusive clock range, if hasClock
 	hasClock  bool
-	// A later part (for example a consumer-group partition) is added as a
-	// field here, a builder, a check in validate, a test in Matches and a
-	// suffix in appendIdentity written only when the part is set, so the
-	// identity of every existing region stays unchanged.
+	part      Partition // a consumer group's partition, if hasPart
+	hasPart   bool
+	// A later part is added as a field here, a builder, a check in
+	// validate, a test in Matches and a suffix in appendIdentity written
+	// only when the part is set, so the identity of every existing region
+	// stays unchanged (as the partition's is).
 }
 
 // RegionAll returns the region with no part set: it matches every event.
@@ -73,6 +75,22 @@ func (r Region) WithExact(k Kind) Region { return r.WithKind(KindExact(k)) }
 // cr, both ends included.
 func (r Region) WithClock(cr ClockRange) Region {
 	r.clock, r.hasClock = cr, true
+	return r
+}
+
+// WithPartition returns a copy of r restricted to the entities whose
+// bucket lies in partition p (a consumer group's share of r).
+func (r Region) WithPartition(p Partition) Region {
+	r.part, r.hasPart = p, true
+	return r
+}
+
+// Partition returns the partition and whether one is set.
+func (r Region) Partition() (Partition, bool) { return r.part, r.hasPart }
+
+// WithoutPartition returns r without its partition (the group's region).
+func (r Region) WithoutPartition() Region {
+	r.part, r.hasPart = Partition{}, false
 	return r
 }
 
@@ -136,6 +154,11 @@ func (r Region) validate() (field string, err error) {
 			return "clock", err
 		}
 	}
+	if r.hasPart {
+		if err := r.part.Validate(); err != nil {
+			return "part", err
+		}
+	}
 	return "", nil
 }
 
@@ -146,7 +169,18 @@ func (r Region) Matches(entity, scope string, kind Kind, clock uint32) bool {
 	return r.matchEntity(entity) &&
 		(!r.hasScope || scope == r.scope) &&
 		r.kind.Matches(kind) &&
-		(!r.hasClock || r.clock.Contains(clock))
+		(!r.hasClock || r.clock.Contains(clock)) &&
+		(!r.hasPart || r.part.Count == 1 || r.part.Holds(Bucket(entity)))
+}
+
+// MatchesBucket is Matches for a caller that knows the entity's bucket
+// (the journal's index keeps it): it does not hash the entity again.
+func (r Region) MatchesBucket(entity string, bucket uint16, scope string, kind Kind, clock uint32) bool {
+	return r.matchEntity(entity) &&
+		(!r.hasScope || scope == r.scope) &&
+		r.kind.Matches(kind) &&
+		(!r.hasClock || r.clock.Contains(clock)) &&
+		(!r.hasPart || r.part.Holds(bucket))
 }
 
 // matchEntity applies the entity prefix rule: with prefix P set, E matches
@@ -176,8 +210,9 @@ const identityAbsent = "*"
 // E is the entity prefix verbatim, or "*" when absent; S the scope
 // verbatim, or "*" when absent; F is "none" (no filter), "any",
 // "category:<c>" or "exact:<cat>:<type>" in lowercase hex without padding;
-// C is "*" when absent, else "<start>-<end>" in decimal. For example
-// RegionAll() is "entity=*|scope=*|fact=none|clock=*".
+// C is "*" when absent, else "<start>-<end>" in decimal. A consumer
+// group's partition i of P adds "|part=<i>/<P>". For example RegionAll()
+// is "entity=*|scope=*|fact=none|clock=*".
 //
 // For valid regions the identity is injective. RegionAll() and
 // RegionAll().WithKind(KindAny()) match the same events yet have different
@@ -204,6 +239,12 @@ func (r Region) appendIdentity(b []byte) []byte {
 		b = append(b, identityAbsent...)
 	}
 	// Later, optional parts are appended here, each only when set.
+	if r.hasPart {
+		b = append(b, "|part="...)
+		b = strconv.AppendUint(b, uint64(r.part.Index), 10)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, uint64(r.part.Count), 10)
+	}
 	return b
 }
 

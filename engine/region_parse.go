@@ -16,8 +16,16 @@ func ParseRegionIdentity(s string) (Region, error) {
 		return Region{}, fmt.Errorf("%w: identity %q: %s", ErrInvalidRegion, s, fmt.Sprintf(format, args...))
 	}
 	parts := strings.Split(s, "|")
+	var part string
+	if len(parts) == 5 {
+		var ok bool
+		if part, ok = strings.CutPrefix(parts[4], "part="); !ok {
+			return bad("field 5 must start with %q", "part=")
+		}
+		parts = parts[:4]
+	}
 	if len(parts) != 4 {
-		return bad("want 4 |-separated fields, found %d", len(parts))
+		return bad("want 4 |-separated fields (5 with a partition), found %d", len(parts))
 	}
 	var vals [4]string
 	for i, name := range []string{"entity", "scope", "fact", "clock"} {
@@ -63,6 +71,15 @@ func ParseRegionIdentity(s string) (Region, error) {
 			return bad("clock %q: want <start>-<end>", vals[3])
 		}
 		r = r.WithClock(ClockRange{Start: uint32(a), End: uint32(b)})
+	}
+	if part != "" {
+		i, n, ok := strings.Cut(part, "/")
+		a, err1 := strconv.ParseUint(i, 10, 16)
+		b, err2 := strconv.ParseUint(n, 10, 16)
+		if !ok || err1 != nil || err2 != nil {
+			return bad("part %q: want <index>/<count>", part)
+		}
+		r = r.WithPartition(Partition{Index: uint16(a), Count: uint16(b)})
 	}
 	if err := r.Validate(); err != nil {
 		return Region{}, err

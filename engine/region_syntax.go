@@ -15,6 +15,8 @@ import (
 //	kind=KIND         one kind, decimal or 0x hex (exclusive with category)
 //	category=CAT      a kind category 0-15, decimal or 0x hex
 //	clock=LO-HI       an inclusive clock range
+//	part=I/P          partition I of P of a consumer group (rarely typed:
+//	                  group members add it themselves)
 //
 // for example "entity=order:17,scope=shop,kind=0x1001,clock=3-9". An empty
 // spec, or "all", is every event. Values cannot contain ",". Keys may be
@@ -58,6 +60,14 @@ func ParseRegion(spec string) (Region, error) {
 				return bad("category %q: want 0-15 (or 0x0-0xf)", val)
 			}
 			r = r.WithCategory(uint16(c))
+		case "part":
+			i, n, ok := strings.Cut(val, "/")
+			a, err1 := strconv.ParseUint(i, 10, 16)
+			b, err2 := strconv.ParseUint(n, 10, 16)
+			if !ok || err1 != nil || err2 != nil {
+				return bad("part %q: want INDEX/COUNT, e.g. 3/16", val)
+			}
+			r = r.WithPartition(Partition{Index: uint16(a), Count: uint16(b)})
 		case "clock":
 			lo, hi, ok := strings.Cut(val, "-")
 			a, err1 := strconv.ParseUint(lo, 10, 32)
@@ -67,7 +77,7 @@ func ParseRegion(spec string) (Region, error) {
 			}
 			r = r.WithClock(ClockRange{Start: uint32(a), End: uint32(b)})
 		default:
-			return bad("unknown key %q (want entity, scope, kind, category or clock)", key)
+			return bad("unknown key %q (want entity, scope, kind, category, clock or part)", key)
 		}
 	}
 	if seen["kind"] && seen["category"] {
@@ -102,6 +112,9 @@ func (r Region) Spec() string {
 	}
 	if c, ok := r.Clock(); ok {
 		parts = append(parts, fmt.Sprintf("clock=%d-%d", c.Start, c.End))
+	}
+	if p, ok := r.Partition(); ok {
+		parts = append(parts, "part="+p.String())
 	}
 	if len(parts) == 0 {
 		return "all"
