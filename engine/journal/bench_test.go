@@ -321,6 +321,12 @@ func BenchmarkPull(b *testing.B) {
 		{"region=all", engine.RegionAll()},
 		{"region=scope-1pct", engine.RegionScope(benchRareScope)},
 		{"region=category-1pct", engine.RegionAll().WithCategory(benchRareKind.Category())},
+		// A consumer group's partition pull (merging 1,024/P bucket
+		// lists) against the all-region pull: the per-event cost target is
+		// at most 2x (GRP-01).
+		{"region=partition-1of16", engine.RegionAll().WithPartition(engine.Partition{Index: 1, Count: 16})},
+		{"region=partition-1of1024", engine.RegionAll().WithPartition(engine.Partition{Index: 1, Count: 1024})},
+		{"region=partition-1of2", engine.RegionAll().WithPartition(engine.Partition{Index: 1, Count: 2})},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) { benchPull(b, s, tc.region) })

@@ -51,8 +51,9 @@ type coordInfo struct {
 }
 
 type entityInfo struct {
-	name  string
-	chain []*trieNode // the trie nodes from the top segment down to this entity
+	name   string
+	chain  []*trieNode // the trie nodes from the top segment down to this entity
+	bucket uint16      // engine.Bucket(name)
 }
 
 type trieNode struct {
@@ -82,6 +83,10 @@ type index struct {
 	scopeIDs map[string]uint32
 
 	kinds map[engine.Kind]*postings
+
+	// buckets are the postings of each entity bucket, so that a consumer
+	// group's partition pull merges only the lists of its buckets.
+	buckets [engine.Buckets]postings
 }
 
 func newIndex() *index {
@@ -157,7 +162,7 @@ func (ix *index) newEntity(s string) uint32 {
 		}
 		rest = tail
 	}
-	ix.entities = append(ix.entities, entityInfo{name: s, chain: chain})
+	ix.entities = append(ix.entities, entityInfo{name: s, chain: chain, bucket: engine.Bucket(s)})
 	ix.entityIDs[s] = id
 	return id
 }
@@ -209,6 +214,7 @@ func (ix *index) insert(seq uint64, m entryMeta) {
 		n.postings.add(seq)
 	}
 	ix.scopes[ci.scope].postings.add(seq)
+	ix.buckets[ix.entities[ci.entity].bucket].add(seq)
 	kl := ix.kinds[m.kind]
 	if kl == nil {
 		kl = &postings{}
@@ -315,6 +321,31 @@ func (ix *index) query(r *engine.Region, from, visible uint64, cancelled []engin
 		}
 	}
 
+	// A partition has the lists of its buckets: merge them, unless a
+	// shorter list was picked above (a partition of every bucket filters
+	// nothing).
+	if p, ok := r.Partition(); ok && p.Count > 1 && merge == nil {
+		lo, hi := p.Buckets()
+		total := 0
+		for b := lo; b < hi; b++ {
+			total += ix.buckets[b].len()
+		}
+		if total == 0 {
+			return out
+		}
+		if list == nil || total < list.len() {
+			list = nil
+			for b := lo; b < hi; b++ {
+				if ix.buckets[b].len() > 0 {
+					merge = append(merge, &ix.buckets[b])
+				}
+			}
+			if len(merge) == 1 {
+				list, merge = merge[0], nil
+			}
+		}
+	}
+
 	ri := sort.Search(len(cancelled), func(i int) bool { return cancelled[i].End > from })
 	cost := 0
 	full := false
@@ -330,8 +361,9 @@ func (ix *index) query(r *engine.Region, from, visible uint64, cancelled []engin
 			return false
 		}
 		ci := &ix.coords[m.coord]
-		entity, scope := ix.entities[ci.entity].name, ix.scopes[ci.scope].name
-		if !r.Matches(entity, scope, m.kind, m.clock) {
+		ent := &ix.entities[ci.entity]
+		entity, scope := ent.name, ix.scopes[ci.scope].name
+		if !r.MatchesBucket(entity, ent.bucket, scope, m.kind, m.clock) {
 			return false
 		}
 		if lim.budget > 0 {
@@ -348,24 +380,12 @@ func (ix *index) query(r *engine.Region, from, visible uint64, cancelled []engin
 
 	n := 0
 	if merge != nil {
-		// k-way merge: the categories' kind lists are few.
-		heads := make([]int, len(merge))
-		for j, l := range merge {
-			heads[j] = l.search(from)
-		}
+		// k-way merge by a min-heap of the lists' heads: a category's kind
+		// lists, or a partition's bucket lists (up to 1,024/P of them).
+		m := newMergeHeap(merge, from)
 		for n < max && !full {
-			best := -1
-			for j, l := range merge {
-				if heads[j] < l.len() && (best < 0 || l.at(heads[j]) < merge[best].at(heads[best])) {
-					best = j
-				}
-			}
-			if best < 0 {
-				break
-			}
-			seq := merge[best].at(heads[best])
-			heads[best]++
-			if seq >= visible {
+			seq, ok := m.next()
+			if !ok || seq >= visible {
 				break
 			}
 			if accept(seq) {
@@ -399,4 +419,70 @@ func (ix *index) query(r *engine.Region, from, visible uint64, cancelled []engin
 		}
 	}
 	return out
+}
+
+// mergeHeap yields the union of sorted posting lists in ascending order.
+// Each heap slot caches the value at its list's head, so a step compares
+// plain numbers.
+type mergeHeap struct {
+	lists []*postings
+	heap  []mergeHead
+}
+
+type mergeHead struct {
+	val  uint64 // lists[list].at(at)
+	list int32
+	at   int32
+}
+
+func newMergeHeap(lists []*postings, from uint64) *mergeHeap {
+	m := &mergeHeap{lists: lists, heap: make([]mergeHead, 0, len(lists))}
+	for j, l := range lists {
+		if i := l.search(from); i < l.len() {
+			m.heap = append(m.heap, mergeHead{val: l.at(i), list: int32(j), at: int32(i)})
+		}
+	}
+	for i := len(m.heap)/2 - 1; i >= 0; i-- {
+		m.down(i)
+	}
+	return m
+}
+
+func (m *mergeHeap) down(i int) {
+	h := m.heap
+	for {
+		l, small := 2*i+1, i
+		if l < len(h) && h[l].val < h[small].val {
+			small = l
+		}
+		if r := l + 1; r < len(h) && h[r].val < h[small].val {
+			small = r
+		}
+		if small == i {
+			return
+		}
+		h[i], h[small] = h[small], h[i]
+		i = small
+	}
+}
+
+// next returns the smallest remaining seq.
+func (m *mergeHeap) next() (uint64, bool) {
+	if len(m.heap) == 0 {
+		return 0, false
+	}
+	top := &m.heap[0]
+	seq := top.val
+	l := m.lists[top.list]
+	if top.at++; int(top.at) < l.len() {
+		top.val = l.at(int(top.at))
+	} else {
+		last := len(m.heap) - 1
+		m.heap[0] = m.heap[last]
+		m.heap = m.heap[:last]
+	}
+	if len(m.heap) > 0 {
+		m.down(0)
+	}
+	return seq, true
 }
