@@ -22,7 +22,8 @@ import (
 //
 // The index files each held pull under the most selective part of its
 // region: its entity prefix in a trie of ":"-separated segments; else its
-// scope; else its exact kind; else its kind category; else "every entry".
+// scope; else its exact kind; else its kind category; else its consumer
+// group partition; else "every entry".
 // For a newly visible entry the candidates are the pulls on the trie path
 // of its entity, under its scope, its kind and its category, and the
 // every-entry pulls, so matching a group commit costs time proportional to
@@ -33,6 +34,16 @@ import (
 // after an immediate poll that saw a lower visible bound first checks the
 // entries in between itself. There is no window between "nothing yet" and
 // "held".
+
+// partitionFiled reports whether a pull of region r is filed under its
+// partition (it names no entity, scope or kind to file it under).
+func partitionFiled(r engine.Region) (engine.Partition, bool) {
+	p, ok := r.Partition()
+	_, hasE := r.EntityPrefix()
+	_, hasS := r.Scope()
+	mode := r.Kind().Mode()
+	return p, ok && p.Count > 1 && !hasE && !hasS && mode != engine.KindFilterExact && mode != engine.KindFilterCategory
+}
 
 // heldPull is one held pull request.
 type heldPull struct {
@@ -67,6 +78,8 @@ type holds struct {
 	byScope   map[string]map[*heldPull]struct{}
 	byKind    map[engine.Kind]map[*heldPull]struct{}
 	byCat     map[uint16]map[*heldPull]struct{}
+	byPart    map[engine.Partition]map[*heldPull]struct{}
+	counts    map[uint16]int // partition counts filed in byPart, with their number of pulls
 	all       map[*heldPull]struct{}
 	expiry    expiryHeap
 	kick      chan struct{} // an earlier expiry than the matcher waits for
@@ -78,6 +91,8 @@ func newHolds(max int, processed uint64) *holds {
 		byScope: map[string]map[*heldPull]struct{}{},
 		byKind:  map[engine.Kind]map[*heldPull]struct{}{},
 		byCat:   map[uint16]map[*heldPull]struct{}{},
+		byPart:  map[engine.Partition]map[*heldPull]struct{}{},
+		counts:  map[uint16]int{},
 		all:     map[*heldPull]struct{}{},
 		kick:    make(chan struct{}, 1),
 	}
@@ -120,6 +135,9 @@ func (hs *holds) setFor(r engine.Region, create bool) map[*heldPull]struct{} {
 	case engine.KindFilterCategory:
 		return get(hs.byCat[f.Category()], func(m map[*heldPull]struct{}) { hs.byCat[f.Category()] = m })
 	}
+	if p, ok := r.Partition(); ok && p.Count > 1 {
+		return get(hs.byPart[p], func(m map[*heldPull]struct{}) { hs.byPart[p] = m })
+	}
 	return hs.all
 }
 
@@ -138,6 +156,9 @@ func (hs *holds) add(h *heldPull, seen uint64, check func(from, to uint64) bool)
 	}
 	h.set = hs.setFor(h.pull.Region, true)
 	h.set[h] = struct{}{}
+	if p, ok := partitionFiled(h.pull.Region); ok {
+		hs.counts[p.Count]++
+	}
 	hs.n++
 	heap.Push(&hs.expiry, h)
 	if h.at == 0 {
@@ -152,6 +173,11 @@ func (hs *holds) add(h *heldPull, seen uint64, check func(from, to uint64) bool)
 // remove unfiles h. Caller holds mu.
 func (hs *holds) remove(h *heldPull) {
 	delete(h.set, h)
+	if p, ok := partitionFiled(h.pull.Region); ok {
+		if hs.counts[p.Count]--; hs.counts[p.Count] == 0 {
+			delete(hs.counts, p.Count)
+		}
+	}
 	heap.Remove(&hs.expiry, h.at)
 	hs.n--
 }
@@ -200,6 +226,12 @@ func (hs *holds) match(heads []journal.Head) []*heldPull {
 		take(hs.byScope[head.Coordinate.Scope()], head)
 		take(hs.byKind[head.Kind], head)
 		take(hs.byCat[head.Kind.Category()], head)
+		if len(hs.counts) > 0 {
+			b := engine.Bucket(head.Coordinate.Entity())
+			for c := range hs.counts {
+				take(hs.byPart[engine.Partition{Index: b / (engine.Buckets / c), Count: c}], head)
+			}
+		}
 		take(hs.all, head)
 	}
 	return out

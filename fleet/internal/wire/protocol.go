@@ -144,7 +144,8 @@ func appendRegion(b []byte, r engine.Region) []byte {
 	s, hasS := r.Scope()
 	kf := r.Kind()
 	cr, hasC := r.Clock()
-	for _, has := range []bool{hasE, hasS, kf.Mode() == engine.KindFilterExact || kf.Mode() == engine.KindFilterCategory, hasC, hasC} {
+	p, hasP := r.Partition()
+	for _, has := range []bool{hasE, hasS, kf.Mode() == engine.KindFilterExact || kf.Mode() == engine.KindFilterCategory, hasC, hasC, hasP, hasP} {
 		if has {
 			n++
 		}
@@ -165,6 +166,10 @@ func appendRegion(b []byte, r engine.Region) []byte {
 	if hasC {
 		b = AppendUint(AppendStr(b, "clock_min"), uint64(cr.Start))
 		b = AppendUint(AppendStr(b, "clock_max"), uint64(cr.End))
+	}
+	if hasP {
+		b = AppendUint(AppendStr(b, "part"), uint64(p.Index))
+		b = AppendUint(AppendStr(b, "parts"), uint64(p.Count))
 	}
 	return b
 }
@@ -265,6 +270,7 @@ func decodeRegion(r *reader) (engine.Region, error) {
 	}
 	var kind, category *uint64
 	var cmin, cmax *uint64
+	var part, parts *uint64
 	for i := 0; i < n; i++ {
 		key := r.str()
 		field := "region." + key
@@ -291,6 +297,12 @@ func decodeRegion(r *reader) (engine.Region, error) {
 		case "clock_max":
 			v := r.uint()
 			cmax = &v
+		case "part":
+			v := r.uint()
+			part = &v
+		case "parts":
+			v := r.uint()
+			parts = &v
 		default:
 			r.skip()
 		}
@@ -321,6 +333,18 @@ func decodeRegion(r *reader) (engine.Region, error) {
 		return region, BadField("region.clock_max", "clocks are 32-bit (got %d)", *cmax)
 	case cmin != nil:
 		region = region.WithClock(engine.ClockRange{Start: uint32(*cmin), End: uint32(*cmax)})
+	}
+	switch {
+	case part == nil && parts != nil:
+		return region, BadField("region.part", "a partition needs both part and parts")
+	case part != nil && parts == nil:
+		return region, BadField("region.parts", "a partition needs both part and parts")
+	case parts != nil && *parts > engine.Buckets:
+		return region, BadField("region.parts", "must be a power of two from 1 to %d (got %d)", engine.Buckets, *parts)
+	case part != nil && *part >= *parts:
+		return region, BadField("region.part", "must be below parts (got %d of %d)", *part, *parts)
+	case part != nil:
+		region = region.WithPartition(engine.Partition{Index: uint16(*part), Count: uint16(*parts)})
 	}
 	return region, nil
 }

@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"testing"
@@ -124,6 +125,34 @@ func TestPullRequestWaitMsRoundTrip(t *testing.T) {
 			if b := wire.EncodePullRequest(req); !bytes.Equal(b, v1PullBody(t, req)) {
 				t.Errorf("%s: re-encoded as % x, want the v1 bytes", c.name, b)
 			}
+		}
+	}
+}
+
+// A pull's region carries a consumer group's partition as part and parts;
+// both are required together, and an invalid one is a 400 naming the
+// field.
+func TestPullRequestPartition(t *testing.T) {
+	r := engine.RegionEntity("order").WithPartition(engine.Partition{Index: 3, Count: 16})
+	got, err := wire.DecodePullRequest(wire.EncodePullRequest(wire.PullRequest{Region: r, Max: 1}))
+	if err != nil || got.Region != r {
+		t.Fatalf("round trip: %+v, %v", got.Region, err)
+	}
+	for _, tc := range []struct {
+		region wiretest.MPKV
+		field  string
+	}{
+		{wiretest.MPKV{"part", 1}, "region.parts"},
+		{wiretest.MPKV{"parts", 16}, "region.part"},
+		{wiretest.MPKV{"part", 16, "parts", 16}, "region.part"},
+		{wiretest.MPKV{"part", 0, "parts", 2048}, "region.parts"},
+		{wiretest.MPKV{"part", 0, "parts", 3}, "region"},
+		{wiretest.MPKV{"part", "x", "parts", 2}, "region.part"},
+	} {
+		_, err := wire.DecodePullRequest(wiretest.MP(t, wiretest.ValidPull().With("region", tc.region)))
+		var re *wire.RequestError
+		if !errors.As(err, &re) || re.Field != tc.field || re.Code != 400 {
+			t.Errorf("region %v: %v, want a 400 naming %s", tc.region, err, tc.field)
 		}
 	}
 }
