@@ -1149,3 +1149,24 @@ func TestCKP03_LoadAsksTheSource(t *testing.T) {
 		})
 	}
 }
+
+// The owner epoch of a partition checkpoint: encoded after the seven keys
+// only when set (other records keep their bytes), and read back; a
+// decoder that does not know it skips it as an unknown key.
+func TestGRP11_RecordEpoch(t *testing.T) {
+	ident := "entity=*|scope=*|fact=none|clock=*|part=1/2"
+	plain := Record{Position: 7, Started: true, RegionIdentity: &ident, Owner: "m1", UpdatedMs: 1}
+	withEpoch := plain
+	withEpoch.Epoch = 3
+	a, b := Encode(plain), Encode(withEpoch)
+	if !bytes.HasPrefix(b[1:], a[1:]) || a[0] != 0x87 || b[0] != 0x88 {
+		t.Fatalf("the epoch is not appended after the seven keys: % x vs % x", a, b)
+	}
+	got, err := Decode(b)
+	if err != nil || got.Epoch != 3 || got.Position != 7 {
+		t.Fatalf("Decode = %+v, %v", got, err)
+	}
+	if got, err := Decode(a); err != nil || got.Epoch != 0 {
+		t.Fatalf("a record without epoch: %+v, %v", got, err)
+	}
+}

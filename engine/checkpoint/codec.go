@@ -11,14 +11,21 @@ import (
 )
 
 // Encode encodes rec as the MessagePack map of the record format: the
-// seven keys in table order with minimal integer and string widths;
-// process_boot_ns is always nil.
+// seven keys in table order (position, started, process_boot_ns,
+// region_identity, journal_id, owner, updated_ms) with minimal integer and
+// string widths, then epoch when it is not 0 (a consumer group's partition
+// checkpoint; decoders that do not know it ignore it); process_boot_ns is
+// always nil.
 func Encode(rec Record) []byte {
 	var buf bytes.Buffer
 	buf.Grow(160 + len(rec.Owner))
 	enc := msgpack.NewEncoder(&buf)
 	// Writes to a bytes.Buffer cannot fail.
-	_ = enc.EncodeMapLen(7)
+	n := 7
+	if rec.Epoch > 0 {
+		n++
+	}
+	_ = enc.EncodeMapLen(n)
 	_ = enc.EncodeString("position")
 	_ = enc.EncodeUint(rec.Position)
 	_ = enc.EncodeString("started")
@@ -41,6 +48,10 @@ func Encode(rec Record) []byte {
 	_ = enc.EncodeString(rec.Owner)
 	_ = enc.EncodeString("updated_ms")
 	_ = enc.EncodeUint(rec.UpdatedMs)
+	if rec.Epoch > 0 {
+		_ = enc.EncodeString("epoch")
+		_ = enc.EncodeUint(rec.Epoch)
+	}
 	return buf.Bytes()
 }
 
@@ -100,6 +111,8 @@ func Decode(data []byte) (Record, error) {
 			if s, err = decodeOptString(dec); s != nil {
 				rec.Owner = *s
 			}
+		case "epoch":
+			rec.Epoch, err = decodeUint(dec)
 		case "updated_ms":
 			var c byte
 			if c, err = dec.PeekCode(); err == nil && c == msgpcode.Nil {

@@ -14,6 +14,11 @@ type Record struct {
 	JournalID string
 	Owner     string // the saving worker's id; informational
 	UpdatedMs uint64 // unix ms of the save; informational
+	// Epoch is the owner epoch of a consumer group's partition checkpoint:
+	// each claim of the partition writes the record with Epoch+1, so the
+	// record is also the fence against a former owner. 0 (encoded as an
+	// absent key) for other checkpoints.
+	Epoch uint64
 }
 
 // Revision is a checkpoint store's compare-and-swap token. Zero means "no
