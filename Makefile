@@ -5,7 +5,7 @@ BIN           := bin
 FUZZTIME      ?= 10s
 BENCHCOUNT    ?= 6
 
-.PHONY: all build test test-short bench bench-go bench-h2h lint fuzz demo clean
+.PHONY: all build test test-short bench bench-go bench-h2h bench-fanout lint fuzz demo clean
 
 all: build
 
@@ -32,6 +32,14 @@ bench-go:
 
 bench-h2h:
 	$(GO) run ./integration/h2h --out BENCHMARKS.md
+
+# Idle fan-out against JetStream (≈ 17 minutes): W ∈ {0, 100, 1000} idle
+# consumers, a producer at 500 and 5,000 appends/s, server processes
+# measured apart; adds or updates its own section of BENCHMARKS.md.
+# FANOUT_QUICK=1 make bench-fanout is a ~1-minute smoke run to stdout.
+bench-fanout:
+	@if [ "$$FANOUT_QUICK" = 1 ]; then $(GO) run ./integration/fanout; \
+	else $(GO) run ./integration/fanout --out BENCHMARKS.md; fi
 
 lint:
 	$(GO) vet ./...

@@ -156,7 +156,7 @@ func sameRecord(a, b checkpoint.Record) bool {
 	sameRegion := (a.RegionIdentity == nil) == (b.RegionIdentity == nil) &&
 		(a.RegionIdentity == nil || *a.RegionIdentity == *b.RegionIdentity)
 	return sameRegion && a.Position == b.Position && a.Started == b.Started && a.JournalID == b.JournalID &&
-		a.Owner == b.Owner && a.UpdatedMs == b.UpdatedMs
+		a.Owner == b.Owner && a.UpdatedMs == b.UpdatedMs && a.Epoch == b.Epoch
 }
 
 // saveOnce is one compare-and-swap save, bounded by SaveTimeout.

@@ -154,6 +154,29 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * tick, nil
 }
 
+// procRunWait returns how long the threads of process pid have been
+// runnable but waiting for a CPU (the second field of
+// /proc/<pid>/task/*/schedstat; threads that exited are not counted).
+func procRunWait(pid int) time.Duration {
+	dirs, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, d := range dirs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, d.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			if n, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				sum += n
+			}
+		}
+	}
+	return time.Duration(sum)
+}
+
 // selfCPU returns this process's user + system CPU time.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage

@@ -33,6 +33,7 @@ type snapshot struct {
 	at                   time.Time
 	serverCPU, idleCPU   time.Duration
 	selfCPU              time.Duration
+	serverWait, selfWait time.Duration // run-queue waits
 	idlePulls, busyPulls uint64
 	writerPulls          uint64
 	writerEpochs         uint64
@@ -42,8 +43,9 @@ type snapshot struct {
 }
 
 func (f *fleetRun) snap() (snapshot, error) {
-	s := snapshot{at: time.Now(), selfCPU: selfCPU()}
+	s := snapshot{at: time.Now(), selfCPU: selfCPU(), selfWait: procRunWait(os.Getpid())}
 	var err error
+	s.serverWait = procRunWait(f.srv.proc.pid())
 	if s.serverCPU, err = procCPU(f.srv.proc.pid()); err != nil {
 		return s, fmt.Errorf("server CPU: %w", err)
 	}
@@ -267,8 +269,11 @@ type phaseResult struct {
 	// its checkpoint saves.
 	PerBatch         float64
 	SaveP50, SaveP99 time.Duration
-	BeforeAck        int           // events the handler saw before their acknowledgement arrived (counted as 0)
-	MaxLag           time.Duration // the producer's worst lateness against its schedule
+	// Time the server's and this process's threads spent runnable but
+	// waiting for a CPU, ms per second of the window.
+	ServerWait, SelfWait float64
+	BeforeAck            int           // events the handler saw before their acknowledgement arrived (counted as 0)
+	MaxLag               time.Duration // the producer's worst lateness against its schedule
 }
 
 // runPhase appends at rate for the warm-up and then the measured window,
@@ -394,7 +399,10 @@ dispatch:
 		r.WriterPulls = float64(b.writerPulls-a.writerPulls) / ev
 		r.Epochs = float64(b.writerEpochs-a.writerEpochs) / ev
 	}
-	r.IdlePullsPerSec = idle / b.at.Sub(a.at).Seconds()
+	el := b.at.Sub(a.at)
+	r.IdlePullsPerSec = idle / el.Seconds()
+	r.ServerWait = float64(b.serverWait-a.serverWait) / float64(time.Millisecond) / el.Seconds()
+	r.SelfWait = float64(b.selfWait-a.selfWait) / float64(time.Millisecond) / el.Seconds()
 	r.IdleEarly = b.idle.Early - a.idle.Early
 	if nb := b.busyBatches - a.busyBatches; nb > 0 {
 		r.PerBatch = ev / float64(nb)
