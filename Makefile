@@ -33,10 +33,11 @@ bench-go:
 bench-h2h:
 	$(GO) run ./integration/h2h --out BENCHMARKS.md
 
-# Idle fan-out against JetStream (≈ 17 minutes): W ∈ {0, 100, 1000} idle
-# consumers, a producer at 500 and 5,000 appends/s, server processes
-# measured apart; adds or updates its own section of BENCHMARKS.md.
-# FANOUT_QUICK=1 make bench-fanout is a ~1-minute smoke run to stdout.
+# Idle fan-out against JetStream (≈ 23 minutes): W ∈ {0, 100, 1000} idle
+# consumers (and 1000 on connections of their own), a producer at 500 and
+# 5,000 appends/s, server processes measured apart; adds or updates its own
+# section of BENCHMARKS.md. FANOUT_QUICK=1 make bench-fanout is a
+# ≈ 40-second smoke run to stdout.
 bench-fanout:
 	@if [ "$$FANOUT_QUICK" = 1 ]; then $(GO) run ./integration/fanout; \
 	else $(GO) run ./integration/fanout --out BENCHMARKS.md; fi

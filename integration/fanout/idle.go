@@ -35,11 +35,16 @@ type idleStats struct {
 	Errors     int64  `json:"errors"`  // worker exits, consume errors
 	Heartbeats int64  `json:"missed_heartbeats"`
 	Err        string `json:"err,omitempty"` // the first error
+	// InMsgs is every message the idle fleet's connections received:
+	// pull replies, heartbeats, epoch messages, anything.
+	InMsgs uint64 `json:"in_msgs"`
 }
 
 type idleCounters struct {
 	started, holding, waits, polls, early, entries, errors, heartbeats atomic.Int64
 	conns                                                              int
+	connsMu                                                            sync.Mutex
+	ncs                                                                []*nats.Conn
 	errMu                                                              sync.Mutex
 	err                                                                string
 }
@@ -57,10 +62,23 @@ func (c *idleCounters) stats() idleStats {
 	c.errMu.Lock()
 	e := c.err
 	c.errMu.Unlock()
+	var in uint64
+	c.connsMu.Lock()
+	for _, nc := range c.ncs {
+		in += nc.Stats().InMsgs
+	}
+	c.connsMu.Unlock()
 	return idleStats{
 		Started: c.started.Load(), Conns: c.conns, Holding: c.holding.Load(), Waits: c.waits.Load(), Polls: c.polls.Load(),
-		Early: c.early.Load(), Entries: c.entries.Load(), Errors: c.errors.Load(), Heartbeats: c.heartbeats.Load(), Err: e,
+		Early: c.early.Load(), Entries: c.entries.Load(), Errors: c.errors.Load(), Heartbeats: c.heartbeats.Load(), Err: e, InMsgs: in,
 	}
+}
+
+// track adds a connection to those whose received messages are counted.
+func (c *idleCounters) track(nc *nats.Conn) {
+	c.connsMu.Lock()
+	c.ncs = append(c.ncs, nc)
+	c.connsMu.Unlock()
 }
 
 // idleOpts configure "fanout idle".
@@ -210,6 +228,7 @@ func idleBatfleet(ctx context.Context, o idleOpts, c *idleCounters) (func(), err
 			return nil, err
 		}
 		conns = append(conns, nc)
+		c.track(nc)
 		cl, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: journalName})
 		if err != nil {
 			stop()
@@ -293,6 +312,7 @@ func idleJetStream(ctx context.Context, o idleOpts, c *idleCounters) (func(), er
 			return nil, err
 		}
 		conns = append(conns, nc)
+		c.track(nc)
 		js, err := jetstream.New(nc)
 		if err != nil {
 			stop()

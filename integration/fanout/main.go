@@ -54,11 +54,10 @@ type config struct {
 	// an in-memory batfleet worker (no checkpoints), a JetStream consumer
 	// with AckNone (a profiling aid; the report notes it).
 	BusyMemory bool
-	Systems    []string // "batfleet", "jetstream"
-	Root       string   // where server directories are made
-	NATSBin    string   // nats-server binary; "" builds one
-	Profile    string   // pprof of the server process per window, into this directory
-	Quick      bool
+	Systems    []string      // "batfleet", "jetstream"
+	Root       string        // where server directories are made
+	NATSBin    string        // nats-server binary; "" builds one
+	Profile    string        // pprof of the server process per window, into this directory
 	Settle     time.Duration // pause after the idle fleet is up
 	SetupWait  time.Duration // bound of one fleet's start
 }
@@ -75,7 +74,6 @@ func defaultConfig() config {
 // quickConfig is the smoke run: one round, W up to 100, short windows.
 func quickConfig() config {
 	c := defaultConfig()
-	c.Quick = true
 	c.Rounds, c.Ws, c.Own = 1, []int{0, 100}, nil
 	c.Window, c.Warmup, c.IdleFor, c.Stagger = 2*time.Second, 500*time.Millisecond, time.Second, 2*time.Second
 	return c

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -201,10 +200,7 @@ func goTool() string {
 	if g := os.Getenv("GO"); g != "" {
 		return g
 	}
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	return "go"
 }
 
 // buildNATSServer builds the module's nats-server into dir.

@@ -199,7 +199,7 @@ func (r *results) markdown() string {
 	}
 
 	w("\n### Context (medians over the rounds)\n\n")
-	w("| system | W | R | writer's own pulls/append | epoch messages/append | epoch deliveries to idle connections/append | idle pulls/s | idle holds woken early | busy: events per handler call | busy: checkpoint save p50 / p99 ms | busy: call start → handler p50 / p99 ms | append/publish latency p50 / p99 ms | handled before the ack | idle fleet CPU µs/append | harness CPU µs/append | waiting for a CPU, ms/s: server / harness |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("| system | W | R | writer's own pulls/append | epoch messages/append | messages to the idle fleet/append | idle pulls/s | idle holds woken early | busy: events per handler call | busy: checkpoint save p50 / p99 ms | busy: call start → handler p50 / p99 ms | append/publish latency p50 / p99 ms | handled before the ack | idle fleet CPU µs/append | harness CPU µs/append | waiting for a CPU, ms/s: server / harness |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, rate := range cfg.Rates {
 		for _, sh := range cfg.shapes() {
 			for _, sys := range cfg.Systems {
@@ -220,7 +220,7 @@ func (r *results) markdown() string {
 				w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s | %s | %s / %s |\n", sysName(sys), sh, thousands(int64(rate)),
 					dash(bf, med("%.4f", func(p phaseResult) float64 { return p.WriterPulls })),
 					dash(bf, med("%.3f", func(p phaseResult) float64 { return p.Epochs })),
-					dash(bf, med("%.2f", func(p phaseResult) float64 { return p.Epochs * float64(p.IdleConns) })),
+					dash(idle, med("%.3f", func(p phaseResult) float64 { return p.IdleMsgs })),
 					med("%.1f", func(p phaseResult) float64 { return p.IdlePullsPerSec }),
 					dash(bf && idle, med("%.0f", func(p phaseResult) float64 { return float64(p.IdleEarly) })),
 					med("%.2f", func(p phaseResult) float64 { return p.PerBatch }),
@@ -234,7 +234,7 @@ func (r *results) markdown() string {
 			}
 		}
 	}
-	w("\n*Writer's own pulls*: `batfleet_writer_pulls_total` from the writer's `/metrics` (pulls answered). *Epoch messages*: `batfleet_writer_epochs_total` per append (one per group commit). Every `fleet.Client` subscribes to them, so each goes to the producer's and the busy worker's connections and to every idle connection (deliveries computed: epochs × idle connections). *Idle holds woken early*: batfleet idle workers' held pulls (`PollWait`) that returned before 90 %% of their wait — a wake-up without a match — counted in the idle process. *Events per handler call*: the busy consumer's batches (JetStream's `Consume` hands over one message per call). *Checkpoint save*: the busy batfleet worker's KV compare-and-swap per batch, timed around `Save`. *Handled before the ack*: events the busy consumer handled before the producer had the acknowledgement (counted as 0 ms above). The harness CPU covers the producer, the busy consumer and the monitor. *Waiting for a CPU*: time the process's threads were runnable but not running (`/proc/<pid>/task/*/schedstat`), per second of the window: the machine's CPU contention as each process felt it.\n")
+	w("\n*Writer's own pulls*: `batfleet_writer_pulls_total` from the writer's `/metrics` (pulls answered). *Epoch messages*: `batfleet_writer_epochs_total` per append (one per group commit); they go to the clients subscribed to them. *Messages to the idle fleet*: every message its connections received (`nats.Conn` statistics: pull replies and renewals, heartbeats, epoch messages), per append. *Idle holds woken early*: batfleet idle workers' held pulls (`PollWait`) that returned before 90 %% of their wait — a wake-up without a match — counted in the idle process. *Events per handler call*: the busy consumer's batches (JetStream's `Consume` hands over one message per call). *Checkpoint save*: the busy batfleet worker's KV compare-and-swap per batch, timed around `Save`. *Handled before the ack*: events the busy consumer handled before the producer had the acknowledgement (counted as 0 ms above). The harness CPU covers the producer, the busy consumer and the monitor. *Waiting for a CPU*: time the process's threads were runnable but not running (`/proc/<pid>/task/*/schedstat`), per second of the window: the machine's CPU contention as each process felt it.\n")
 
 	w("\n### No appends (the idle fleet's own cost)\n\n")
 	w("| system | W | server CPU ms/s | idle pull requests/s | idle fleet CPU ms/s |\n|---|---:|---:|---:|---:|\n")

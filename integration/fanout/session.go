@@ -23,9 +23,6 @@ type fleetRun struct {
 	sd   side
 	idle *child
 	sink *busySink
-	// idleConns is the idle fleet's connections (each batfleet one has a
-	// fleet.Client subscribed to epoch messages).
-	idleConns int
 }
 
 // snapshot is every counter at one moment.
@@ -116,7 +113,6 @@ func session(ctx context.Context, cfg config, self, sys string, sh shape, round 
 		if err := f.idle.await("ready", &st, cfg.Stagger+cfg.SetupWait); err != nil {
 			return err
 		}
-		f.idleConns = st.Conns
 		say("%d idle consumers on %d connection(s) running after %s", st.Started, st.Conns, time.Since(t0).Round(100*time.Millisecond))
 	}
 	time.Sleep(cfg.Settle)
@@ -140,10 +136,14 @@ func session(ctx context.Context, cfg config, self, sys string, sh shape, round 
 		}
 		pr, n, err := runPhase(ctx, f, rate, base, prof)
 		if err != nil {
-			return fmt.Errorf("R=%d: %w", rate, err)
+			return fmt.Errorf("rate %d/s: %w", rate, err)
 		}
 		base += uint64(n)
 		res.addPhase(sys, sh, rate, pr)
+		if pr.MaxLag > 100*time.Millisecond {
+			res.notes = append(res.notes, fmt.Sprintf("round %d, %s, W=%s, R=%d: the producer fell up to %s behind its schedule (all %d appends in flight)",
+				round, sys, sh, rate, pr.MaxLag.Round(time.Millisecond), cfg.InFlight))
+		}
 		say("R=%d: achieved %.0f/s, server CPU %.1f µs/append, pulls/append %.4f (idle %.4f), busy ack→handler p50 %s p99 %s",
 			rate, pr.Achieved, pr.ServerCPU, pr.Pulls, pr.IdlePulls, fmtDur(pr.P50), fmtDur(pr.P99))
 	}
@@ -247,7 +247,7 @@ type phaseResult struct {
 	Rate     int
 	Events   int           // appended in the measured window
 	Span     time.Duration // the window's first due time → its last acknowledgement
-	Achieved float64       // Events / Span
+	Achieved float64       // (Events-1) / Span
 	// Per appended event.
 	ServerCPU   float64 // µs of the server process
 	IdleCPU     float64 // µs of the idle fleet's process
@@ -257,7 +257,7 @@ type phaseResult struct {
 	BusyPulls   float64 // … from the busy consumer
 	WriterPulls float64 // the writer's own count of pulls answered (batfleet)
 	Epochs      float64 // epoch messages the writer published (batfleet)
-	IdleConns   int     // the idle fleet's connections
+	IdleMsgs    float64 // messages the idle fleet's connections received
 	// Per second of the window.
 	IdlePullsPerSec float64
 	IdleEarly       int64 // batfleet: idle holds that ended before their wait (woken without a match)
@@ -372,7 +372,7 @@ dispatch:
 		return phaseResult{}, n, fmt.Errorf("busy consumer saw %d events twice", d)
 	}
 
-	r := phaseResult{Rate: rate, Events: nMeas, MaxLag: maxLag, IdleConns: f.idleConns}
+	r := phaseResult{Rate: rate, Events: nMeas, MaxLag: maxLag}
 	var lastAck int64
 	var fromAck, fromSend, ackLat []time.Duration
 	for i := nWarm; i < n; i++ {
@@ -404,6 +404,7 @@ dispatch:
 	r.ServerWait = float64(b.serverWait-a.serverWait) / float64(time.Millisecond) / el.Seconds()
 	r.SelfWait = float64(b.selfWait-a.selfWait) / float64(time.Millisecond) / el.Seconds()
 	r.IdleEarly = b.idle.Early - a.idle.Early
+	r.IdleMsgs = float64(b.idle.InMsgs-a.idle.InMsgs) / ev
 	if nb := b.busyBatches - a.busyBatches; nb > 0 {
 		r.PerBatch = ev / float64(nb)
 	}
