@@ -22,7 +22,29 @@ var (
 	ErrUnavailable = errors.New("fleet: writer unavailable")
 	// ErrRemote (500): anything else went wrong at the writer.
 	ErrRemote = errors.New("fleet: writer error")
+
+	// ErrGroupMismatch: a consumer group exists with another region or
+	// partition count than this member's (see GroupMismatchError).
+	ErrGroupMismatch = errors.New("fleet: group mismatch")
+	// ErrGroupCorrupt: a consumer group's record does not decode; the
+	// member fails closed, naming the key.
+	ErrGroupCorrupt = errors.New("fleet: group record corrupt")
 )
+
+// GroupMismatchError reports a member whose region or partition count
+// differs from its group's. It matches ErrGroupMismatch.
+type GroupMismatchError struct {
+	Group, Key                   string
+	StoredRegion, Region         string
+	StoredPartitions, Partitions int
+}
+
+func (e *GroupMismatchError) Error() string {
+	return fmt.Sprintf("%v: group %q (%s) has region %s over %d partitions; this member asks for %s over %d",
+		ErrGroupMismatch, e.Group, e.Key, e.StoredRegion, e.StoredPartitions, e.Region, e.Partitions)
+}
+
+func (e *GroupMismatchError) Unwrap() error { return ErrGroupMismatch }
 
 // RemoteError is an error reply from the writer. It matches the sentinel
 // of its code (and ErrUnavailable also matches delivery.ErrTransient).

@@ -9,3 +9,12 @@ func (c *Client) DropEpochs(drop bool) {
 	c.dropped = drop
 	c.mu.Unlock()
 }
+
+// Crash stops the member as a killed process would end: its partitions
+// are neither released nor its key deleted, so the others take over only
+// after its session.
+func (m *Member) Crash() {
+	m.crashed.Store(true)
+	m.Stop()
+	<-m.Done()
+}

@@ -54,3 +54,12 @@ func isVerbatim(id string) bool {
 	}
 	return true
 }
+
+// KeyToken returns id as one KV key token, as the store writes checkpoint
+// ids into keys: verbatim when it is made of [A-Za-z0-9_-] only, else "="
+// and its base64url encoding. Other keyed records of a fleet (consumer
+// group members) use it too.
+func KeyToken(id string) string { return encodeID(id) }
+
+// ParseKeyToken reverses KeyToken for a valid checkpoint id.
+func ParseKeyToken(s string) (string, error) { return decodeID(s) }

@@ -43,7 +43,7 @@ func (w *Worker) commit(p position, rev checkpoint.Revision, journalID string) (
 	ident := w.region.Identity()
 	rec := checkpoint.Record{
 		Position: p.pos, Started: p.started, RegionIdentity: &ident, JournalID: journalID,
-		Owner: w.cfg.WorkerID, UpdatedMs: uint64(w.cfg.WallClock().UnixMilli()),
+		Owner: w.cfg.WorkerID, UpdatedMs: uint64(w.cfg.WallClock().UnixMilli()), Epoch: w.cfg.Epoch,
 	}
 	newRev, err = w.saveOnce(rec, rev)
 	if errors.Is(err, checkpoint.ErrConflict) {

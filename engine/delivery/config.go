@@ -35,6 +35,14 @@ type WorkerConfig struct {
 	CheckpointID string
 	// Checkpoints is the checkpoint store; required when CheckpointID is set.
 	Checkpoints checkpoint.Store
+	// Group and Epoch make the worker one partition of a consumer group's
+	// member (set by fleet's group members, not by hand): every save
+	// writes Epoch as the record's owner epoch, the handler's Delivery
+	// carries both, and the worker refuses to start unless the stored
+	// record is this owner's at this epoch (so a claim another member made
+	// since cannot be overwritten).
+	Group string
+	Epoch uint64
 	// WorkerID is saved as the record's owner (default host-pid-random).
 	WorkerID string
 	// Clock drives the restart window (default SystemClock()).

@@ -39,6 +39,14 @@ type Delivery struct {
 	// Gaps are the gap observations of this batch (recomputed on
 	// redelivery).
 	Gaps []GapObservation
+	// Group, Partition and Epoch are set for a consumer group's member:
+	// the group's name, the partition this batch belongs to, and the owner
+	// epoch under which this member holds it — a fencing token for the
+	// handler's own sinks (a write tagged with a lower epoch than one
+	// already seen for the partition comes from a former owner).
+	Group     string
+	Partition engine.Partition
+	Epoch     uint64
 }
 
 // EffectKey returns the stable effect key of entry e of this batch.

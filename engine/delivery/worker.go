@@ -257,7 +257,8 @@ func (w *Worker) loop() {
 				w.stats.gapSeqs.Add(r.End - r.Start)
 			}
 		}
-		action, panicked, text := w.callHandler(batch, &Delivery{Witness: w.witness, Gaps: gaps})
+		part, _ := w.region.Partition()
+		action, panicked, text := w.callHandler(batch, &Delivery{Witness: w.witness, Gaps: gaps, Group: cfg.Group, Partition: part, Epoch: cfg.Epoch})
 		if panicked {
 			w.lastPanic.Store(&text)
 			if cfg.Restart.allow(&rst, cfg.Clock.Now()) {
@@ -368,6 +369,18 @@ func (w *Worker) resume() (start checkpoint.Resume, info engine.SourceInfo, ok b
 	case err != nil:
 		w.log.Error("cannot resume from checkpoint", "error", err)
 		w.record(err)
+		return start, info, false
+	case w.cfg.Epoch > 0 && (start.Record == nil || start.Record.Owner != w.cfg.WorkerID || start.Record.Epoch != w.cfg.Epoch):
+		// A partition this member claimed at Epoch: the record must still
+		// be its claim, or another member has claimed it since.
+		owner, epoch := "", uint64(0)
+		if start.Record != nil {
+			owner, epoch = start.Record.Owner, start.Record.Epoch
+		}
+		err := fmt.Errorf("%w: %s is held by %q at epoch %d, not by this worker at epoch %d",
+			checkpoint.ErrConflict, w.cfg.Checkpoints.Location(w.cfg.CheckpointID), owner, epoch, w.cfg.Epoch)
+		w.log.Warn("partition claimed by another member before this one started", "error", err)
+		w.record(&CheckpointWriteError{ID: w.cfg.CheckpointID, Cause: err})
 		return start, info, false
 	}
 	return start, info, true
