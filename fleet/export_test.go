@@ -18,3 +18,11 @@ func (m *Member) Crash() {
 	m.Stop()
 	<-m.Done()
 }
+
+// shortDeadKeyAge makes dead members' keys go after 2 sessions, for the
+// test's duration.
+func shortDeadKeyAge(t interface{ Cleanup(func()) }) {
+	old := deadKeyAge
+	deadKeyAge = 2
+	t.Cleanup(func() { deadKeyAge = old })
+}

@@ -115,9 +115,10 @@ func (c GroupConfig) withDefaults() GroupConfig {
 	return c
 }
 
-// Validate reports every problem of c (after defaults) at once, naming
-// the field.
+// Validate reports every problem of c at once, naming the field; zero
+// values take their defaults first.
 func (c GroupConfig) Validate() error {
+	c = c.withDefaults()
 	var errs []error
 	bad := func(field, rule string) { errs = append(errs, &engine.ConfigError{Field: field, Rule: rule}) }
 	if err := engine.ValidateJournalName(c.Journal); err != nil {
@@ -127,7 +128,7 @@ func (c GroupConfig) Validate() error {
 		bad("Name", "must be 1 to 64 characters of [A-Za-z0-9_-]")
 	}
 	if err := c.Region.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("Region: %w", err))
+		bad("Region", err.Error())
 	}
 	if _, ok := c.Region.Partition(); ok {
 		bad("Region", "must not name a partition (members add their own)")
@@ -142,7 +143,7 @@ func (c GroupConfig) Validate() error {
 		bad("Heartbeat", "must be > 0 and at most half the session")
 	}
 	if err := checkpoint.ValidateID(c.MemberID); err != nil {
-		errs = append(errs, fmt.Errorf("MemberID: %w", err))
+		bad("MemberID", "must be a valid checkpoint id: "+err.Error())
 	}
 	if err := engine.ValidateJournalName(c.Bucket); err != nil {
 		bad("Bucket", "must be 1 to 64 characters of [A-Za-z0-9_-]")
@@ -227,6 +228,7 @@ type memberView struct {
 	rec     memberRecord
 	rev     uint64
 	changed time.Time // on this member's monotonic clock
+	purging bool      // its key is being deleted (purgeDead)
 }
 
 // JoinGroup starts a member of the group cfg names, pulling through client
@@ -309,6 +311,35 @@ func (m *Member) Stats() MemberStats {
 	st.RefusedCommits = m.refused.Load()
 	return st
 }
+
+// PartitionStats are one running partition's state.
+type PartitionStats struct {
+	Index  uint16
+	Epoch  uint64 // the owner epoch this member claimed it at
+	Worker delivery.WorkerStats
+}
+
+// Partitions returns the partitions the member runs now, in order.
+func (m *Member) Partitions() []PartitionStats {
+	m.mu.Lock()
+	var out []PartitionStats
+	ws := map[uint16]*delivery.Worker{}
+	for p, pw := range m.parts {
+		if !pw.releasing {
+			out = append(out, PartitionStats{Index: p, Epoch: pw.epoch})
+			ws[p] = pw.w
+		}
+	}
+	m.mu.Unlock()
+	for i := range out {
+		out[i].Worker = ws[out[i].Index].Stats()
+	}
+	slices.SortFunc(out, func(a, b PartitionStats) int { return int(a.Index) - int(b.Index) })
+	return out
+}
+
+// PartitionCount returns the group's partition count, P.
+func (m *Member) PartitionCount() int { return m.cfg.Partitions }
 
 func (m *Member) ownedLocked() []uint16 {
 	owned := map[uint16]bool{}
@@ -619,6 +650,7 @@ func (m *Member) evaluate() {
 		m.release(p)
 	}
 	m.verifyContested(now, ids)
+	m.purgeDead(now)
 	for i, o := range target {
 		p := uint16(i)
 		m.mu.Lock()
@@ -634,6 +666,38 @@ func (m *Member) evaluate() {
 			continue
 		}
 		m.claim(p, m.ownerLive(now, live))
+	}
+}
+
+// deadKeyAge is how many of its sessions a dead member's key stays (for
+// `worker group describe`) before the others delete it (a variable for
+// tests).
+var deadKeyAge = 10
+
+// purgeDead deletes the keys of members dead for deadKeyAge sessions, so
+// that killed members with generated ids do not pile up. The delete is
+// conditional on the revision seen: a member back from a pause that has
+// written its key since keeps it.
+func (m *Member) purgeDead(now time.Time) {
+	for id, v := range m.view {
+		session := m.cfg.Session
+		if v.rec.SessionMs > 0 {
+			session = time.Duration(v.rec.SessionMs) * time.Millisecond
+		}
+		if id == m.cfg.MemberID || v.purging || now.Sub(v.changed) < time.Duration(deadKeyAge)*session {
+			continue
+		}
+		v.purging = true
+		key, rev := memberKey(m.cfg.Journal, m.cfg.Name, id), v.rev
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			ctx, cancel := context.WithTimeout(m.stopCtx, m.cfg.Session)
+			defer cancel()
+			if err := m.kv.Delete(ctx, key, jetstream.LastRevision(rev)); err == nil {
+				m.log.Info("deleted a dead member's key", "dead-member", id)
+			}
+		}()
 	}
 }
 

@@ -35,7 +35,18 @@ type WorkerOptions struct {
 	// Checkpoint is the durable checkpoint id; "" runs an in-memory
 	// worker, which starts from the beginning each time.
 	Checkpoint string
-	// Handler handles each batch (required).
+	// Group makes the worker a member of that consumer group instead
+	// (JoinGroup; exclusive with Checkpoint): the region is spread over
+	// the group's members, Partitions (default 16) and Session (default
+	// 3 s) configure it, WorkerID is the member id (keep it stable across
+	// restarts to get the same partitions back), and the groups bucket
+	// lives next to the checkpoint bucket with its Replicas.
+	Group      string
+	Partitions int
+	Session    time.Duration
+	// Handler handles each batch (required). A group member calls it
+	// from one goroutine per partition it runs: it must be safe for
+	// concurrent use.
 	Handler delivery.Handler
 	// Bucket and Replicas select the checkpoint bucket (kvckpt.Config;
 	// default batfleet_checkpoints, 1 replica).
@@ -76,6 +87,9 @@ func RunWorker(ctx context.Context, nc *nats.Conn, opts WorkerOptions) error {
 			return fmt.Errorf("fleet: WorkerOptions.Checkpoint: %w", err)
 		}
 	}
+	if opts.Group != "" && opts.Checkpoint != "" {
+		return &engine.ConfigError{Field: "WorkerOptions.Group", Rule: "excludes Checkpoint (a group's partitions have checkpoints of their own)"}
+	}
 	if opts.Handler == nil {
 		return &engine.ConfigError{Field: "WorkerOptions.Handler", Rule: "is required"}
 	}
@@ -99,6 +113,9 @@ func RunWorker(ctx context.Context, nc *nats.Conn, opts WorkerOptions) error {
 		return err
 	}
 	defer client.Close()
+	if opts.Group != "" {
+		return runMember(ctx, nc, client, region, cfg, opts)
+	}
 	if opts.Checkpoint != "" {
 		js, err := jetstream.New(nc)
 		if err != nil {
@@ -119,4 +136,29 @@ func RunWorker(ctx context.Context, nc *nats.Conn, opts WorkerOptions) error {
 		return nil
 	}
 	return err
+}
+
+// runMember is RunWorker for a group member.
+func runMember(ctx context.Context, nc *nats.Conn, client *Client, region engine.Region, wcfg delivery.WorkerConfig, opts WorkerOptions) error {
+	gcfg := GroupConfig{
+		Journal: opts.Journal, Name: opts.Group, Region: region, Partitions: opts.Partitions,
+		Session: opts.Session, MemberID: opts.WorkerID, Replicas: opts.Replicas,
+		Worker: wcfg, Logger: opts.Logger,
+	}
+	if err := gcfg.Validate(); err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("fleet: jetstream: %w", err)
+	}
+	store, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: opts.Journal, Bucket: opts.Bucket, Replicas: opts.Replicas})
+	if err != nil {
+		return fmt.Errorf("fleet: checkpoint bucket: %w", err)
+	}
+	m, err := JoinGroup(ctx, client, store, js, gcfg, opts.Handler)
+	if err != nil {
+		return err
+	}
+	return m.Join() // cancelling ctx is a graceful leave
 }

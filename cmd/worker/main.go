@@ -1,7 +1,10 @@
 // Command worker runs a batfleet worker ("worker run", the default): it
 // pulls a region of a journal from its writer over NATS, hands batches to
-// a handler (--out or --exec) and commits its checkpoint to JetStream KV.
-// "worker status" prints every checkpoint of a journal. See README.md.
+// a handler (--out or --exec) and commits its checkpoint to JetStream KV;
+// with --group it is one member of a consumer group that spreads the
+// region over all its members. "worker status" prints every checkpoint of
+// a journal, "worker group ls|describe" its consumer groups. See
+// README.md.
 package main
 
 import (
@@ -10,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/batfleet/batfleet/engine"
@@ -25,6 +29,18 @@ func run(args []string) int {
 	cmd := "run"
 	if len(args) > 0 && (args[0] == "run" || args[0] == "status") {
 		cmd, args = args[0], args[1:]
+	}
+	if len(args) > 0 && args[0] == "group" {
+		cmd, args = "group ls", args[1:]
+		switch {
+		case len(args) > 0 && args[0] == "ls":
+			args = args[1:]
+		case len(args) > 0 && args[0] == "describe":
+			cmd, args = "group describe", args[1:]
+		case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
+			fmt.Fprintf(os.Stderr, "worker: unknown command \"group %s\" (want group ls or group describe NAME)\n", args[0])
+			return cli.ExitUsage
+		}
 	}
 	fs := flag.NewFlagSet("worker "+cmd, flag.ContinueOnError)
 	var logf cli.LogFlags
@@ -49,10 +65,15 @@ func run(args []string) int {
 		fs.DurationVar(&rc.ExecTimeout, "exec-timeout", 30*time.Second, "how long --exec may take to answer a batch")
 		fs.DurationVar(&rc.CheckpointOutage, "checkpoint-outage", 0, "give up after the checkpoint store is unavailable this long (0: ride out any outage)")
 		fs.StringVar(&rc.HTTP, "http", "", "address serving /metrics and /healthz (e.g. 127.0.0.1:9101)")
-	case "status":
+		fs.StringVar(&rc.Group, "group", "", "join this consumer group: the region is spread over its members (excludes --checkpoint)")
+		fs.IntVar(&rc.Partitions, "partitions", 16, "a group's partitions: a power of two from 1 to 1024 (fixed by its first member)")
+		fs.DurationVar(&rc.Session, "session", 3*time.Second, "a group member's session: silent this long, its partitions are taken over")
+	case "status", "group ls", "group describe":
 		fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	}
-	synopsis := "worker [run] --region SPEC [--checkpoint ID] (--out FILE|- | --exec CMD) [flags]  |  worker status [--json]"
+	groupBucket := fs.String("group-bucket", fleet.DefaultGroupBucket, "JetStream KV bucket of consumer groups")
+	synopsis := "worker [run] --region SPEC (--checkpoint ID | --group NAME) (--out FILE|- | --exec CMD) [flags]\n" +
+		"  |  worker status [--json]  |  worker group ls [--json]  |  worker group describe NAME [--json]"
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			cli.Usage(os.Stdout, fs, synopsis)
@@ -60,6 +81,19 @@ func run(args []string) int {
 		}
 		fmt.Fprintf(os.Stderr, "worker: %v (see worker %s --help)\n", err, cmd)
 		return cli.ExitUsage
+	}
+	var groupName string
+	if cmd == "group describe" {
+		if fs.NArg() == 0 {
+			fmt.Fprintf(os.Stderr, "worker: group describe needs the group's name (see worker group describe --help)\n")
+			return cli.ExitUsage
+		}
+		groupName, args = fs.Arg(0), fs.Args()[1:]
+		// Flags may follow the name too.
+		if err := cli.Parse(fs, args); err != nil {
+			fmt.Fprintf(os.Stderr, "worker: %v (see worker %s --help)\n", err, cmd)
+			return cli.ExitUsage
+		}
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "worker: unexpected argument %q (see worker %s --help)\n", fs.Arg(0), cmd)
@@ -76,9 +110,18 @@ func run(args []string) int {
 	switch cmd {
 	case "run":
 		rc.NATS, rc.Journal, rc.Bucket, rc.Log, rc.Stdout, rc.Stderr = natsf, *journal, *bucket, log, os.Stdout, os.Stderr
+		rc.GroupBucket = *groupBucket
 		err = workerapp.Run(ctx, rc)
 	case "status":
 		_, err = workerapp.Status(ctx, workerapp.StatusConfig{NATS: natsf, Journal: *journal, Bucket: *bucket, JSON: asJSON, Out: os.Stdout, Log: log})
+	case "group ls", "group describe":
+		gc := workerapp.GroupConfig{NATS: natsf, Journal: *journal, Bucket: *bucket, GroupBucket: *groupBucket,
+			Name: groupName, JSON: asJSON, Out: os.Stdout, Log: log}
+		if cmd == "group ls" {
+			_, err = workerapp.GroupList(ctx, gc)
+		} else {
+			_, err = workerapp.GroupDescribe(ctx, gc)
+		}
 	}
 	return exitCode(err)
 }
@@ -88,7 +131,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
 		return cli.ExitOK
-	case errors.Is(err, cli.ErrUsage), errors.Is(err, engine.ErrInvalidConfig):
+	case errors.Is(err, cli.ErrUsage), errors.Is(err, engine.ErrInvalidConfig), errors.Is(err, fleet.ErrGroupMismatch):
 		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
 		return cli.ExitUsage
 	case errors.As(err, &natsErr):

@@ -63,9 +63,11 @@ func appendEntryLine(b []byte, e engine.Entry) []byte {
 // outHandler writes every delivered entry as a JSON line to a file (or
 // stdout) and flushes it — and fsyncs a file — before returning, so the
 // batch's checkpoint is committed only after its lines are written.
+// Safe for concurrent use (a group member runs one worker per partition).
 type outHandler struct {
 	f    *os.File
 	sync bool
+	mu   sync.Mutex
 	buf  []byte
 }
 
@@ -85,6 +87,8 @@ func newOutHandler(path string, stdout io.Writer) (*outHandler, error) {
 }
 
 func (h *outHandler) handle(_ context.Context, batch []engine.Entry, _ *delivery.Delivery) delivery.Action {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.buf = h.buf[:0]
 	for _, e := range batch {
 		h.buf = appendEntryLine(h.buf, e)

@@ -25,10 +25,16 @@ import (
 
 // RunConfig configures `worker run`.
 type RunConfig struct {
-	NATS        cli.NATSFlags
-	Journal     string
-	Region      string
-	Checkpoint  string // "" runs an in-memory worker
+	NATS       cli.NATSFlags
+	Journal    string
+	Region     string
+	Checkpoint string // "" runs an in-memory worker (or a group member)
+	// Group makes the worker a member of that consumer group (exclusive
+	// with Checkpoint), over Partitions partitions with Session.
+	Group       string
+	Partitions  int
+	Session     time.Duration
+	GroupBucket string
 	Bucket      string // KV bucket of checkpoints
 	Replicas    int    // replicas of a bucket this worker creates
 	Batch       int
@@ -75,6 +81,20 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if err := wcfg.Validate(); err != nil {
 		return cli.Usagef("%v", err)
 	}
+	var gcfg fleet.GroupConfig
+	if cfg.Group != "" {
+		if cfg.Checkpoint != "" {
+			return cli.Usagef("--group excludes --checkpoint: a group's partitions have checkpoints of their own")
+		}
+		if _, ok := region.Partition(); ok {
+			return cli.Usagef("--region: a group's region must not name a partition (members add their own)")
+		}
+		gcfg = fleet.GroupConfig{Journal: cfg.Journal, Name: cfg.Group, Region: region, Partitions: cfg.Partitions,
+			Session: cfg.Session, MemberID: cfg.ID, Bucket: cfg.GroupBucket, Replicas: cfg.Replicas, Worker: wcfg, Logger: log}
+		if err := groupFlagErrors(gcfg); err != nil {
+			return err
+		}
+	}
 	if cfg.ExecTimeout <= 0 {
 		return cli.Usagef("--exec-timeout must be > 0")
 	}
@@ -90,8 +110,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	}
 	defer client.Close()
 	var ckpts *kvckpt.Store
-	if cfg.Checkpoint != "" {
-		js, err := jetstream.New(nc)
+	var js jetstream.JetStream
+	if cfg.Checkpoint != "" || cfg.Group != "" {
+		js, err = jetstream.New(nc)
 		if err != nil {
 			return err
 		}
@@ -99,6 +120,8 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		if err != nil {
 			return fmt.Errorf("checkpoint bucket: %w", err)
 		}
+	}
+	if cfg.Checkpoint != "" {
 		wcfg.CheckpointID, wcfg.Checkpoints = cfg.Checkpoint, ckpts
 	}
 
@@ -121,6 +144,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		a := handler(ctx, b, d)
 		lastBatch.Store(time.Now().UnixMilli())
 		return a
+	}
+	if cfg.Group != "" {
+		return runMember(ctx, cfg, gcfg, nc, client, ckpts, js, counted)
 	}
 	w, err := delivery.StartWorker(ctx, client, region, wcfg, counted)
 	if err != nil {
