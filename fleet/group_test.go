@@ -202,14 +202,6 @@ func balanced(parts int, ms ...*Member) bool {
 	return len(seen) == parts
 }
 
-func total(ms ...*Member) int {
-	n := 0
-	for _, m := range ms {
-		n += len(m.Stats().Owned)
-	}
-	return n
-}
-
 // Catalogue: GRP-02 (live), GRP-03, GRP-10: one member owns all 8
 // partitions; a second joins and exactly half move; a third joins and the
 // group is balanced; then one leaves gracefully and its partitions are

@@ -170,16 +170,6 @@ func transientErr(what string) error {
 	return fmt.Errorf("%w: injected: %s", ErrTransient, what)
 }
 
-// fltDone reports whether the worker has exited.
-func fltDone(w *Worker) bool {
-	select {
-	case <-w.Done():
-		return true
-	default:
-		return false
-	}
-}
-
 // fltJoin waits for the worker to exit by itself and returns Join's error.
 func fltJoin(t testing.TB, w *Worker) error {
 	t.Helper()
