@@ -1198,3 +1198,26 @@ func (s recordingStore) Save(ctx context.Context, id string, rec checkpoint.Reco
 	}
 	return rev, err
 }
+
+// TestPSN05_ParkConformance runs the parked-set store cases against the
+// KV parked store.
+func TestPSN05_ParkConformance(t *testing.T) {
+	checkpointtest.RunParkConformance(t, func(t testing.TB) checkpointtest.ParkTarget {
+		ts := startTestServer(t)
+		_, js := natstest.ConnectURL(t, ts.URL())
+		s := openStore(t, js, Config{Journal: "conformance", Timeout: 5 * time.Second})
+		ps, err := s.OpenParked(testCtx(t), "")
+		if err != nil {
+			t.Fatalf("OpenParked: %v", err)
+		}
+		return checkpointtest.ParkTarget{
+			Store: ps,
+			PlantRaw: func(t testing.TB, id, entity string, data []byte) {
+				t.Helper()
+				if _, err := ps.kv.Put(testCtx(t), ps.key(id, entity), data); err != nil {
+					t.Fatalf("plant: %v", err)
+				}
+			},
+		}
+	})
+}

@@ -106,3 +106,15 @@ func ckptBreakFile(t testing.TB, path string) (repair func()) {
 		}
 	}
 }
+
+// TestPSN05_ParkConformance runs the parked-set store cases against the
+// memory store.
+func TestPSN05_ParkConformance(t *testing.T) {
+	checkpointtest.RunParkConformance(t, func(t testing.TB) checkpointtest.ParkTarget {
+		s := checkpoint.NewMemoryStore()
+		return checkpointtest.ParkTarget{
+			Store:    s,
+			PlantRaw: func(t testing.TB, id, entity string, data []byte) { s.PutParkedRaw(id, entity, data) },
+		}
+	})
+}

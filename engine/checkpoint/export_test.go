@@ -63,3 +63,17 @@ func (s *FileStore) FailDirSync(err error) {
 	}
 	s.syncDir = func(string) error { return err }
 }
+
+// PutParkedRaw stores raw bytes as the parked record of (id, entity).
+func (m *MemoryStore) PutParkedRaw(id, entity string, data []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.parked == nil {
+		m.parked = make(map[string]map[string]memRecord)
+	}
+	if m.parked[id] == nil {
+		m.parked[id] = make(map[string]memRecord)
+	}
+	m.rev++
+	m.parked[id][entity] = memRecord{data: append([]byte(nil), data...), rev: m.rev}
+}

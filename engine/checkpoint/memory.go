@@ -12,8 +12,9 @@ import (
 type MemoryStore struct {
 	mu      sync.Mutex
 	records map[string]memRecord
-	rev     Revision        // last revision handed out (store-global, like KV)
-	broken  map[string]bool // ids whose Load and Save fail (set by tests)
+	rev     Revision                        // last revision handed out (store-global, like KV)
+	broken  map[string]bool                 // ids whose Load and Save fail (set by tests)
+	parked  map[string]map[string]memRecord // parked sets: checkpoint id → entity → record
 }
 
 type memRecord struct {
