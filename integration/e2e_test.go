@@ -344,6 +344,7 @@ func runWRK17(t *testing.T, start func(cfg delivery.WorkerConfig, h delivery.Han
 		cfg := delivery.DefaultWorkerConfig()
 		cfg.CheckpointID, cfg.Checkpoints = id, ck
 		cfg.BatchSize, cfg.Restart, cfg.WorkerID = step.batch, step.policy, "wrk-17-worker"
+		cfg.Retry = delivery.NoRetry() // the script counts restarts per panic
 		w, err := start(cfg, func(_ context.Context, b []engine.Entry, d *delivery.Delivery) delivery.Action {
 			mu.Lock()
 			call++

@@ -55,6 +55,7 @@ func (r *rig) env() deliverytest.Env {
 		Source:      r.Client,
 		Store:       r.Store(),
 		Checkpoints: faults,
+		Parked:      r.Parked,
 		Faults:      faults,
 		PlantRecord: r.plantRecord,
 		BreakRecord: r.breakRecord,

@@ -45,6 +45,7 @@ type rig struct {
 	JS          jetstream.JetStream // on ClientNC
 	Client      *fleet.Client
 	Checkpoints *kvckpt.Store
+	Parked      *kvckpt.ParkedStore
 	KV          jetstream.KeyValue // the checkpoint bucket, for planting records
 
 	mu     sync.Mutex
@@ -86,7 +87,11 @@ func newRig(t testing.TB) *rig {
 	if err != nil {
 		t.Fatalf("bind checkpoint bucket: %v", err)
 	}
-	r.Checkpoints, r.KV = ck, kv
+	parked, err := ck.OpenParked(ctx, "")
+	if err != nil {
+		t.Fatalf("open parked bucket: %v", err)
+	}
+	r.Checkpoints, r.KV, r.Parked = ck, kv, parked
 	return r
 }
 

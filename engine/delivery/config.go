@@ -27,9 +27,22 @@ type WorkerConfig struct {
 	// is the safety net for a lost wake-up, and the base of the backoff
 	// after transient source errors (doubling to at most 1 s).
 	IdleTimeout time.Duration
-	// Restart is the handler-panic policy (default RestartOnce; nil means
-	// RestartOnce).
+	// Restart is the policy for handler failures that retries did not cure
+	// (default RestartOnce; nil means RestartOnce).
 	Restart RestartPolicy
+	// Retry is how failed batches are retried before Restart (or
+	// parking) is consulted (default DefaultRetryPolicy: 3 attempts,
+	// 100 ms doubling to 5 s; NoRetry() for none).
+	Retry RetryPolicy
+	// Parked enables parking (requires CheckpointID): an entry that
+	// exhausts its retries is parked in this store with every later entry
+	// of its entity, and the worker goes on with all other entities; see
+	// checkpoint.Parked. nil hands exhausted entries to Restart.
+	Parked checkpoint.ParkStore
+	// ParkedRefresh is how often a worker with parked entities re-reads
+	// its parked set, to see replays and drops asked for by operators
+	// (default 1 s).
+	ParkedRefresh time.Duration
 	// CheckpointID makes the worker durable: its position is saved in
 	// Checkpoints under this id after each Continue or Stop.
 	CheckpointID string
@@ -68,12 +81,13 @@ type WorkerConfig struct {
 }
 
 // DefaultWorkerConfig returns the documented defaults: batch 64, idle
-// 10 ms, RestartOnce, in-memory (no checkpoint id), no hooks.
+// 10 ms, RestartOnce, DefaultRetryPolicy, in-memory (no checkpoint id), no hooks.
 func DefaultWorkerConfig() WorkerConfig {
 	return WorkerConfig{
 		BatchSize:   64,
 		IdleTimeout: 10 * time.Millisecond,
 		Restart:     RestartOnce{},
+		Retry:       DefaultRetryPolicy(),
 	}
 }
 
@@ -92,6 +106,15 @@ func (c WorkerConfig) Validate() error {
 		} else if err := c.Restart.validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := c.Retry.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Parked != nil && c.CheckpointID == "" {
+		errs = append(errs, &engine.ConfigError{Field: "Parked", Rule: "requires a CheckpointID (the parked set belongs to a checkpoint)"})
+	}
+	if c.ParkedRefresh < 0 {
+		errs = append(errs, &engine.ConfigError{Field: "ParkedRefresh", Rule: "must be >= 0 (0 means 1s)"})
 	}
 	if c.CheckpointOutage < 0 {
 		errs = append(errs, &engine.ConfigError{Field: "CheckpointOutage", Rule: "must be >= 0 (0 means unbounded)"})
@@ -113,6 +136,10 @@ func (c WorkerConfig) Validate() error {
 func (c WorkerConfig) withDefaults() WorkerConfig {
 	if c.Restart == nil {
 		c.Restart = RestartOnce{}
+	}
+	c.Retry = c.Retry.withDefaults()
+	if c.ParkedRefresh == 0 {
+		c.ParkedRefresh = time.Second
 	}
 	if c.WorkerID == "" {
 		c.WorkerID = DefaultWorkerID()

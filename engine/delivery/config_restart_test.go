@@ -118,6 +118,7 @@ func TestWRK15_RestartValidation(t *testing.T) {
 		&RestartBounded{MaxRestarts: 1, Within: -time.Millisecond},
 	} {
 		cfg := DefaultWorkerConfig()
+		cfg.Retry = NoRetry() // the restart policy's own behaviour, without retries
 		cfg.Restart = p
 		var calls atomic.Int64
 		w, err := cfgStart(t, s, cfg, cfgAlwaysPanics(&calls))
@@ -137,6 +138,7 @@ func TestWRK15_RestartValidation(t *testing.T) {
 		{&RestartOnce{}, 2},
 	} {
 		cfg := DefaultWorkerConfig()
+		cfg.Retry = NoRetry() // the restart policy's own behaviour, without retries
 		cfg.Restart = tc.p
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("Restart %#v: Validate = %v", tc.p, err)
@@ -159,6 +161,7 @@ func TestWRK01_NilRestartIsRestartOnce(t *testing.T) {
 	s := openTestStore(t, journal.Config{})
 	mustAppend(t, s, ev("cfg", "s", "1"))
 	cfg := DefaultWorkerConfig()
+	cfg.Retry = NoRetry() // the restart policy's own behaviour, without retries
 	cfg.Restart = nil
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("Validate with a nil Restart = %v", err)

@@ -859,6 +859,7 @@ func TestGAP11_RedeliveredBatchRecomputesObservations(t *testing.T) {
 	var mu sync.Mutex
 	var calls []call
 	cfg := DefaultWorkerConfig()
+	cfg.Retry = NoRetry() // the restart policy's own behaviour, without retries
 	cfg.BatchSize = 8
 	w, err := StartWorker(context.Background(), s, engine.RegionEntity("g"), cfg,
 		func(_ context.Context, batch []engine.Entry, d *Delivery) Action {

@@ -40,14 +40,18 @@ func (e *CheckpointWriteError) Error() string {
 func (e *CheckpointWriteError) Unwrap() []error { return []error{ErrCheckpointWriteFailed, e.Cause} }
 
 // BudgetExhaustedError reports a worker that stopped because its handler
-// panicked more often than its restart policy allows. It matches
-// ErrRestartBudgetExhausted.
+// failed (after its retries) more often than its restart policy allows. It
+// matches ErrRestartBudgetExhausted.
 type BudgetExhaustedError struct {
-	LastPanic string
+	LastPanic   string // the last panic's text ("" if the handler never panicked)
+	LastFailure string // the last failure's text: a panic's, or an error's
 }
 
 func (e *BudgetExhaustedError) Error() string {
-	return fmt.Sprintf("%v: last panic: %s", ErrRestartBudgetExhausted, e.LastPanic)
+	if e.LastFailure == "" || e.LastFailure == e.LastPanic {
+		return fmt.Sprintf("%v: last panic: %s", ErrRestartBudgetExhausted, e.LastPanic)
+	}
+	return fmt.Sprintf("%v: last failure: %s", ErrRestartBudgetExhausted, e.LastFailure)
 }
 
 func (e *BudgetExhaustedError) Unwrap() error { return ErrRestartBudgetExhausted }

@@ -18,6 +18,7 @@ const (
 	// StopWithRollback stops without saving; the batch will be delivered
 	// again to the next worker on this checkpoint.
 	StopWithRollback
+	// Failed is declared in failure.go.
 )
 
 func (a Action) String() string {
@@ -28,6 +29,8 @@ func (a Action) String() string {
 		return "stop"
 	case StopWithRollback:
 		return "stop-with-rollback"
+	case Failed:
+		return "failed"
 	}
 	return fmt.Sprintf("action(%d)", int(a))
 }
@@ -47,12 +50,23 @@ type Delivery struct {
 	Group     string
 	Partition engine.Partition
 	Epoch     uint64
+	// Attempt is 1 on an entry's first delivery and counts the retries of
+	// the batch's first entry after failures.
+	Attempt int
+	// Replay is set when the batch is a parked entity's entries handed
+	// back by `worker parked replay` (they are older than entries of other
+	// entities the handler has seen).
+	Replay bool
+
+	failure error // set by Fail
 }
 
 // EffectKey returns the stable effect key of entry e of this batch.
 func (d *Delivery) EffectKey(e engine.Entry) EffectKey { return DeriveEffectKey(d.Witness, e) }
 
-// Handler handles one batch of 1..BatchSize entries. A panic is a handler
-// failure under the restart policy. Its ctx is not cancelled by Stop: an
+// Handler handles one batch of 1..BatchSize entries. It reports a failure
+// by returning d.Fail(err) (naming the failing entry with d.FailAt or an
+// *EntryError) or by panicking; failures are retried under the worker's
+// RetryPolicy, then parked or handed to the restart policy. Its ctx is not cancelled by Stop: an
 // in-flight batch always completes. Handlers must be idempotent.
 type Handler func(ctx context.Context, batch []engine.Entry, d *Delivery) Action

@@ -189,6 +189,7 @@ func TestRST06_WorkerRestartWindowFakeClock(t *testing.T) {
 			var mu sync.Mutex
 			calls := 0
 			cfg := DefaultWorkerConfig()
+			cfg.Retry = NoRetry() // the restart policy's own behaviour, without retries
 			cfg.BatchSize = 1
 			cfg.Clock = clk
 			cfg.Restart = tc.policy

@@ -43,6 +43,12 @@ type WorkerStats struct {
 	Reconciled        uint64        // held commits found to have landed after all
 	PendingCommit     bool          // a handled batch waits for its commit now
 	CheckpointOutage  time.Duration // total time spent waiting for the store
+	// Handler failures (failure.go, park.go):
+	Failures       uint64 // failed handler calls (Fail or panic)
+	Retries        uint64 // handler calls that retried after a failure
+	ParkedEntities uint64 // entities parked now
+	ParkedEntries  uint64 // entries parked now (of those entities)
+	Replayed       uint64 // parked entries handed back by replays
 }
 
 // Worker is a supervised cursor worker: one goroutine pulling a
@@ -65,14 +71,17 @@ type Worker struct {
 	err      error
 	hookOnce sync.Once
 
-	lastPanic atomic.Pointer[string]
-	stats     struct {
+	lastPanic   atomic.Pointer[string]
+	lastFailure atomic.Pointer[failure]
+	stats       struct {
 		batches, events, saves, saveFailures, conflicts atomic.Uint64
 		gaps, gapSeqs, restarts, transient, committed   atomic.Uint64
 		committedStarted                                atomic.Bool
 		checkpointRetries, reconciled                   atomic.Uint64
 		pendingCommit                                   atomic.Bool
 		outageNanos                                     atomic.Int64
+		failures, retries                               atomic.Uint64
+		parkedEntities, parkedEntries, replayed         atomic.Uint64
 	}
 }
 
@@ -140,6 +149,15 @@ func (w *Worker) LastPanic() string {
 	return ""
 }
 
+// LastFailure returns the text of the last handler failure, a panic's or
+// an error's ("" if none).
+func (w *Worker) LastFailure() string {
+	if f := w.lastFailure.Load(); f != nil {
+		return f.text
+	}
+	return ""
+}
+
 // Stats returns a snapshot of the worker's counters.
 func (w *Worker) Stats() WorkerStats {
 	return WorkerStats{
@@ -151,6 +169,9 @@ func (w *Worker) Stats() WorkerStats {
 		CommittedStarted:  w.stats.committedStarted.Load(),
 		CheckpointRetries: w.stats.checkpointRetries.Load(), Reconciled: w.stats.reconciled.Load(),
 		PendingCommit: w.stats.pendingCommit.Load(), CheckpointOutage: time.Duration(w.stats.outageNanos.Load()),
+		Failures: w.stats.failures.Load(), Retries: w.stats.retries.Load(),
+		ParkedEntities: w.stats.parkedEntities.Load(), ParkedEntries: w.stats.parkedEntries.Load(),
+		Replayed: w.stats.replayed.Load(),
 	}
 }
 
@@ -198,19 +219,26 @@ func (w *Worker) loop() {
 	if !ok {
 		return
 	}
-	journalID := start.JournalID
 	cur := &Cursor{src: w.src, region: w.region}
 	defer cur.Close()
 	cur.Restore(start.Position, start.Started)
-	committed := position{start.Position, start.Started}
-	w.setCommitted(committed)
-	rev := start.Revision
-	rst := restartState{windowStart: cfg.Clock.Now()}
+	st := loopState{
+		cur: cur, committed: position{start.Position, start.Started}, rev: start.Revision,
+		journalID: start.JournalID, rst: restartState{windowStart: cfg.Clock.Now()},
+	}
+	journalID := st.journalID
+	w.setCommitted(st.committed)
 	retry := backoff{base: cfg.IdleTimeout}
-	w.log.Debug("worker started", "position", committed.pos, "started", committed.started)
+	w.log.Debug("worker started", "position", st.committed.pos, "started", st.committed.started)
+	if w.parking() && !w.loadParked(&st) {
+		return
+	}
 
 	for !w.stopping() {
-		batch, gaps, snap, err := cur.next(w.stopCtx, cfg.BatchSize, cfg.IdleTimeout)
+		if w.parking() && !w.tendParked(&st) {
+			return
+		}
+		batch, gaps, snap, err := cur.next(w.stopCtx, cfg.BatchSize, w.parkWait(cfg.IdleTimeout))
 		if err != nil {
 			switch {
 			case errors.Is(err, ErrTransient):
@@ -238,7 +266,7 @@ func (w *Worker) loop() {
 			if info, ok = w.fetchInfo(); !ok {
 				return
 			}
-			if err := checkpoint.CheckSource(journalID, committed.pos, committed.started, info); err != nil {
+			if err := checkpoint.CheckSource(journalID, st.committed.pos, st.committed.started, info); err != nil {
 				w.log.Error("checkpoint does not fit the new writer incarnation", "error", err)
 				w.record(err)
 				return
@@ -249,65 +277,7 @@ func (w *Worker) loop() {
 			continue // next parked
 		}
 
-		w.stats.batches.Add(1)
-		w.stats.events.Add(uint64(len(batch)))
-		for _, g := range gaps {
-			w.stats.gaps.Add(1)
-			for _, r := range g.Ranges {
-				w.stats.gapSeqs.Add(r.End - r.Start)
-			}
-		}
-		part, _ := w.region.Partition()
-		action, panicked, text := w.callHandler(batch, &Delivery{Witness: w.witness, Gaps: gaps, Group: cfg.Group, Partition: part, Epoch: cfg.Epoch})
-		if panicked {
-			w.lastPanic.Store(&text)
-			if cfg.Restart.allow(&rst, cfg.Clock.Now()) {
-				w.stats.restarts.Add(1)
-				w.log.Warn("handler panicked; restarting at the committed position",
-					"panic", text, "position", committed.pos, "policy", cfg.Restart.String())
-				cur.Restore(committed.pos, committed.started) // the store is not re-read
-				continue
-			}
-			w.log.Error("handler panicked; restart budget exhausted", "panic", text, "policy", cfg.Restart.String())
-			w.hookOnce.Do(func() {
-				if cfg.OnRestartBudgetExhausted != nil {
-					cfg.OnRestartBudgetExhausted(text)
-				}
-			})
-			w.record(&BudgetExhaustedError{LastPanic: text})
-			return
-		}
-
-		post := position{}
-		post.pos, post.started = cur.Checkpoint()
-		switch action {
-		case Continue, Stop:
-			if w.durable() {
-				newRev, abandoned, err := w.commit(post, rev, journalID)
-				if abandoned {
-					return // stopped during a store outage: the batch is redelivered later
-				}
-				if err != nil {
-					if action == Continue {
-						cur.Restore(committed.pos, committed.started)
-					}
-					w.record(&CheckpointWriteError{ID: cfg.CheckpointID, Cause: err})
-					return
-				}
-				rev = newRev
-			}
-			committed = post
-			w.setCommitted(committed)
-			if action == Stop {
-				w.log.Debug("handler asked to stop", "position", committed.pos)
-				return
-			}
-		case StopWithRollback:
-			cur.Restore(committed.pos, committed.started)
-			w.log.Debug("handler asked to stop with rollback", "position", committed.pos)
-			return
-		default:
-			w.record(&engine.ConfigError{Field: "handler action", Rule: fmt.Sprintf("%v is not Continue, Stop or StopWithRollback", action)})
+		if !w.deliver(&st, batch, gaps) {
 			return
 		}
 	}

@@ -18,7 +18,7 @@ var scenarioCatalogue = []string{
 	"CKP-16", "CKP-18", "WRK-01", "WRK-02", "WRK-03", "WRK-04", "WRK-05", "WRK-06", "WRK-07", "WRK-08",
 	"WRK-09", "WRK-10", "WRK-11", "WRK-12", "WRK-13", "WRK-14", "WRK-15", "GAP-10", "RST-01", "RST-02",
 	"RST-03", "RST-04", "RST-05", "RST-08", "RST-09", "OUT-01", "OUT-02", "OUT-03", "OUT-04", "OUT-05",
-	"OUT-06", "OUT-07", "OUT-08",
+	"OUT-06", "OUT-07", "OUT-08", "PSN-01", "PSN-02", "PSN-03", "PSN-04", "PSN-05", "PSN-06",
 }
 
 func TestScenarioCatalogue(t *testing.T) {
@@ -35,7 +35,8 @@ func TestScenarioCatalogue(t *testing.T) {
 // with the in-memory checkpoint store.
 func TestWorkerScenariosMemory(t *testing.T) {
 	deliverytest.RunWorkerScenarios(t, func(t testing.TB) deliverytest.Env {
-		return scenarioLocalEnv(t, t.TempDir(), checkpointtest.NewFaulty(checkpoint.NewMemoryStore()))
+		mem := checkpoint.NewMemoryStore()
+		return scenarioLocalEnv(t, t.TempDir(), checkpointtest.NewFaulty(mem), mem)
 	})
 }
 
@@ -43,7 +44,8 @@ func TestWorkerScenariosMemory(t *testing.T) {
 // with the file checkpoint store.
 func TestWorkerScenariosFile(t *testing.T) {
 	deliverytest.RunWorkerScenarios(t, func(t testing.TB) deliverytest.Env {
-		return scenarioLocalEnv(t, t.TempDir(), checkpointtest.NewFaulty(checkpoint.NewFileStore(t.TempDir())))
+		// The file store keeps no parked sets: parking runs on a memory store.
+		return scenarioLocalEnv(t, t.TempDir(), checkpointtest.NewFaulty(checkpoint.NewFileStore(t.TempDir())), checkpoint.NewMemoryStore())
 	})
 }
 
@@ -51,7 +53,7 @@ func TestWorkerScenariosFile(t *testing.T) {
 // ck. The store is closed when the test ends (an earlier Close, as in
 // WRK-10, is fine: Close is idempotent). Reopen closes it and opens the same
 // directory again, keeping ck.
-func scenarioLocalEnv(t testing.TB, dir string, ck *checkpointtest.Faulty) deliverytest.Env {
+func scenarioLocalEnv(t testing.TB, dir string, ck *checkpointtest.Faulty, parked checkpoint.ParkStore) deliverytest.Env {
 	t.Helper()
 	s, err := journal.Open(dir, journal.Config{})
 	if err != nil {
@@ -66,6 +68,7 @@ func scenarioLocalEnv(t testing.TB, dir string, ck *checkpointtest.Faulty) deliv
 		Source:      s,
 		Store:       s,
 		Checkpoints: ck,
+		Parked:      parked,
 		Faults:      ck,
 		PlantRecord: func(t testing.TB, id string, record []byte) {
 			t.Helper()
@@ -79,7 +82,7 @@ func scenarioLocalEnv(t testing.TB, dir string, ck *checkpointtest.Faulty) deliv
 			if err := s.Close(); err != nil {
 				t.Fatalf("close journal for reopen: %v", err)
 			}
-			return scenarioLocalEnv(t, dir, ck)
+			return scenarioLocalEnv(t, dir, ck, parked)
 		},
 	}
 }

@@ -20,6 +20,8 @@ type Env struct {
 	Store *journal.Store
 	// Checkpoints is the checkpoint store durable workers commit to.
 	Checkpoints checkpoint.Store
+	// Parked is the parked-set store of workers that park (PSN cases).
+	Parked checkpoint.ParkStore
 	// PlantRecord stores raw record bytes (an encoded record, or garbage)
 	// as the current record of id, as a new revision.
 	PlantRecord func(t testing.TB, id string, record []byte)

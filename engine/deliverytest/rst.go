@@ -21,6 +21,7 @@ func scenarioRST01(t *testing.T, newEnv NewEnv) {
 	seqs := appendN(t, env, "rst01", 3)
 	calls := newTally()
 	cfg := delivery.DefaultWorkerConfig()
+	cfg.Retry = delivery.NoRetry() // the restart policy's own behaviour, without retries
 	cfg.BatchSize = 1
 	cfg.Restart = delivery.RestartBounded{MaxRestarts: 2, Within: 5 * time.Second}
 	w := startWorker(t, env.Source, regionOf("rst01"), cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
@@ -50,6 +51,7 @@ func alwaysPanics(t *testing.T, env Env, name string, policy delivery.RestartPol
 	var n atomic.Int64
 	var hookMu sync.Mutex
 	cfg := delivery.DefaultWorkerConfig()
+	cfg.Retry = delivery.NoRetry() // the restart policy's own behaviour, without retries
 	cfg.Restart = policy
 	cfg.OnRestartBudgetExhausted = func(last string) {
 		hookMu.Lock()
@@ -117,6 +119,7 @@ func scenarioRST05(t *testing.T, newEnv NewEnv) {
 	seqs := appendN(t, env, "rst05", 1)
 	calls := newTally()
 	cfg := delivery.DefaultWorkerConfig()
+	cfg.Retry = delivery.NoRetry() // the restart policy's own behaviour, without retries
 	cfg.Restart = delivery.RestartBounded{MaxRestarts: 1, Within: 50 * time.Millisecond}
 	w := startWorker(t, env.Source, regionOf("rst05"), cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 		switch calls.add(b) {
@@ -183,6 +186,7 @@ func scenarioRST09(t *testing.T, newEnv NewEnv) {
 		{42, "42"},
 	} {
 		cfg := delivery.DefaultWorkerConfig()
+		cfg.Retry = delivery.NoRetry() // the restart policy's own behaviour, without retries
 		cfg.Restart = delivery.RestartBounded{MaxRestarts: 0}
 		w := startWorker(t, env.Source, regionOf("rst09"), cfg, func(context.Context, []engine.Entry, *delivery.Delivery) delivery.Action {
 			panic(tc.value)

@@ -77,5 +77,11 @@ func WorkerScenarios() []Scenario {
 		{"OUT-06", "ConflictFoundByReconcile", scenarioOUT06},
 		{"OUT-07", "ConflictThatLandedIsAdopted", scenarioOUT07},
 		{"OUT-08", "ConflictWithRecordUnmovedRetried", scenarioOUT08},
+		{"PSN-01", "NamedFailureCommitsTheEntriesBefore", scenarioPSN01},
+		{"PSN-02", "UnnamedFailureBisected", scenarioPSN02},
+		{"PSN-03", "ExhaustedWithoutParkingRestarts", scenarioPSN03},
+		{"PSN-04", "PoisonedEntityParkedOthersFlow", scenarioPSN04},
+		{"PSN-05", "ParkedSetSurvivesRestartAndHandOver", scenarioPSN05},
+		{"PSN-06", "ReplayAndDrop", scenarioPSN06},
 	}
 }

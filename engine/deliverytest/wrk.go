@@ -138,6 +138,7 @@ func scenarioWRK05(t *testing.T, newEnv NewEnv) {
 	wrk04(t, env, id, seqs, calls)
 	cfg := durableConfig(env, id)
 	cfg.BatchSize = 1
+	cfg.Retry = delivery.NoRetry() // the restart policy's own behaviour, without retries
 	w := startWorker(t, env.Source, regionOf("wrk04"), cfg, func(_ context.Context, b []engine.Entry, _ *delivery.Delivery) delivery.Action {
 		n := calls.add(b)
 		switch b[0].Seq {
