@@ -59,6 +59,15 @@ type WorkerOptions struct {
 	IdleTimeout time.Duration
 	Restart     delivery.RestartPolicy
 	WorkerID    string
+	// Retry is how failed batches are retried (default
+	// delivery.DefaultRetryPolicy()).
+	Retry delivery.RetryPolicy
+	// Park parks entries that exhaust their retries, with every later
+	// entry of their entity, in the parked bucket (ParkedBucket, default
+	// kvckpt.DefaultParkedBucket), instead of handing them to Restart;
+	// needs Checkpoint or Group. See delivery.WorkerConfig.Parked.
+	Park         bool
+	ParkedBucket string
 	// Logger receives the logs of the client and the worker; nil means none.
 	Logger hclog.Logger
 }
@@ -93,6 +102,9 @@ func RunWorker(ctx context.Context, nc *nats.Conn, opts WorkerOptions) error {
 	if opts.Handler == nil {
 		return &engine.ConfigError{Field: "WorkerOptions.Handler", Rule: "is required"}
 	}
+	if opts.Park && opts.Checkpoint == "" && opts.Group == "" {
+		return &engine.ConfigError{Field: "WorkerOptions.Park", Rule: "needs Checkpoint or Group (the parked set belongs to a checkpoint)"}
+	}
 	cfg := delivery.DefaultWorkerConfig()
 	cfg.IdleTimeout = DefaultIdleTimeout
 	if opts.BatchSize != 0 {
@@ -105,6 +117,9 @@ func RunWorker(ctx context.Context, nc *nats.Conn, opts WorkerOptions) error {
 		cfg.Restart = opts.Restart
 	}
 	cfg.WorkerID, cfg.Logger = opts.WorkerID, opts.Logger
+	if opts.Retry != (delivery.RetryPolicy{}) {
+		cfg.Retry = opts.Retry
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -126,6 +141,11 @@ func RunWorker(ctx context.Context, nc *nats.Conn, opts WorkerOptions) error {
 			return fmt.Errorf("fleet: checkpoint bucket: %w", err)
 		}
 		cfg.CheckpointID, cfg.Checkpoints = opts.Checkpoint, store
+		if opts.Park {
+			if cfg.Parked, err = store.OpenParked(ctx, opts.ParkedBucket); err != nil {
+				return fmt.Errorf("fleet: parked bucket: %w", err)
+			}
+		}
 	}
 	w, err := delivery.StartWorker(ctx, client, region, cfg, opts.Handler)
 	if err != nil {
@@ -155,6 +175,11 @@ func runMember(ctx context.Context, nc *nats.Conn, client *Client, region engine
 	store, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: opts.Journal, Bucket: opts.Bucket, Replicas: opts.Replicas})
 	if err != nil {
 		return fmt.Errorf("fleet: checkpoint bucket: %w", err)
+	}
+	if opts.Park {
+		if gcfg.Worker.Parked, err = store.OpenParked(ctx, opts.ParkedBucket); err != nil {
+			return fmt.Errorf("fleet: parked bucket: %w", err)
+		}
 	}
 	m, err := JoinGroup(ctx, client, store, js, gcfg, opts.Handler)
 	if err != nil {

@@ -329,3 +329,37 @@ func (s *Store) List(ctx context.Context) ([]Listed, error) {
 	}
 	return out, nil
 }
+
+// Watch reports every change of id's record (and, first, its current
+// state) on the returned channel, which holds at most one pending signal:
+// a reader that falls behind sees one signal for many changes, and then
+// reads the record. The watch ends, and the channel closes, when ctx ends.
+func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
+	if err := checkpoint.ValidateID(id); err != nil {
+		return nil, err
+	}
+	w, err := s.kv.Watch(ctx, s.Key(id), jetstream.MetaOnly())
+	if err != nil {
+		return nil, ioError(s.Location(id), err)
+	}
+	out := make(chan struct{}, 1)
+	go func() {
+		defer close(out)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out, nil
+}
