@@ -1,5 +1,7 @@
 package fleet
 
+import "sync"
+
 // Test hooks, compiled into this package's tests only.
 
 // DropEpochs makes the client ignore epoch messages (drop true) or heed
@@ -25,4 +27,20 @@ func shortDeadKeyAge(t interface{ Cleanup(func()) }) {
 	old := deadKeyAge
 	deadKeyAge = 2
 	t.Cleanup(func() { deadKeyAge = old })
+}
+
+// Freeze stands for a paused process (SIGSTOP): until thaw is called, the
+// member's coordinator and heartbeat stop at their next step and its
+// partitions' handlers before their next batch, while its clock runs on.
+// What is in flight (a KV request, a pull) completes meanwhile.
+func (m *Member) Freeze() (thaw func()) {
+	ch := make(chan struct{})
+	m.frozen.Store(&ch)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			m.frozen.Store(nil)
+			close(ch)
+		})
+	}
 }

@@ -189,6 +189,10 @@ type Member struct {
 	// crashed makes the member leave as a killed process would: no
 	// release, no key deletion (tests: export_test.go).
 	crashed atomic.Bool
+	// frozen, while it holds an open channel, stands for a paused process
+	// (tests: export_test.go): the coordinator, the heartbeat and the
+	// partitions' handlers wait at their next step until it is closed.
+	frozen atomic.Pointer[chan struct{}]
 
 	mu    sync.Mutex // guards the fields below (read by Stats)
 	parts map[uint16]*partWorker
@@ -207,9 +211,23 @@ type Member struct {
 	// when the last heartbeat that landed was sent (under mu).
 	announced []uint16
 	lastBeat  time.Time
-	beatNow   chan struct{}
-	target    []string
-	claiming  map[uint16]bool
+	// lapsed is set when a heartbeat lands session − heartbeat or more
+	// after the previous one (the member was paused, or could not reach
+	// KV): others may have taken its partitions over meanwhile, so it
+	// fences itself before handling anything more, even if no evaluation
+	// ran during the gap (under mu).
+	lapsed bool
+	// unseen are the member's own heartbeats that landed but that its
+	// watch has not shown yet (under mu); while the oldest is more than a
+	// heartbeat old, the view is stale (see viewStale).
+	unseen  []landedBeat
+	beatNow chan struct{}
+	rewatch chan struct{} // asks the watch to start over (a stale view)
+	// staleSince is when the coordinator first found the view stale (zero
+	// while it is fresh).
+	staleSince time.Time
+	target     []string
+	claiming   map[uint16]bool
 	// inherited are the partitions a previous run of this member id
 	// announced (static membership): announced as this member's until it
 	// has claimed them back, for at most one session.
@@ -222,6 +240,17 @@ type partWorker struct {
 	w         *delivery.Worker
 	epoch     uint64
 	releasing bool
+	// fenced is set when the member stops the worker without a release
+	// (self-fencing, or another member's claim seen): its handler is given
+	// nothing more.
+	fenced atomic.Bool
+}
+
+// landedBeat is a heartbeat of this member that landed at revision rev,
+// when on this member's clock.
+type landedBeat struct {
+	rev uint64
+	at  time.Time
 }
 
 type memberView struct {
@@ -272,6 +301,7 @@ func JoinGroup(ctx context.Context, client *Client, ckpts checkpoint.Store, js j
 		retryAt:      map[uint16]time.Time{},
 		unknownSince: map[string]time.Time{},
 		verifyAt:     map[uint16]time.Time{},
+		rewatch:      make(chan struct{}, 1),
 	}
 	m.stopCtx, m.stop = context.WithCancel(ctx)
 	go m.run()
@@ -389,6 +419,7 @@ func (m *Member) run() {
 		case <-m.stopCtx.Done():
 			return
 		}
+		m.pausePoint()
 		if m.err != nil {
 			return
 		}
@@ -419,10 +450,22 @@ func (m *Member) watch(updates chan<- jetstream.KeyValueEntry) {
 			continue
 		}
 		warned = false
-		for e := range w.Updates() {
+	follow:
+		for {
 			select {
-			case updates <- e:
+			case e, ok := <-w.Updates():
+				if !ok {
+					break follow
+				}
+				select {
+				case updates <- e:
+				case <-m.stopCtx.Done():
+				}
+			case <-m.rewatch:
+				m.log.Warn("the watch of the group's members shows nothing new; starting it over")
+				break follow
 			case <-m.stopCtx.Done():
+				break follow
 			}
 		}
 		_ = w.Stop()
@@ -466,6 +509,7 @@ func (m *Member) beater() {
 	defer t.Stop()
 	fails := 0
 	for {
+		m.pausePoint()
 		m.heartbeat(&fails)
 		select {
 		case <-t.C:
@@ -514,6 +558,15 @@ func (m *Member) observe(e jetstream.KeyValueEntry) {
 		m.log.Warn("ignoring a member key that does not decode", "key", e.Key(), "error", err)
 		return
 	}
+	if rec.Member == m.cfg.MemberID {
+		m.mu.Lock()
+		n := 0
+		for n < len(m.unseen) && m.unseen[n].rev <= e.Revision() {
+			n++
+		}
+		m.unseen = m.unseen[n:]
+		m.mu.Unlock()
+	}
 	if v := m.view[rec.Member]; v != nil && v.rev == e.Revision() {
 		return // the same write again, from a new watch: not a heartbeat
 	}
@@ -537,7 +590,8 @@ func (m *Member) heartbeat(fails *int) {
 	sent := time.Now()
 	ctx, cancel := context.WithTimeout(m.stopCtx, m.cfg.Heartbeat)
 	defer cancel()
-	if _, err := m.kv.Put(ctx, memberKey(m.cfg.Journal, m.cfg.Name, m.cfg.MemberID), value); err != nil {
+	rev, err := m.kv.Put(ctx, memberKey(m.cfg.Journal, m.cfg.Name, m.cfg.MemberID), value)
+	if err != nil {
 		if m.stopCtx.Err() == nil {
 			if *fails++; *fails == 1 {
 				m.log.Warn("heartbeat failed; handling goes on until the self-fencing deadline", "error", err)
@@ -550,20 +604,76 @@ func (m *Member) heartbeat(fails *int) {
 	}
 	*fails = 0
 	m.mu.Lock()
+	if !m.lastBeat.IsZero() && sent.Sub(m.lastBeat) >= m.cfg.Session-m.cfg.Heartbeat {
+		m.lapsed = true
+	}
 	m.lastBeat = sent
+	if len(m.unseen) < 1024 {
+		m.unseen = append(m.unseen, landedBeat{rev: rev, at: time.Now()})
+	}
 	m.mu.Unlock()
 }
 
+// viewStale reports whether the watch has not shown a heartbeat of this
+// member that landed more than a heartbeat ago. The watch delivers the
+// member keys in the order they landed, so while it shows this member's
+// own heartbeats it shows everyone's; when it does not (its consumer was
+// lost with a node, say), every other key looks unchanged and must not be
+// taken for a death.
+func (m *Member) viewStale(now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.unseen) > 0 && now.Sub(m.unseen[0].at) > m.cfg.Heartbeat
+}
+
+// holds reports whether the member may hand pw's next batch to its
+// handler: pw has not been stopped, and the member holds its lease (its
+// last heartbeat landed less than session − heartbeat ago on its own
+// clock, with no lapse since).
+func (m *Member) holds(pw *partWorker, now time.Time) bool {
+	if pw.fenced.Load() {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.lastBeat.IsZero() && !m.lapsed && now.Sub(m.lastBeat) < m.cfg.Session-m.cfg.Heartbeat
+}
+
+// guard is the handler of partition workers: the member's handler, called
+// only while the member holds pw (see holds). Otherwise the batch is not
+// handled and the worker stops without committing: another member may own
+// the partition by now, and the coordinator fences or re-claims it.
+func (m *Member) guard(pw *partWorker) delivery.Handler {
+	return func(ctx context.Context, b []engine.Entry, d *delivery.Delivery) delivery.Action {
+		m.pausePoint()
+		if !m.holds(pw, time.Now()) {
+			return delivery.StopWithRollback
+		}
+		return m.handler(ctx, b, d)
+	}
+}
+
+// pausePoint waits while the member is frozen (tests only).
+func (m *Member) pausePoint() {
+	if ch := m.frozen.Load(); ch != nil {
+		select {
+		case <-*ch:
+		case <-m.stopCtx.Done():
+		}
+	}
+}
+
 // live returns the members this one judges alive: itself, and every member whose key changed within that member's session
-// (each key carries its member's session: the one it fences itself by).
-func (m *Member) live(now time.Time) map[string]bool {
+// (each key carries its member's session: the one it fences itself by);
+// every member in the view while the view is stale.
+func (m *Member) live(now time.Time, stale bool) map[string]bool {
 	live := map[string]bool{}
 	for id, v := range m.view {
 		session := m.cfg.Session
 		if v.rec.SessionMs > 0 {
 			session = time.Duration(v.rec.SessionMs) * time.Millisecond
 		}
-		if now.Sub(v.changed) < session {
+		if stale || now.Sub(v.changed) < session {
 			live[id] = true
 		}
 	}
@@ -578,12 +688,12 @@ func (m *Member) evaluate() {
 		return
 	}
 	m.mu.Lock()
-	last, fenced := m.lastBeat, m.stats.Fenced
+	last, fenced, lapsed := m.lastBeat, m.stats.Fenced, m.lapsed
 	m.mu.Unlock()
 	if last.IsZero() {
 		return // not in the group yet: the first heartbeat has not landed
 	}
-	if now.Sub(last) >= m.cfg.Session-m.cfg.Heartbeat {
+	if lapsed || now.Sub(last) >= m.cfg.Session-m.cfg.Heartbeat {
 		m.selfFence(last)
 		return
 	}
@@ -593,7 +703,22 @@ func (m *Member) evaluate() {
 		m.mu.Unlock()
 		m.log.Info("unfenced: heartbeats land again; rejoining")
 	}
-	live := m.live(now)
+	stale := m.viewStale(now)
+	switch {
+	case stale && m.staleSince.IsZero():
+		m.staleSince = now
+		m.log.Warn("the watch does not show this member's own heartbeats; judging no member dead until it does")
+	case stale && now.Sub(m.staleSince) >= m.cfg.Session:
+		m.staleSince = now
+		select {
+		case m.rewatch <- struct{}{}:
+		default:
+		}
+	case !stale && !m.staleSince.IsZero():
+		m.staleSince = time.Time{}
+		m.log.Info("the watch shows this member's heartbeats again")
+	}
+	live := m.live(now, stale)
 	current := make([]string, m.cfg.Partitions)
 	var ids []string
 	for id := range live {
@@ -650,7 +775,9 @@ func (m *Member) evaluate() {
 		m.release(p)
 	}
 	m.verifyContested(now, ids)
-	m.purgeDead(now)
+	if !stale {
+		m.purgeDead(now)
+	}
 	for i, o := range target {
 		p := uint16(i)
 		m.mu.Lock()
@@ -665,7 +792,7 @@ func (m *Member) evaluate() {
 		if now.Before(m.retryAt[p]) {
 			continue
 		}
-		m.claim(p, m.ownerLive(now, live))
+		m.claim(p, m.ownerLive(now, live, stale))
 	}
 }
 
@@ -742,6 +869,7 @@ func (m *Member) verify(p uint16, pw *partWorker) {
 				m.mu.Unlock()
 				return
 			}
+			pw.fenced.Store(true)
 			delete(m.parts, p)
 			m.mu.Unlock()
 			m.log.Warn("partition claimed by another member; stopped handling it", "partition", p, "owner", rec.Owner, "epoch", rec.Epoch, "own-epoch", pw.epoch)
@@ -761,7 +889,7 @@ func (m *Member) verify(p uint16, pw *partWorker) {
 // from taking over from one whose key is still on its way, and still lets
 // it take over from one whose key is gone (deleted, yet its checkpoints
 // never released).
-func (m *Member) ownerLive(now time.Time, live map[string]bool) func(string) bool {
+func (m *Member) ownerLive(now time.Time, live map[string]bool, stale bool) func(string) bool {
 	seen := make(map[string]bool, len(m.view))
 	for id := range m.view {
 		seen[id] = true
@@ -775,7 +903,7 @@ func (m *Member) ownerLive(now time.Time, live map[string]bool) func(string) boo
 		unknown[id] = at
 	}
 	return func(owner string) bool {
-		if live[owner] {
+		if live[owner] || stale {
 			return true
 		}
 		if seen[owner] {
@@ -802,6 +930,7 @@ func equalStrings(a, b []string) bool {
 // session − heartbeat, so another member may soon take them over.
 func (m *Member) selfFence(last time.Time) {
 	m.mu.Lock()
+	m.lapsed = false // fenced now: the next evaluation may rejoin
 	if m.stats.Fenced {
 		m.mu.Unlock()
 		return
@@ -809,6 +938,7 @@ func (m *Member) selfFence(last time.Time) {
 	m.stats.Fenced = true
 	var stopping []*partWorker
 	for p, pw := range m.parts {
+		pw.fenced.Store(true)
 		stopping = append(stopping, pw)
 		delete(m.parts, p)
 	}
@@ -905,12 +1035,13 @@ func (m *Member) startPartition(p uint16, epoch uint64) {
 	if cfg.Logger == nil {
 		cfg.Logger = m.cfg.Logger
 	}
-	w, err := delivery.StartWorker(m.baseCtx, m.client, m.partRegion(p), cfg, m.handler)
+	pw := &partWorker{epoch: epoch}
+	w, err := delivery.StartWorker(m.baseCtx, m.client, m.partRegion(p), cfg, m.guard(pw))
 	if err != nil {
 		m.fail(err)
 		return
 	}
-	pw := &partWorker{w: w, epoch: epoch}
+	pw.w = w
 	delete(m.inherited, p)
 	m.mu.Lock()
 	m.parts[p] = pw
