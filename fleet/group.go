@@ -531,7 +531,7 @@ func (m *Member) inherit() {
 		return
 	}
 	rec, err := decodeMember(e.Value())
-	if err != nil || rec.Incarnation == m.incarnation || len(rec.Owned) == 0 {
+	if err != nil || rec.Incarnation == m.incarnation {
 		return
 	}
 	m.inherited = map[uint16]bool{}
@@ -540,8 +540,56 @@ func (m *Member) inherit() {
 			m.inherited[p] = true
 		}
 	}
+	// The key lists what the previous run announced; it may have claimed
+	// more after its last heartbeat landed. Every partition whose
+	// checkpoint still names this member is its own too: the others judge
+	// this member live again and would never take those over.
+	for i := 0; i < m.cfg.Partitions; i++ {
+		p := uint16(i)
+		if m.inherited[p] {
+			continue
+		}
+		cp, _, err := m.ckpts.Load(ctx, partitionCheckpointID(m.cfg.Name, p))
+		if err == nil && cp.Owner == m.cfg.MemberID {
+			m.inherited[p] = true
+		}
+	}
+	if len(m.inherited) == 0 {
+		return
+	}
 	m.inheritedUntil = time.Now().Add(m.cfg.Session)
-	m.log.Info("restarted within the session: reclaiming the previous run's partitions", "partitions", rec.Owned)
+	owned := make([]uint16, 0, len(m.inherited))
+	for p := range m.inherited {
+		owned = append(owned, p)
+	}
+	slices.Sort(owned)
+	m.log.Info("restarted within the session: reclaiming the previous run's partitions", "partitions", owned)
+}
+
+// releaseInherited gives up the inherited partitions that the assignment
+// gives to others: their checkpoints still name this member, which the
+// others judge live, so only this member can let them go.
+func (m *Member) releaseInherited(target []string) {
+	for p := range m.inherited {
+		if target[p] == m.cfg.MemberID {
+			continue
+		}
+		delete(m.inherited, p)
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			id := partitionCheckpointID(m.cfg.Name, p)
+			ctx, cancel := context.WithTimeout(m.baseCtx, m.cfg.Session)
+			defer cancel()
+			rec, rev, err := m.ckpts.Load(ctx, id)
+			if err != nil || rec.Owner != m.cfg.MemberID {
+				return
+			}
+			m.releaseRecord(p, rec.Epoch)
+			m.log.Info("released a partition inherited from a previous run", "partition", p, "epoch", rec.Epoch, "revision", uint64(rev))
+			m.send(m.announce)
+		}()
+	}
 }
 
 // observe folds a member key's change into the view, stamped with this
@@ -699,6 +747,25 @@ func (m *Member) evaluate() {
 	}
 	if fenced {
 		m.mu.Lock()
+		behind := len(m.unseen) > 0
+		m.mu.Unlock()
+		if behind {
+			// Stay fenced until the watch shows this member's latest
+			// heartbeat: the keys others wrote while it was cut off or
+			// paused come before it, and judging without them would take
+			// live members for dead (and claim their partitions).
+			if m.staleSince.IsZero() {
+				m.staleSince = now
+			} else if now.Sub(m.staleSince) >= m.cfg.Session {
+				m.staleSince = now
+				select {
+				case m.rewatch <- struct{}{}:
+				default:
+				}
+			}
+			return
+		}
+		m.mu.Lock()
 		m.stats.Fenced = false
 		m.mu.Unlock()
 		m.log.Info("unfenced: heartbeats land again; rejoining")
@@ -774,6 +841,7 @@ func (m *Member) evaluate() {
 	for _, p := range toRelease {
 		m.release(p)
 	}
+	m.releaseInherited(target)
 	m.verifyContested(now, ids)
 	if !stale {
 		m.purgeDead(now)

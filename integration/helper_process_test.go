@@ -57,6 +57,8 @@ func TestHelperProcess(t *testing.T) {
 		err = helperWorker()
 	case "writer":
 		err = helperWriter()
+	case "group-member":
+		err = helperGroupMember()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
