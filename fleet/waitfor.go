@@ -81,23 +81,38 @@ func waitOne(ctx context.Context, c *Client, store *kvckpt.Store, id string, seq
 		for range changes { // the watch goroutine has ended when it closes
 		}
 	}()
-	// The record's changes wake the check; a slow tick also covers a seq
-	// that was not visible yet when the region was asked.
+	// The record's changes wake the check. The wake-up is the write's
+	// publication, which can reach this client a moment before the
+	// bucket has stored it: a check that finds nothing new looks again
+	// after 1, 2, 4, … 64 ms. A slow tick also covers a seq that was not
+	// visible yet when the region was asked.
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	recheck := time.NewTimer(time.Hour)
+	defer recheck.Stop()
+	// A write published just before the subscription took effect and not
+	// stored yet at the first check wakes nothing: the first check is
+	// followed by rechecks too.
+	again := time.Millisecond // the next recheck's delay
 	for {
 		done, err := waitCheck(ctx, c, store, id, seq, region)
 		if done || err != nil {
 			return err
 		}
+		if again > 0 && again <= 64*time.Millisecond {
+			recheck.Reset(again)
+			again *= 2
+		}
 		select {
 		case <-tick.C:
+		case <-recheck.C:
 		case <-ctx.Done():
 			return fmt.Errorf("fleet: waiting for checkpoint %q to reach seq %d: %w", id, seq, ctx.Err())
 		case _, ok := <-changes:
 			if !ok {
 				return fmt.Errorf("fleet: waiting for checkpoint %q to reach seq %d: %w", id, seq, ctx.Err())
 			}
+			again = time.Millisecond
 		}
 	}
 }
@@ -140,7 +155,8 @@ func waitCheck(ctx context.Context, c *Client, store *kvckpt.Store, id string, s
 	case len(res.Entries) > 0:
 		return res.Entries[0].Seq > seq, nil
 	default:
-		// Nothing matches up to the visible bound: done if seq is visible.
-		return res.Visible >= seq, nil
+		// Nothing matches below the visible bound (seqs < Visible are
+		// visible): done if seq is visible.
+		return res.Visible > seq, nil
 	}
 }

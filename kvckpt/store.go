@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/batfleet/batfleet/engine"
@@ -330,36 +331,46 @@ func (s *Store) List(ctx context.Context) ([]Listed, error) {
 	return out, nil
 }
 
-// Watch reports every change of id's record (and, first, its current
-// state) on the returned channel, which holds at most one pending signal:
-// a reader that falls behind sees one signal for many changes, and then
-// reads the record. The watch ends, and the channel closes, when ctx ends.
+// Watch signals changes of id's record on the returned channel, which
+// holds at most one pending signal (a reader that falls behind sees one
+// signal for many changes, and then reads the record). It is a plain
+// subscription to the key's subject, so it costs the server nothing
+// beyond routing, and it signals a write as soon as it is published: a
+// reader must read the record to know what landed. Nothing is signalled
+// for the record's state before the call. The subscription ends, and the
+// channel closes, when ctx ends.
 func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
 	if err := checkpoint.ValidateID(id); err != nil {
 		return nil, err
 	}
-	w, err := s.kv.Watch(ctx, s.Key(id), jetstream.MetaOnly())
+	nc := s.js.Conn()
+	if nc == nil {
+		return nil, fmt.Errorf("%w: %s: no connection", checkpoint.ErrIO, s.Location(id))
+	}
+	out := make(chan struct{}, 1)
+	var mu sync.Mutex // orders callbacks before the close
+	closed := false
+	sub, err := nc.Subscribe("$KV."+s.kv.Bucket()+"."+s.Key(id), func(*nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			return
+		}
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	})
 	if err != nil {
 		return nil, ioError(s.Location(id), err)
 	}
-	out := make(chan struct{}, 1)
 	go func() {
-		defer close(out)
-		defer func() { _ = w.Stop() }()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case _, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				select {
-				case out <- struct{}{}:
-				default:
-				}
-			}
-		}
+		<-ctx.Done()
+		_ = sub.Unsubscribe()
+		mu.Lock()
+		closed = true
+		close(out)
+		mu.Unlock()
 	}()
 	return out, nil
 }

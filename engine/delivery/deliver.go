@@ -93,7 +93,9 @@ func (w *Worker) deliver(st *loopState, batch []engine.Entry, gaps []GapObservat
 		} else {
 			f := failureOf(d, panicked, text)
 			w.noteFailure(f, text)
-			if cfg.Retry.Attempts <= 1 {
+			if cfg.Retry.Attempts <= 1 && !w.parking() {
+				// No retries and nothing to park: every failure goes to
+				// the restart policy, as before retries existed.
 				return w.exhausted(st, f, nil)
 			}
 			k := -1

@@ -70,8 +70,10 @@ func (d *Delivery) FailAt(seq uint64, err error) Action {
 // (or parking) is consulted.
 type RetryPolicy struct {
 	// Attempts is how often an entry is handed to the handler before it
-	// is exhausted (default 3; 1 retries nothing, so every failure goes to
-	// the restart policy at once, as before retries existed).
+	// is exhausted (default 3). 1 retries nothing: without parking every
+	// failure goes to the restart policy at once, as before retries
+	// existed; with parking a failure is still narrowed to its entry
+	// (named, or bisected), which is parked at once.
 	Attempts int
 	// Base is the wait before the first retry of an entry (default
 	// 100 ms), doubling with every further attempt up to Max (default
