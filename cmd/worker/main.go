@@ -3,8 +3,10 @@
 // a handler (--out or --exec) and commits its checkpoint to JetStream KV;
 // with --group it is one member of a consumer group that spreads the
 // region over all its members. "worker status" prints every checkpoint of
-// a journal, "worker group ls|describe" its consumer groups. See
-// README.md.
+// a journal, "worker group ls|describe" its consumer groups, "worker
+// parked ls|replay|drop" the entities parked by --on-poison park, and
+// "worker wait" waits until a checkpoint has committed through a seq.
+// See README.md.
 package main
 
 import (
@@ -27,8 +29,18 @@ func main() { cli.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	cmd := "run"
-	if len(args) > 0 && (args[0] == "run" || args[0] == "status") {
+	if len(args) > 0 && (args[0] == "run" || args[0] == "status" || args[0] == "wait") {
 		cmd, args = args[0], args[1:]
+	}
+	if len(args) > 0 && args[0] == "parked" {
+		cmd, args = "parked ls", args[1:]
+		switch {
+		case len(args) > 0 && (args[0] == "ls" || args[0] == "replay" || args[0] == "drop"):
+			cmd, args = "parked "+args[0], args[1:]
+		case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
+			fmt.Fprintf(os.Stderr, "worker: unknown command \"parked %s\" (want parked ls, parked replay or parked drop)\n", args[0])
+			return cli.ExitUsage
+		}
 	}
 	if len(args) > 0 && args[0] == "group" {
 		cmd, args = "group ls", args[1:]
@@ -50,6 +62,8 @@ func run(args []string) int {
 	journal := fs.String("journal", "main", "journal name")
 	bucket := fs.String("bucket", kvckpt.DefaultBucket, "JetStream KV bucket of checkpoints")
 	var rc workerapp.RunConfig
+	var pc workerapp.ParkedConfig
+	var wc workerapp.WaitConfig
 	var asJSON bool
 	switch cmd {
 	case "run":
@@ -58,7 +72,11 @@ func run(args []string) int {
 		fs.IntVar(&rc.Replicas, "replicas", 1, "replicas of the checkpoint bucket, if this worker creates it")
 		fs.IntVar(&rc.Batch, "batch", 64, "most entries per handler call")
 		fs.DurationVar(&rc.Idle, "idle", fleet.DefaultIdleTimeout, "idle timeout: how long the writer holds an idle pull before it is renewed")
-		fs.StringVar(&rc.Restart, "restart", "once", "handler failure policy: once or bounded:N/DURATION")
+		fs.StringVar(&rc.Restart, "restart", "once", "policy for handler failures that retries did not cure: once or bounded:N/DURATION")
+		fs.IntVar(&rc.Attempts, "attempts", 3, "handler attempts per entry before it is exhausted (1: no retries)")
+		fs.DurationVar(&rc.RetryBackoff, "retry-backoff", 100*time.Millisecond, "wait before the first retry of a failed entry, doubling up to 5s")
+		fs.StringVar(&rc.OnPoison, "on-poison", workerapp.OnPoisonRestart, "what becomes of an exhausted entry: restart (the --restart policy decides) or park (park it and its entity's later entries; needs --checkpoint or --group)")
+		fs.StringVar(&rc.ParkedBucket, "parked-bucket", kvckpt.DefaultParkedBucket, "JetStream KV bucket of parked entities")
 		fs.StringVar(&rc.ID, "id", "", "owner name written into checkpoints (default host-pid-random)")
 		fs.StringVar(&rc.Out, "out", "", "handler: append one JSON line per entry to FILE (or - for stdout)")
 		fs.StringVar(&rc.Exec, "exec", "", "handler: a long-running command fed batches on stdin (see README)")
@@ -70,10 +88,27 @@ func run(args []string) int {
 		fs.DurationVar(&rc.Session, "session", 3*time.Second, "a group member's session: silent this long, its partitions are taken over")
 	case "status", "group ls", "group describe":
 		fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	case "parked ls", "parked replay", "parked drop":
+		fs.StringVar(&pc.Checkpoint, "checkpoint", "", "the checkpoint whose parked set to read (ls) or change (replay, drop)")
+		fs.StringVar(&pc.Group, "group", "", "or the consumer group: all its partitions (ls), the entity's partition (replay, drop)")
+		fs.StringVar(&pc.ParkedBucket, "parked-bucket", kvckpt.DefaultParkedBucket, "JetStream KV bucket of parked entities")
+		if cmd == "parked ls" {
+			fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+		} else {
+			fs.StringVar(&pc.Entity, "entity", "", "the parked entity to "+strings.TrimPrefix(cmd, "parked "))
+		}
+	case "wait":
+		fs.StringVar(&wc.Checkpoint, "checkpoint", "", "wait for this checkpoint")
+		fs.StringVar(&wc.Group, "group", "", "or for every partition of this consumer group")
+		fs.StringVar(&wc.Through, "through", "", "the seq to wait for (required): done once committed through it, or nothing of the region is left up to it")
+		fs.DurationVar(&wc.Timeout, "timeout", workerapp.DefaultWaitTimeout, "give up after this long (exit 4)")
 	}
 	groupBucket := fs.String("group-bucket", fleet.DefaultGroupBucket, "JetStream KV bucket of consumer groups")
 	synopsis := "worker [run] --region SPEC (--checkpoint ID | --group NAME) (--out FILE|- | --exec CMD) [flags]\n" +
-		"  |  worker status [--json]  |  worker group ls [--json]  |  worker group describe NAME [--json]"
+		"  |  worker status [--json]  |  worker group ls [--json]  |  worker group describe NAME [--json]\n" +
+		"  |  worker parked ls (--checkpoint ID | --group NAME) [--json]\n" +
+		"  |  worker parked replay|drop (--checkpoint ID | --group NAME) --entity E\n" +
+		"  |  worker wait (--checkpoint ID | --group NAME) --through SEQ [--timeout D]"
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			cli.Usage(os.Stdout, fs, synopsis)
@@ -122,6 +157,19 @@ func run(args []string) int {
 		} else {
 			_, err = workerapp.GroupDescribe(ctx, gc)
 		}
+	case "parked ls", "parked replay", "parked drop":
+		pc.NATS, pc.Journal, pc.Bucket, pc.GroupBucket, pc.JSON, pc.Out, pc.Log = natsf, *journal, *bucket, *groupBucket, asJSON, os.Stdout, log
+		switch cmd {
+		case "parked ls":
+			_, err = workerapp.ParkedList(ctx, pc)
+		case "parked replay":
+			_, err = workerapp.ParkedReplay(ctx, pc)
+		default:
+			_, err = workerapp.ParkedDrop(ctx, pc)
+		}
+	case "wait":
+		wc.NATS, wc.Journal, wc.Bucket, wc.GroupBucket, wc.Log = natsf, *journal, *bucket, *groupBucket, log
+		err = workerapp.Wait(ctx, wc)
 	}
 	return exitCode(err)
 }
@@ -137,6 +185,9 @@ func exitCode(err error) int {
 	case errors.As(err, &natsErr):
 		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
 		return cli.ExitNoNATS
+	case errors.Is(err, workerapp.ErrWaitTimeout):
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		return workerapp.ExitTimeout
 	default:
 		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
 		return cli.ExitFailure

@@ -1,5 +1,6 @@
 // Command writer serves a batfleet journal over NATS ("writer serve", the
-// default) or appends events to one ("writer append"). See README.md.
+// default) or appends events to one ("writer append", which prints the
+// seq of every event it appends from stdin, one per line). See README.md.
 package main
 
 import (
@@ -46,7 +47,7 @@ func run(args []string) int {
 		fs.IntVar(&app.Size, "size", 100, "synthetic: payload bytes")
 		fs.IntVar(&app.InFlight, "inflight", 0, "append requests in flight (default 4 with --gen, 1 for stdin, which keeps input order)")
 	}
-	synopsis := "writer [serve] [flags]  |  writer append [flags] < events.jsonl"
+	synopsis := "writer [serve] [flags]  |  writer append [flags] < events.jsonl   (prints each appended event's seq on stdout)"
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			cli.Usage(os.Stdout, fs, synopsis)
@@ -72,7 +73,7 @@ func run(args []string) int {
 		serve.Journal, serve.NATS, serve.Version, serve.Log = *journal, natsf, version, log
 		err = writerapp.Serve(ctx, serve)
 	case "append":
-		app.Journal, app.NATS, app.Log, app.In, app.Progress = *journal, natsf, log, os.Stdin, os.Stderr
+		app.Journal, app.NATS, app.Log, app.In, app.Seqs, app.Progress = *journal, natsf, log, os.Stdin, os.Stdout, os.Stderr
 		if app.InFlight == 0 {
 			app.InFlight = 1
 			if app.Gen > 0 {

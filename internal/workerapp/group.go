@@ -93,7 +93,8 @@ func runMember(ctx context.Context, cfg RunConfig, gcfg fleet.GroupConfig, nc *n
 		defer hs.Stop()
 	}
 	log.Info("group member running", "journal", cfg.Journal, "group", gcfg.Name, "member", m.ID(),
-		"region", gcfg.Region.Identity(), "partitions", m.PartitionCount())
+		"region", gcfg.Region.Identity(), "partitions", m.PartitionCount(),
+		"retry", gcfg.Worker.Retry.String(), "on-poison", onPoison(gcfg.Worker.Parked != nil))
 	err = m.Join()
 	st := m.Stats()
 	log.Info("group member stopped", "claims", st.Claims, "releases", st.Releases, "error", err)
@@ -128,6 +129,11 @@ func registerMemberMetrics(reg *cli.Registry, m *fleet.Member, c *fleet.Client) 
 		}
 	}
 	reg.CounterVec("batfleet_group_partition_events_total", "Entries of the partition handed to the handler by this member.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Worker.Events) }))
+	reg.CounterVec("batfleet_group_partition_handler_failures_total", "Handler calls of the partition that failed, under this member.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Worker.Failures) }))
+	reg.CounterVec("batfleet_group_partition_handler_retries_total", "Handler calls of the partition that retried entries after a failure, under this member.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Worker.Retries) }))
+	reg.CounterVec("batfleet_group_partition_replayed_entries_total", "Parked entries of the partition handed back by replays, under this member.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Worker.Replayed) }))
+	reg.GaugeVec("batfleet_group_partition_parked_entities", "Entities of the partition parked now.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Worker.ParkedEntities) }))
+	reg.GaugeVec("batfleet_group_partition_parked_entries", "Entries of the partition's parked entities parked now.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Worker.ParkedEntries) }))
 	reg.GaugeVec("batfleet_group_partition_epoch", "Owner epoch under which this member runs the partition.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Epoch) }))
 	reg.GaugeVec("batfleet_group_partition_committed_position", "Last committed sequence of the partition.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Worker.Committed) }))
 	reg.GaugeVec("batfleet_group_partition_lag_sequences", "Sequences between the partition's committed position and the newest visible bound (an upper bound on its lag).", func() []cli.Sample {

@@ -56,7 +56,7 @@ func TestGroupFlagErrorsNameTheFlag(t *testing.T) {
 
 func TestRunGroupRefusesCheckpointToo(t *testing.T) {
 	err := Run(context.Background(), RunConfig{Group: "g", Checkpoint: "c", Out: "-", Batch: 1, Idle: time.Second,
-		Restart: "once", ExecTimeout: time.Second, Log: hclog.NewNullLogger()})
+		Restart: "once", Attempts: 3, RetryBackoff: time.Millisecond, ExecTimeout: time.Second, Log: hclog.NewNullLogger()})
 	if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "--group excludes --checkpoint") {
 		t.Fatalf("Run: %v, want a usage error naming --group and --checkpoint", err)
 	}

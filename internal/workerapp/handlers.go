@@ -11,10 +11,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
@@ -116,9 +118,12 @@ const BatchEnd = `{"batch_end":true}`
 
 // execHandler feeds batches to a long-running child process: each entry
 // as a JSON line on its stdin, then the BatchEnd line; the child answers
-// one line per batch: continue, stop or rollback. A child that exits,
-// hangs past the timeout or answers anything else is a handler failure
-// (a panic, under the restart policy); the next batch starts a new child.
+// one line per batch: continue, stop, rollback or fail [SEQ] [TEXT]. A
+// "fail" answer is a handler failure (naming entry SEQ when given), which
+// the worker retries and then parks or hands to the restart policy; the
+// child keeps running. A child that exits, hangs past the timeout or
+// answers anything else is a handler failure too, and is killed: the next
+// batch starts a new child.
 type execHandler struct {
 	cmdline string
 	timeout time.Duration
@@ -194,21 +199,37 @@ func (h *execHandler) kill(c *execChild) {
 	c.unhook()
 }
 
-func (h *execHandler) fail(format string, args ...any) {
+// broken kills the current child, which broke the protocol, and returns
+// the failure; the next batch starts a new child.
+func (h *execHandler) broken(format string, args ...any) error {
 	if h.child != nil {
 		h.kill(h.child)
 		h.child = nil
 	}
-	panic(fmt.Sprintf(format, args...))
+	return fmt.Errorf(format, args...)
 }
 
-func (h *execHandler) handle(_ context.Context, batch []engine.Entry, _ *delivery.Delivery) delivery.Action {
+// handle is the delivery.Handler: a failure of the child is reported with
+// d.Fail (d.FailAt when the child named the failing entry), never as a
+// panic.
+func (h *execHandler) handle(_ context.Context, batch []engine.Entry, d *delivery.Delivery) delivery.Action {
+	a, err := h.call(batch)
+	if err != nil {
+		return d.Fail(err) // an *delivery.EntryError names the entry
+	}
+	return a
+}
+
+// call hands batch to the child and returns its answer's action, or the
+// failure: an *delivery.EntryError when the child answered "fail SEQ" for
+// an entry of the batch.
+func (h *execHandler) call(batch []engine.Entry) (delivery.Action, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.child == nil {
 		c, err := h.start()
 		if err != nil {
-			panic(err.Error())
+			return delivery.Failed, fmt.Errorf("exec handler: %w", err)
 		}
 		h.child = c
 	}
@@ -222,9 +243,9 @@ func (h *execHandler) handle(_ context.Context, batch []engine.Entry, _ *deliver
 	select {
 	case line, ok := <-h.child.lines:
 		if ok {
-			h.fail("exec handler answered %q before it was sent a batch", line)
+			return delivery.Failed, h.broken("exec handler answered %q before it was sent a batch", line)
 		}
-		h.fail("exec handler exited")
+		return delivery.Failed, h.broken("exec handler exited")
 	default:
 	}
 	t := time.NewTimer(h.timeout)
@@ -240,33 +261,100 @@ func (h *execHandler) handle(_ context.Context, batch []engine.Entry, _ *deliver
 	select {
 	case err := <-written:
 		if err != nil {
-			h.fail("exec handler: write batch: %v (the child exited?)", err)
+			return delivery.Failed, h.broken("exec handler: write batch: %v (the child exited?)", err)
 		}
 	case <-t.C:
 		h.kill(child) // unblocks the write
 		h.child = nil
 		<-written
-		panic(fmt.Sprintf("exec handler did not read its batch within %s", h.timeout))
+		return delivery.Failed, fmt.Errorf("exec handler did not read its batch within %s (--exec-timeout)", h.timeout)
 	}
 	select {
 	case line, ok := <-h.child.lines:
 		if !ok {
-			h.fail("exec handler exited without answering")
+			return delivery.Failed, h.broken("exec handler exited without answering")
 		}
-		switch strings.TrimSpace(line) {
-		case "continue":
-			return delivery.Continue
-		case "stop":
-			return delivery.Stop
-		case "rollback":
-			return delivery.StopWithRollback
-		default:
-			h.fail("exec handler answered %q (want continue, stop or rollback)", line)
+		a, f, err := ParseExecAnswer(line)
+		if err != nil {
+			return delivery.Failed, h.broken("exec handler answered %q (%v)", line, err)
 		}
+		if a != delivery.Failed {
+			return a, nil
+		}
+		return delivery.Failed, h.failure(batch, f)
 	case <-t.C:
-		h.fail("exec handler did not answer within %s", h.timeout)
+		return delivery.Failed, h.broken("exec handler did not answer within %s (--exec-timeout)", h.timeout)
 	}
-	return delivery.StopWithRollback // unreachable: fail panics
+}
+
+// failure is the error of a "fail" answer to batch: an
+// *delivery.EntryError when it names an entry of the batch. A seq outside
+// the batch is logged and the failure reported unnamed.
+func (h *execHandler) failure(batch []engine.Entry, f ExecFailure) error {
+	reason := "exec handler answered fail"
+	if f.Text != "" {
+		reason += ": " + f.Text
+	}
+	if !f.Named {
+		return errors.New(reason)
+	}
+	for _, e := range batch {
+		if e.Seq == f.Seq {
+			return &delivery.EntryError{Seq: f.Seq, Err: errors.New(reason)}
+		}
+	}
+	first, last := batch[0].Seq, batch[len(batch)-1].Seq
+	h.log.Warn("exec handler answered fail naming a seq that is not in its batch; the failure is treated as naming no entry",
+		"seq", f.Seq, "batch-first", first, "batch-last", last, "entries", len(batch))
+	return fmt.Errorf("%s (it named seq %d, which is not in its batch of seqs %d..%d)", reason, f.Seq, first, last)
+}
+
+// ExecFailure is a "fail [SEQ] [TEXT]" answer of an --exec child.
+type ExecFailure struct {
+	Seq   uint64 // the failing entry, when Named
+	Named bool
+	Text  string // the reason, may be empty
+}
+
+// ParseExecAnswer parses one answer line of an --exec child: continue,
+// stop, rollback, or fail [SEQ] [TEXT] (Failed: SEQ, a decimal number,
+// names the failing entry; TEXT, the rest of the line, says why).
+// Surrounding white space is ignored. Anything else is an error.
+func ParseExecAnswer(line string) (delivery.Action, ExecFailure, error) {
+	s := strings.TrimSpace(line)
+	switch s {
+	case "continue":
+		return delivery.Continue, ExecFailure{}, nil
+	case "stop":
+		return delivery.Stop, ExecFailure{}, nil
+	case "rollback":
+		return delivery.StopWithRollback, ExecFailure{}, nil
+	}
+	word, rest := cutWord(s)
+	if word != "fail" {
+		return delivery.Failed, ExecFailure{}, errors.New("want continue, stop, rollback or fail [SEQ] [TEXT]")
+	}
+	var f ExecFailure
+	arg, text := cutWord(rest)
+	if arg != "" && strings.Trim(arg, "0123456789") == "" {
+		seq, err := strconv.ParseUint(arg, 10, 64)
+		if err != nil {
+			return delivery.Failed, ExecFailure{}, fmt.Errorf("fail %s: SEQ is not a 64-bit sequence number", arg)
+		}
+		f.Seq, f.Named, rest = seq, true, text
+	}
+	f.Text = rest
+	return delivery.Failed, f, nil
+}
+
+// cutWord splits s at its first run of white space: the word before it
+// and the rest after it.
+func cutWord(s string) (word, rest string) {
+	i := strings.IndexFunc(s, unicode.IsSpace)
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], strings.TrimLeftFunc(s[i:], unicode.IsSpace)
 }
 
 // Close ends the child: stdin is closed so it can exit by itself, then it

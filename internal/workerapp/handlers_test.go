@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -224,7 +225,7 @@ read_batch
 	es := testEntries()
 	want := []delivery.Action{delivery.Continue, delivery.Stop, delivery.StopWithRollback}
 	for i, w := range want {
-		if got := h.handle(context.Background(), es[i:i+1], nil); got != w {
+		if got := h.handle(context.Background(), es[i:i+1], &delivery.Delivery{}); got != w {
 			t.Errorf("batch %d: handle = %v, want %v", i, got, w)
 		}
 	}
@@ -239,17 +240,30 @@ read_batch
 	}
 }
 
+// mustFail calls the handler's batch protocol and returns its failure,
+// failing the test unless it is one (and handle must not panic on it).
+func mustFail(t *testing.T, h *execHandler, batch []engine.Entry) error {
+	t.Helper()
+	a, err := h.call(batch)
+	if err == nil || a != delivery.Failed {
+		t.Fatalf("call = %v, %v; want Failed with an error", a, err)
+	}
+	return err
+}
+
 func TestExecHandlerFailures(t *testing.T) {
 	tests := []struct {
 		name    string
 		timeout time.Duration
 		life1   string // what the first child does after reading a batch
-		wantMsg string // in the panic
+		wantMsg string // in the failure
 	}{
-		{name: "nonsense answer", timeout: 10 * time.Second, life1: "echo maybe", wantMsg: `answered "maybe"`},
+		{name: "nonsense answer", timeout: 10 * time.Second, life1: "echo maybe", wantMsg: `answered "maybe" (want continue, stop, rollback or fail [SEQ] [TEXT])`},
 		{name: "empty answer", timeout: 10 * time.Second, life1: "echo", wantMsg: `answered ""`},
+		{name: "fail prefix only", timeout: 10 * time.Second, life1: "echo failed", wantMsg: `answered "failed"`},
+		{name: "fail seq overflows", timeout: 10 * time.Second, life1: "echo fail 99999999999999999999 x", wantMsg: `SEQ is not a 64-bit sequence number`},
 		{name: "child exits", timeout: 10 * time.Second, life1: "exit 0", wantMsg: "exited without answering"},
-		{name: "child hangs", timeout: 200 * time.Millisecond, life1: "sleep 60", wantMsg: "did not answer within 200ms"},
+		{name: "child hangs", timeout: 200 * time.Millisecond, life1: "sleep 60", wantMsg: "did not answer within 200ms (--exec-timeout)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -262,9 +276,16 @@ done
 			es := testEntries()
 
 			start := time.Now()
-			msg := mustPanic(t, func() { h.handle(context.Background(), es, nil) })
-			if !strings.Contains(msg, tt.wantMsg) {
-				t.Errorf("panic %q, want it to contain %q", msg, tt.wantMsg)
+			err := mustFail(t, h, es)
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("failure %q, want it to contain %q", err, tt.wantMsg)
+			}
+			if strings.Contains(err.Error(), "panic") {
+				t.Errorf("failure %q mentions a panic", err)
+			}
+			var ee *delivery.EntryError
+			if errors.As(err, &ee) {
+				t.Errorf("failure %q names entry %d; a broken protocol names none", err, ee.Seq)
 			}
 			if d := time.Since(start); d < tt.timeout && strings.Contains(tt.wantMsg, "did not answer") || d > 30*time.Second {
 				t.Errorf("the failure took %v (timeout %v)", d, tt.timeout)
@@ -280,7 +301,7 @@ done
 			}
 
 			// The next batch starts a fresh child, which continues.
-			if got := h.handle(context.Background(), es, nil); got != delivery.Continue {
+			if got := h.handle(context.Background(), es, &delivery.Delivery{}); got != delivery.Continue {
 				t.Errorf("after the failure: handle = %v, want Continue from a new child", got)
 			}
 			if pids := childPIDs(t, dir); len(pids) != 2 || pids[0] == pids[1] {
@@ -290,12 +311,140 @@ done
 	}
 }
 
+// TestExecHandlerFailureIsNoPanic: handle reports a broken child with
+// Delivery.Fail (the Failed action), never by panicking.
+func TestExecHandlerFailureIsNoPanic(t *testing.T) {
+	h := newTestExec(t, execScript(t, t.TempDir(), readBatch+`
+read_batch
+sleep 60
+`), 100*time.Millisecond)
+	if got := h.handle(context.Background(), testEntries(), &delivery.Delivery{}); got != delivery.Failed {
+		t.Errorf("handle of a hanging child = %v, want Failed", got)
+	}
+}
+
+func TestParseExecAnswer(t *testing.T) {
+	tests := []struct {
+		name    string
+		line    string
+		want    delivery.Action
+		wantF   ExecFailure
+		wantMsg string // an error containing this
+	}{
+		{name: "continue", line: "continue", want: delivery.Continue},
+		{name: "stop with spaces", line: "  stop \r", want: delivery.Stop},
+		{name: "rollback", line: "rollback", want: delivery.StopWithRollback},
+		{name: "bare fail", line: "fail", want: delivery.Failed},
+		{name: "fail with seq", line: "fail 42", want: delivery.Failed, wantF: ExecFailure{Seq: 42, Named: true}},
+		{name: "fail with seq 0", line: "fail 0", want: delivery.Failed, wantF: ExecFailure{Seq: 0, Named: true}},
+		{name: "fail with seq and text", line: "fail 42 card declined: code 51", want: delivery.Failed,
+			wantF: ExecFailure{Seq: 42, Named: true, Text: "card declined: code 51"}},
+		{name: "fail with tabs", line: "fail\t7\t\tbad  row ", want: delivery.Failed, wantF: ExecFailure{Seq: 7, Named: true, Text: "bad  row"}},
+		{name: "fail with text only", line: "fail database down", want: delivery.Failed, wantF: ExecFailure{Text: "database down"}},
+		{name: "fail with text starting with a digit", line: "fail 3rd retry", want: delivery.Failed, wantF: ExecFailure{Text: "3rd retry"}},
+		{name: "fail with a negative number is text", line: "fail -1", want: delivery.Failed, wantF: ExecFailure{Text: "-1"}},
+		{name: "max seq", line: "fail 18446744073709551615", want: delivery.Failed, wantF: ExecFailure{Seq: 1<<64 - 1, Named: true}},
+
+		{name: "seq overflows", line: "fail 18446744073709551616", wantMsg: "SEQ is not a 64-bit sequence number"},
+		{name: "unknown word", line: "maybe", wantMsg: "want continue, stop, rollback or fail [SEQ] [TEXT]"},
+		{name: "empty", line: "", wantMsg: "want continue"},
+		{name: "fail glued to text", line: "failed 3", wantMsg: "want continue"},
+		{name: "upper case", line: "FAIL 3", wantMsg: "want continue"},
+		{name: "continue with extra words", line: "continue now", wantMsg: "want continue"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, f, err := ParseExecAnswer(tt.line)
+			if tt.wantMsg != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantMsg) {
+					t.Fatalf("ParseExecAnswer(%q) = %v, %+v, %v; want an error containing %q", tt.line, a, f, err, tt.wantMsg)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseExecAnswer(%q): %v", tt.line, err)
+			}
+			if a != tt.want || f != tt.wantF {
+				t.Errorf("ParseExecAnswer(%q) = %v, %+v; want %v, %+v", tt.line, a, f, tt.want, tt.wantF)
+			}
+		})
+	}
+}
+
+// TestExecHandlerFailAnswer: a "fail" answer is a failure of the batch,
+// naming its entry when the seq is in the batch; the child keeps running.
+func TestExecHandlerFailAnswer(t *testing.T) {
+	dir := t.TempDir()
+	var logBuf strings.Builder
+	var logMu sync.Mutex
+	log := hclog.New(&hclog.LoggerOptions{Output: &lockedWriter{w: &logBuf, mu: &logMu}, Level: hclog.Warn})
+	h := newExecHandler(execScript(t, dir, readBatch+`
+for answer in 'fail 9 bad payload' 'fail' 'fail database down' 'fail 77 gone' continue; do
+	read_batch || exit 0
+	echo "$answer"
+done
+while read_batch; do echo continue; done
+`), 10*time.Second, io.Discard, log)
+	t.Cleanup(func() { _ = h.Close() })
+	es := testEntries() // seqs 5, 9, 10
+
+	err := mustFail(t, h, es)
+	var ee *delivery.EntryError
+	if !errors.As(err, &ee) || ee.Seq != 9 || !strings.Contains(err.Error(), "bad payload") {
+		t.Errorf("fail 9 bad payload: failure %v, want an EntryError for seq 9 with the text", err)
+	}
+	for _, want := range []string{"exec handler answered fail", "exec handler answered fail: database down"} {
+		err := mustFail(t, h, es)
+		if errors.As(err, &ee) || err.Error() != want {
+			t.Errorf("failure %q (%T), want %q naming no entry", err, err, want)
+		}
+	}
+	// A seq outside the batch: a failure naming no entry, and a log line.
+	err = mustFail(t, h, es)
+	if errors.As(err, &ee) || !strings.Contains(err.Error(), "gone") || !strings.Contains(err.Error(), "seq 77, which is not in its batch of seqs 5..10") {
+		t.Errorf("fail 77 gone: failure %q, want one naming no entry that says seq 77 is not in the batch", err)
+	}
+	logMu.Lock()
+	logged := logBuf.String()
+	logMu.Unlock()
+	if !strings.Contains(logged, "exec handler answered fail naming a seq that is not in its batch") || !strings.Contains(logged, "seq=77") {
+		t.Errorf("log %q, want a line about seq 77 outside the batch", logged)
+	}
+	if a, err := h.call(es); a != delivery.Continue || err != nil {
+		t.Errorf("after the fail answers: %v, %v; want Continue", a, err)
+	}
+	// Failing batches did not cost the child its life.
+	if pids := childPIDs(t, dir); len(pids) != 1 {
+		t.Errorf("children %v, want the one child throughout", pids)
+	}
+	// handle turns a failure into the Failed action.
+	dir2 := t.TempDir()
+	h2 := newTestExec(t, execScript(t, dir2, readBatch+`
+while read_batch; do echo 'fail 5 no'; done
+`), 10*time.Second)
+	if got := h2.handle(context.Background(), es, &delivery.Delivery{}); got != delivery.Failed {
+		t.Errorf("handle of fail 5 = %v, want Failed", got)
+	}
+}
+
+// lockedWriter serialises writes into a strings.Builder shared with the
+// test.
+type lockedWriter struct {
+	w  *strings.Builder
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 func TestExecHandlerStartFailure(t *testing.T) {
 	// /bin/sh starts, the command does not exist: the child exits at once.
 	h := newTestExec(t, "/nonexistent/handler", 10*time.Second)
-	msg := mustPanic(t, func() { h.handle(context.Background(), testEntries(), nil) })
-	if !strings.Contains(msg, "exec handler") {
-		t.Errorf("panic %q, want an exec handler failure", msg)
+	if err := mustFail(t, h, testEntries()); !strings.Contains(err.Error(), "exec handler") {
+		t.Errorf("failure %q, want an exec handler failure", err)
 	}
 }
 
@@ -307,7 +456,7 @@ while read_batch; do echo continue; done
 	if err := h.Close(); err != nil {
 		t.Errorf("Close before any batch: %v", err)
 	}
-	if got := h.handle(context.Background(), testEntries(), nil); got != delivery.Continue {
+	if got := h.handle(context.Background(), testEntries(), &delivery.Delivery{}); got != delivery.Continue {
 		t.Fatalf("handle = %v, want Continue", got)
 	}
 	pid := childPIDs(t, dir)[0]
@@ -338,7 +487,7 @@ read_batch && echo continue
 trap '' TERM HUP
 while :; do sleep 1; done
 `), 10*time.Second)
-	if got := h.handle(context.Background(), testEntries(), nil); got != delivery.Continue {
+	if got := h.handle(context.Background(), testEntries(), &delivery.Delivery{}); got != delivery.Continue {
 		t.Fatalf("handle = %v, want Continue", got)
 	}
 	pid := childPIDs(t, dir)[0]
@@ -367,9 +516,8 @@ func TestExecHandlerChildNotReading(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	msg := mustPanic(t, func() { h.handle(context.Background(), big, nil) })
-	if !strings.Contains(msg, "did not read its batch within") {
-		t.Errorf("panic %q, want a read timeout", msg)
+	if err := mustFail(t, h, big); !strings.Contains(err.Error(), "did not read its batch within 300ms") {
+		t.Errorf("failure %q, want a read timeout", err)
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("the failure took %v with a 300ms timeout", d)
@@ -385,7 +533,7 @@ echo continue
 echo continue
 while read_batch; do echo continue; done
 `), 10*time.Second)
-	if got := h.handle(context.Background(), testEntries(), nil); got != delivery.Continue {
+	if got := h.handle(context.Background(), testEntries(), &delivery.Delivery{}); got != delivery.Continue {
 		t.Fatalf("first batch: %v", got)
 	}
 	// The extra "continue" arrives before the second batch is sent.
@@ -393,8 +541,7 @@ while read_batch; do echo continue; done
 	for len(h.child.lines) == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	msg := mustPanic(t, func() { h.handle(context.Background(), testEntries(), nil) })
-	if !strings.Contains(msg, "before it was sent a batch") {
-		t.Errorf("panic %q, want the framing error", msg)
+	if err := mustFail(t, h, testEntries()); !strings.Contains(err.Error(), "before it was sent a batch") {
+		t.Errorf("failure %q, want the framing error", err)
 	}
 }

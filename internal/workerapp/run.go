@@ -40,10 +40,20 @@ type RunConfig struct {
 	Batch       int
 	Idle        time.Duration
 	Restart     string
-	ID          string
-	Out         string // file path, or "-" for stdout
-	Exec        string // shell command line of a long-running handler
-	ExecTimeout time.Duration
+	// Attempts is how often an entry is handed to the handler before it
+	// is exhausted (1: no retries); RetryBackoff the wait before the first
+	// retry (doubling to 5 s).
+	Attempts     int
+	RetryBackoff time.Duration
+	// OnPoison is what becomes of an exhausted entry: "restart" (the
+	// Restart policy decides) or "park" (parked in ParkedBucket with its
+	// entity's later entries).
+	OnPoison     string
+	ParkedBucket string
+	ID           string
+	Out          string // file path, or "-" for stdout
+	Exec         string // shell command line of a long-running handler
+	ExecTimeout  time.Duration
 	// CheckpointOutage bounds how long a checkpoint store outage is
 	// ridden out (0: unbounded).
 	CheckpointOutage time.Duration
@@ -68,8 +78,12 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if (cfg.Out == "") == (cfg.Exec == "") {
 		return cli.Usagef("give exactly one handler: --out FILE|- or --exec 'CMD ARGS'")
 	}
+	retry, park, err := poisonFlags(cfg)
+	if err != nil {
+		return err
+	}
 	wcfg := delivery.DefaultWorkerConfig()
-	wcfg.BatchSize, wcfg.IdleTimeout, wcfg.Restart = cfg.Batch, cfg.Idle, policy
+	wcfg.BatchSize, wcfg.IdleTimeout, wcfg.Restart, wcfg.Retry = cfg.Batch, cfg.Idle, policy, retry
 	wcfg.WorkerID, wcfg.Logger, wcfg.CheckpointOutage = cfg.ID, log, cfg.CheckpointOutage
 	if cfg.Checkpoint != "" {
 		if err := checkpoint.ValidateID(cfg.Checkpoint); err != nil {
@@ -124,6 +138,13 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if cfg.Checkpoint != "" {
 		wcfg.CheckpointID, wcfg.Checkpoints = cfg.Checkpoint, ckpts
 	}
+	if park {
+		parked, err := ckpts.OpenParked(ctx, cfg.ParkedBucket)
+		if err != nil {
+			return fmt.Errorf("parked bucket: %w", err)
+		}
+		wcfg.Parked, gcfg.Worker.Parked = parked, parked
+	}
 
 	var handler delivery.Handler
 	var closeHandler func() error
@@ -174,11 +195,41 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		defer hs.Stop()
 	}
 	log.Info("worker running", "journal", cfg.Journal, "region", region.Identity(),
-		"checkpoint-id", cfg.Checkpoint, "batch", cfg.Batch)
+		"checkpoint-id", cfg.Checkpoint, "batch", cfg.Batch, "retry", wcfg.Retry.String(), "on-poison", onPoison(park))
 	err = w.Join()
 	st := w.Stats()
 	log.Info("worker stopped", "events", st.Events, "batches", st.Batches, "committed", st.Committed, "error", err)
 	return err
+}
+
+// poisonFlags checks --attempts, --retry-backoff, --on-poison and
+// --parked-bucket, reporting every problem at once as a usage error.
+func poisonFlags(cfg RunConfig) (delivery.RetryPolicy, bool, error) {
+	var msgs []string
+	retry, err := ParseRetry(cfg.Attempts, cfg.RetryBackoff)
+	if err != nil {
+		msgs = append(msgs, err.Error())
+	}
+	park, err := ParseOnPoison(cfg.OnPoison, cfg.Checkpoint != "" || cfg.Group != "")
+	if err != nil {
+		msgs = append(msgs, err.Error())
+	}
+	if park {
+		if err := checkBucketFlag("--parked-bucket", cfg.ParkedBucket); err != nil {
+			msgs = append(msgs, err.Error())
+		}
+	}
+	if len(msgs) > 0 {
+		return retry, false, cli.Usagef("%s", strings.Join(msgs, "; "))
+	}
+	return retry, park, nil
+}
+
+func onPoison(park bool) string {
+	if park {
+		return OnPoisonPark
+	}
+	return OnPoisonRestart
 }
 
 func registerWorkerMetrics(reg *cli.Registry, w *delivery.Worker, c *fleet.Client) {
@@ -196,6 +247,11 @@ func registerWorkerMetrics(reg *cli.Registry, w *delivery.Worker, c *fleet.Clien
 	c64("batfleet_worker_source_errors_total", "Transient source errors retried.", func(s delivery.WorkerStats) uint64 { return s.TransientErrors })
 	c64("batfleet_worker_checkpoint_retries_total", "Checkpoint loads and saves retried after the store was unavailable.", func(s delivery.WorkerStats) uint64 { return s.CheckpointRetries })
 	c64("batfleet_worker_checkpoint_reconciled_total", "Held commits found to have landed when read back.", func(s delivery.WorkerStats) uint64 { return s.Reconciled })
+	c64("batfleet_worker_handler_failures_total", "Handler calls that failed (a fail answer, an error, a timeout or a panic).", func(s delivery.WorkerStats) uint64 { return s.Failures })
+	c64("batfleet_worker_handler_retries_total", "Handler calls that retried entries after a failure.", func(s delivery.WorkerStats) uint64 { return s.Retries })
+	c64("batfleet_worker_replayed_entries_total", "Parked entries handed back to the handler by replays.", func(s delivery.WorkerStats) uint64 { return s.Replayed })
+	reg.Gauge("batfleet_worker_parked_entities", "Entities parked now (--on-poison park).", func() float64 { return float64(w.Stats().ParkedEntities) })
+	reg.Gauge("batfleet_worker_parked_entries", "Entries of the parked entities parked now.", func() float64 { return float64(w.Stats().ParkedEntries) })
 	reg.Counter("batfleet_worker_checkpoint_outage_seconds_total", "Time spent waiting for an unavailable checkpoint store.", func() float64 { return w.Stats().CheckpointOutage.Seconds() })
 	reg.Gauge("batfleet_worker_checkpoint_pending_commits", "Handled batches whose commit waits for the checkpoint store (0 or 1).", func() float64 {
 		if w.Stats().PendingCommit {

@@ -33,7 +33,11 @@ type AppendConfig struct {
 	Size     int     // synthetic: payload bytes
 	InFlight int     // append requests in flight at once
 	In       io.Reader
-	Progress io.Writer // progress bar / summary
+	// Seqs receives, for JSON-lines input (not --gen), the seq of every
+	// appended event as a decimal number on a line of its own, a
+	// request's events together and in input order; nil prints none.
+	Seqs     io.Writer
+	Progress io.Writer // progress bar (on a terminal) and summary
 	Log      hclog.Logger
 }
 
@@ -145,7 +149,7 @@ func Append(ctx context.Context, cfg AppendConfig) (Summary, error) {
 	batches := make(chan []engine.Event, cfg.InFlight)
 	var sum Summary
 	var mu sync.Mutex
-	var firstErr error
+	var firstErr, printErr error
 	prog := newProgress(cfg.Progress, cfg.Gen)
 	start := time.Now()
 
@@ -154,9 +158,16 @@ func Append(ctx context.Context, cfg AppendConfig) (Summary, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var line []byte
 			for batch := range batches {
-				_, err := client.Append(ctx, batch)
+				receipts, err := client.Append(ctx, batch)
 				mu.Lock()
+				if err == nil && cfg.Gen == 0 && cfg.Seqs != nil {
+					line = appendSeqLines(line[:0], receipts)
+					if _, werr := cfg.Seqs.Write(line); werr != nil && printErr == nil {
+						printErr = werr
+					}
+				}
 				if err != nil {
 					sum.Errors += len(batch)
 					if firstErr == nil {
@@ -203,7 +214,20 @@ func Append(ctx context.Context, cfg AppendConfig) (Summary, error) {
 	if sum.Errors > 0 {
 		return sum, fmt.Errorf("%d input lines rejected", sum.Errors)
 	}
+	if printErr != nil {
+		return sum, fmt.Errorf("the events were appended, but their seqs could not be printed: %w", printErr)
+	}
 	return sum, ctx.Err()
+}
+
+// appendSeqLines appends the seq of each receipt, one decimal number per
+// line.
+func appendSeqLines(b []byte, receipts []engine.Receipt) []byte {
+	for _, r := range receipts {
+		b = strconv.AppendUint(b, r.Seq, 10)
+		b = append(b, '\n')
+	}
+	return b
 }
 
 func generate(ctx context.Context, cfg AppendConfig, send func([]engine.Event) bool) error {

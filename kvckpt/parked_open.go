@@ -1,0 +1,37 @@
+package kvckpt
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BindParked binds the existing parked bucket cfg.Bucket (default
+// DefaultParkedBucket) of journal cfg.Journal, for callers that must not
+// create buckets (`worker parked ls|replay|drop`): unlike
+// Store.OpenParked it creates nothing, and a bucket that does not exist
+// is an error matching jetstream.ErrBucketNotFound. An existing bucket is
+// checked as OpenParked checks it. cfg.Replicas and cfg.History are
+// ignored; cfg.Timeout bounds every call, as for a Store.
+func BindParked(ctx context.Context, js jetstream.JetStream, cfg Config) (*ParkedStore, error) {
+	if cfg.Bucket == "" {
+		cfg.Bucket = DefaultParkedBucket
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	ctx, cancel := withTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("kvckpt: bind parked bucket %q: %w", cfg.Bucket, err)
+	}
+	if err := checkBucket(ctx, kv); err != nil {
+		return nil, err
+	}
+	// The Store holds what the ParkedStore borrows from its checkpoint
+	// store (journal, timeouts, connection); no checkpoint bucket is bound.
+	return &ParkedStore{s: &Store{js: js, kv: kv, cfg: cfg, journal: cfg.Journal}, kv: kv}, nil
+}
