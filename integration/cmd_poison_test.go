@@ -501,8 +501,6 @@ func TestPSN_CmdBadInput(t *testing.T) {
 		{"retry-backoff 0", nil, []string{"--out", out, "--retry-backoff", "0s"}, 2, `^worker: usage: --retry-backoff 0s: must be > 0`},
 		{"park in memory", nil, []string{"--out", out, "--on-poison", "park"}, 2,
 			`^worker: usage: --on-poison park needs --checkpoint or --group \(the parked set belongs to a checkpoint\)$`},
-		{"park with one attempt", nil, []string{"--out", out, "--checkpoint", "c", "--on-poison", "park", "--attempts", "1"}, 2,
-			`^worker: usage: --attempts 1 with --on-poison park: `},
 		{"bad parked bucket", nil, []string{"--out", out, "--checkpoint", "c", "--on-poison", "park", "--parked-bucket", "a.b"}, 2,
 			`^worker: usage: --parked-bucket "a.b": must be`},
 	}
