@@ -226,6 +226,9 @@ type Member struct {
 	// staleSince is when the coordinator first found the view stale (zero
 	// while it is fresh).
 	staleSince time.Time
+	// serverNow is the newest server timestamp of a member key this
+	// member has seen (coordinator only).
+	serverNow time.Time
 	target     []string
 	claiming   map[uint16]bool
 	// inherited are the partitions a previous run of this member id
@@ -258,6 +261,11 @@ type memberView struct {
 	rev     uint64
 	changed time.Time // on this member's monotonic clock
 	purging bool      // its key is being deleted (purgeDead)
+	// created is the server's timestamp of the key's write; once is set
+	// while this member has seen only that one write of the key (see
+	// live).
+	created time.Time
+	once    bool
 }
 
 // JoinGroup starts a member of the group cfg names, pulling through client
@@ -302,6 +310,7 @@ func JoinGroup(ctx context.Context, client *Client, ckpts checkpoint.Store, js j
 		unknownSince: map[string]time.Time{},
 		verifyAt:     map[uint16]time.Time{},
 		rewatch:      make(chan struct{}, 1),
+		beatNow:      make(chan struct{}, 1),
 	}
 	m.stopCtx, m.stop = context.WithCancel(ctx)
 	go m.run()
@@ -372,9 +381,12 @@ func (m *Member) Partitions() []PartitionStats {
 func (m *Member) PartitionCount() int { return m.cfg.Partitions }
 
 func (m *Member) ownedLocked() []uint16 {
+	// A partition being released is still announced until its release
+	// is written: the member it moves to waits for that (it would find
+	// the checkpoint held), and the key changes once more when it is.
 	owned := map[uint16]bool{}
-	for p, pw := range m.parts {
-		owned[p] = !pw.releasing
+	for p := range m.parts {
+		owned[p] = true
 	}
 	return sortedOwned(owned)
 }
@@ -615,10 +627,14 @@ func (m *Member) observe(e jetstream.KeyValueEntry) {
 		m.unseen = m.unseen[n:]
 		m.mu.Unlock()
 	}
-	if v := m.view[rec.Member]; v != nil && v.rev == e.Revision() {
+	if e.Created().After(m.serverNow) {
+		m.serverNow = e.Created()
+	}
+	v := m.view[rec.Member]
+	if v != nil && v.rev == e.Revision() {
 		return // the same write again, from a new watch: not a heartbeat
 	}
-	m.view[rec.Member] = &memberView{rec: rec, rev: e.Revision(), changed: time.Now()}
+	m.view[rec.Member] = &memberView{rec: rec, rev: e.Revision(), changed: time.Now(), created: e.Created(), once: v == nil}
 }
 
 // heartbeat rewrites the member's key with what it announces. The time
@@ -720,6 +736,14 @@ func (m *Member) live(now time.Time, stale bool) map[string]bool {
 		session := m.cfg.Session
 		if v.rec.SessionMs > 0 {
 			session = time.Duration(v.rec.SessionMs) * time.Millisecond
+		}
+		// A key seen once only (in the snapshot a new member's watch
+		// starts with) has an unknown age on this member's clock; its
+		// age on the server's clock (the newest write's stamp against
+		// its own, both the server's) tells a member that died before
+		// this one joined, whose key stays for describe.
+		if v.once && id != m.cfg.MemberID && m.serverNow.Sub(v.created) >= session {
+			continue
 		}
 		if stale || now.Sub(v.changed) < session {
 			live[id] = true
