@@ -59,6 +59,9 @@ type WorkerOptions struct {
 	IdleTimeout time.Duration
 	Restart     delivery.RestartPolicy
 	WorkerID    string
+	// From is where a checkpoint with no record starts (default
+	// delivery.FromBeginning(); a group's partitions ignore it).
+	From delivery.StartFrom
 	// Retry is how failed batches are retried (default
 	// delivery.DefaultRetryPolicy()).
 	Retry delivery.RetryPolicy
@@ -116,7 +119,7 @@ func RunWorker(ctx context.Context, nc *nats.Conn, opts WorkerOptions) error {
 	if opts.Restart != nil {
 		cfg.Restart = opts.Restart
 	}
-	cfg.WorkerID, cfg.Logger = opts.WorkerID, opts.Logger
+	cfg.WorkerID, cfg.Logger, cfg.From = opts.WorkerID, opts.Logger, opts.From
 	if opts.Retry != (delivery.RetryPolicy{}) {
 		cfg.Retry = opts.Retry
 	}

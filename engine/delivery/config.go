@@ -56,6 +56,12 @@ type WorkerConfig struct {
 	// since cannot be overwritten).
 	Group string
 	Epoch uint64
+	// From is where the worker starts while its checkpoint has no record
+	// (a new durable worker before its first commit, or an in-memory
+	// worker): FromBeginning (the default), FromEnd, FromSeq or FromTime.
+	// A stored record always wins. A consumer group's partitions start at
+	// their claim records and ignore it.
+	From StartFrom
 	// WorkerID is saved as the record's owner (default host-pid-random).
 	WorkerID string
 	// Clock drives the restart window (default SystemClock()).

@@ -219,6 +219,20 @@ func (w *Worker) loop() {
 	if !ok {
 		return
 	}
+	if start.Record == nil && cfg.From != (StartFrom{}) {
+		ctx, cancel := context.WithTimeout(w.stopCtx, cfg.SaveTimeout)
+		p, err := cfg.From.position(ctx, w.src, info.Visible)
+		cancel()
+		if err != nil {
+			if !w.stopping() {
+				w.log.Error("cannot find the start position", "from", cfg.From.String(), "error", err)
+				w.record(err)
+			}
+			return
+		}
+		start.Position, start.Started = p.pos, p.started
+		w.log.Info("no checkpoint record: starting where From says", "from", cfg.From.String(), "position", p.pos, "started", p.started)
+	}
 	cur := &Cursor{src: w.src, region: w.region}
 	defer cur.Close()
 	cur.Restore(start.Position, start.Started)
