@@ -229,8 +229,8 @@ type Member struct {
 	// serverNow is the newest server timestamp of a member key this
 	// member has seen (coordinator only).
 	serverNow time.Time
-	target     []string
-	claiming   map[uint16]bool
+	target    []string
+	claiming  map[uint16]bool
 	// inherited are the partitions a previous run of this member id
 	// announced (static membership): announced as this member's until it
 	// has claimed them back, for at most one session.

@@ -82,6 +82,26 @@ func decodeMember(data []byte) (memberRecord, error) {
 
 // openGroupBucket binds the groups bucket, creating it when missing.
 func openGroupBucket(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
+	// Another member may be creating the bucket right now: on a young
+	// cluster "exists" on create can be followed by "not found" on bind
+	// for a moment; retry that until ctx ends.
+	for {
+		kv, err := bindGroupBucket(ctx, js, bucket, replicas)
+		if err == nil || !errors.Is(err, errBucketRace) {
+			return kv, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("fleet: group bucket %q: %w", bucket, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// errBucketRace marks a bucket that exists but could not be bound yet.
+var errBucketRace = errors.New("fleet: group bucket created but not bound yet")
+
+func bindGroupBucket(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -93,6 +113,9 @@ func openGroupBucket(ctx context.Context, js jetstream.JetStream, bucket string,
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = js.KeyValue(ctx, bucket)
+			if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil, fmt.Errorf("%w: %w", errBucketRace, err)
+			}
 		}
 	}
 	if err != nil {

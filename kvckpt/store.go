@@ -106,7 +106,12 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	wait := 50 * time.Millisecond
 	for {
 		s, err := open(ctx, js, cfg, deadline)
-		if err == nil || !Transient(err) || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+		// A bucket another process has just created can be missing for a
+		// moment on the node that answers (its stream's assignment has not
+		// reached it yet): "exists" on create, then "not found" on bind or
+		// status. Within the deadline that is a slow start too.
+		young := errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound)
+		if err == nil || !(Transient(err) || young) || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
 			if err != nil && Transient(err) {
 				err = fmt.Errorf("%w: %w", checkpoint.ErrUnavailable, err)
 			}
