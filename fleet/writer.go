@@ -95,6 +95,7 @@ type Writer struct {
 
 	maxPayload int
 	holds      *holds
+	figures    map[string]*endpointFigures // by endpoint name; fixed after NewWriter
 
 	mu       sync.Mutex // guards closing and wg.Add
 	closing  bool
@@ -137,11 +138,17 @@ func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, 
 		pubDone:    make(chan struct{}),
 	}
 	w.stats.errs = make(map[string]uint64)
+	w.figures = map[string]*endpointFigures{"pull": {}, "append": {}, "info": {}}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        wire.ServiceName,
 		Version:     cfg.Version,
 		Description: "batfleet journal writer",
 		Metadata:    map[string]string{"journal": cfg.Journal, "journal_id": store.JournalID().String()},
+		// micro times a handler until it returns and counts the errors
+		// answered before then: the refusals at arrival. Requests run on
+		// after that (held pulls, appends waiting for their fsync), so each
+		// endpoint's data carries its figures from arrival to answer.
+		StatsHandler: func(e *micro.Endpoint) any { return w.figures[e.Name].snapshot() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fleet: register service: %w", err)
@@ -149,14 +156,16 @@ func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, 
 	w.svc = svc
 	for _, ep := range []struct {
 		name, subject string
-		handle        func(micro.Request)
+		accept        func(micro.Request) func(micro.Request)
 	}{
-		{"pull", w.subj.Pull, w.handlePull},
-		{"append", w.subj.Append, w.handleAppend},
-		{"info", w.subj.Info, w.handleInfo},
+		{"pull", w.subj.Pull, w.acceptPull},
+		{"append", w.subj.Append, w.acceptAppend},
+		{"info", w.subj.Info, w.acceptInfo},
 	} {
-		handle := ep.handle
-		if err := svc.AddEndpoint(ep.name, micro.HandlerFunc(func(r micro.Request) { w.dispatch(r, handle) }),
+		accept, fig := ep.accept, w.figures[ep.name]
+		if err := svc.AddEndpoint(ep.name, micro.HandlerFunc(func(r micro.Request) {
+			w.serve(measuredRequest{Request: r, fig: fig, start: time.Now()}, accept)
+		}),
 			micro.WithEndpointSubject(ep.subject)); err != nil {
 			_ = svc.Stop()
 			return nil, fmt.Errorf("fleet: add endpoint %s: %w", ep.name, err)
@@ -227,6 +236,15 @@ func (w *Writer) Stats() WriterStats {
 	return st
 }
 
+// serve checks a request at once with accept, which answers a bad one
+// itself (through micro, which counts the error) and returns nil, or
+// returns the work to dispatch.
+func (w *Writer) serve(r measuredRequest, accept func(micro.Request) func(micro.Request)) {
+	if handle := accept(r); handle != nil {
+		w.dispatch(r, handle)
+	}
+}
+
 // dispatch hands a request to a goroutine of the writer's, or answers 503
 // when closing or over MaxInFlight.
 func (w *Writer) dispatch(r micro.Request, handle func(micro.Request)) {
@@ -246,6 +264,9 @@ func (w *Writer) dispatch(r micro.Request, handle func(micro.Request)) {
 	w.inflight.Add(1)
 	w.mu.Unlock()
 	dr := detachedRequest{Request: r, nc: w.nc}
+	if m, ok := r.(measuredRequest); ok {
+		dr = detachedRequest{Request: m.Request, nc: w.nc, fig: m.fig, start: m.start}
+	}
 	go func() {
 		defer w.inflight.Done()
 		defer func() { <-w.sem }()
@@ -266,14 +287,18 @@ func (w *Writer) dispatch(r micro.Request, handle func(micro.Request)) {
 // reply (with the same micro error headers) on the writer's connection.
 type detachedRequest struct {
 	micro.Request
-	nc *nats.Conn
+	nc    *nats.Conn
+	fig   *endpointFigures
+	start time.Time
 }
 
 func (d detachedRequest) reply(m *nats.Msg, opts []micro.RespondOpt) error {
 	for _, opt := range opts {
 		opt(m)
 	}
-	return d.nc.PublishMsg(m)
+	err := d.nc.PublishMsg(m)
+	d.fig.record(time.Since(d.start), m.Header.Get(micro.ErrorHeader))
+	return err
 }
 
 func (d detachedRequest) Respond(data []byte, opts ...micro.RespondOpt) error {
@@ -292,6 +317,63 @@ func (d detachedRequest) Error(code, description string, data []byte, opts ...mi
 	return d.reply(&nats.Msg{Subject: d.Reply(), Data: data, Header: nats.Header{
 		micro.ErrorHeader: []string{description}, micro.ErrorCodeHeader: []string{code},
 	}}, opts)
+}
+
+// measuredRequest is a request answered in its micro handler (refused at
+// arrival): micro counts the error, and its endpoint's figures the answer.
+type measuredRequest struct {
+	micro.Request
+	fig   *endpointFigures
+	start time.Time
+}
+
+func (m measuredRequest) Respond(data []byte, opts ...micro.RespondOpt) error {
+	err := m.Request.Respond(data, opts...)
+	m.fig.record(time.Since(m.start), "")
+	return err
+}
+
+func (m measuredRequest) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
+	err := m.Request.Error(code, description, data, opts...)
+	m.fig.record(time.Since(m.start), description)
+	return err
+}
+
+// endpointFigures are an endpoint's statistics from each request's
+// arrival to its answer (micro's own stop when its handler returns).
+type endpointFigures struct {
+	mu sync.Mutex
+	d  endpointData
+}
+
+// endpointData is an endpoint's "data" in the service's STATS reply.
+type endpointData struct {
+	NumRequests           uint64        `json:"num_requests"`
+	NumErrors             uint64        `json:"num_errors"`
+	LastError             string        `json:"last_error,omitempty"`
+	ProcessingTime        time.Duration `json:"processing_time"`
+	AverageProcessingTime time.Duration `json:"average_processing_time"`
+}
+
+func (f *endpointFigures) record(took time.Duration, failure string) {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.d.NumRequests++
+	f.d.ProcessingTime += took
+	f.d.AverageProcessingTime = f.d.ProcessingTime / time.Duration(f.d.NumRequests)
+	if failure != "" {
+		f.d.NumErrors++
+		f.d.LastError = failure
+	}
+}
+
+func (f *endpointFigures) snapshot() endpointData {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.d
 }
 
 func (w *Writer) fail(r micro.Request, code int, description string) {
@@ -339,17 +421,29 @@ func isInvalidCoordinate(err error) bool {
 	return errors.As(err, &ic)
 }
 
-func (w *Writer) handlePull(r micro.Request) {
+// acceptPull checks a pull request at arrival.
+func (w *Writer) acceptPull(r micro.Request) func(micro.Request) {
 	req, err := wire.DecodePullRequest(r.Data())
 	if err != nil {
 		w.failRequest(r, err)
-		return
+		return nil
 	}
-	wait := time.Duration(req.WaitMs) * time.Millisecond
-	if wait > w.cfg.MaxWait {
+	if time.Duration(req.WaitMs)*time.Millisecond > w.cfg.MaxWait {
 		w.failRequest(r, wire.BadField("wait_ms", "must be at most %d (this writer's maximum hold)", w.cfg.MaxWait.Milliseconds()))
-		return
+		return nil
 	}
+	return func(r micro.Request) { w.runPull(r, req) }
+}
+
+// handlePull is acceptPull and its work in one.
+func (w *Writer) handlePull(r micro.Request) {
+	if run := w.acceptPull(r); run != nil {
+		run(r)
+	}
+}
+
+func (w *Writer) runPull(r micro.Request, req wire.PullRequest) {
+	wait := time.Duration(req.WaitMs) * time.Millisecond
 	res, err := w.poll(req)
 	if err != nil {
 		w.failEngine(r, err)
@@ -421,16 +515,21 @@ func (w *Writer) reply(r micro.Request, res engine.PollResult) {
 	w.stats.pullBytes.Add(uint64(len(reply)))
 }
 
-func (w *Writer) handleAppend(r micro.Request) {
+// acceptAppend checks an append request at arrival.
+func (w *Writer) acceptAppend(r micro.Request) func(micro.Request) {
 	if len(r.Data()) > w.maxPayload {
 		w.fail(r, 413, "request over the max payload")
-		return
+		return nil
 	}
 	events, err := wire.DecodeAppendRequest(r.Data(), journal.DefaultMaxBatchEvents)
 	if err != nil {
 		w.failRequest(r, err)
-		return
+		return nil
 	}
+	return func(r micro.Request) { w.runAppend(r, events) }
+}
+
+func (w *Writer) runAppend(r micro.Request, events []engine.Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.AppendTimeout)
 	defer cancel()
 	receipts, err := w.store.AppendBatch(ctx, events)
@@ -447,11 +546,16 @@ func (w *Writer) handleAppend(r micro.Request) {
 	w.stats.appendBytes.Add(uint64(len(r.Data())))
 }
 
-func (w *Writer) handleInfo(r micro.Request) {
+// acceptInfo checks an info request at arrival.
+func (w *Writer) acceptInfo(r micro.Request) func(micro.Request) {
 	if err := wire.DecodeInfoRequest(r.Data()); err != nil {
 		w.failRequest(r, err)
-		return
+		return nil
 	}
+	return w.runInfo
+}
+
+func (w *Writer) runInfo(r micro.Request) {
 	st := w.store.Stats()
 	snap := w.store.Latest()
 	if err := r.Respond(wire.EncodeInfo(wire.Info{

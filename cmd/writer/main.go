@@ -1,6 +1,8 @@
 // Command writer serves a batfleet journal over NATS ("writer serve", the
-// default) or appends events to one ("writer append", which prints the
-// seq of every event it appends from stdin, one per line). See README.md.
+// default), appends events to one ("writer append", which prints the seq
+// of every event it appends from stdin, one per line) or describes one
+// ("writer info"). "writer help [COMMAND]" is "--help"; "writer --version"
+// prints the version. See README.md.
 package main
 
 import (
@@ -20,8 +22,15 @@ var version = "0.1.0"
 func main() { cli.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+		fmt.Printf("writer %s\n", version)
+		return cli.ExitOK
+	}
+	if len(args) > 0 && args[0] == "help" {
+		args = append(args[1:len(args):len(args)], "--help")
+	}
 	cmd := "serve"
-	if len(args) > 0 && (args[0] == "serve" || args[0] == "append") {
+	if len(args) > 0 && (args[0] == "serve" || args[0] == "append" || args[0] == "info") {
 		cmd, args = args[0], args[1:]
 	}
 	fs := flag.NewFlagSet("writer "+cmd, flag.ContinueOnError)
@@ -31,6 +40,7 @@ func run(args []string) int {
 	journal := fs.String("journal", "main", "journal name ([A-Za-z0-9_-]{1,64})")
 	var serve writerapp.ServeConfig
 	var app writerapp.AppendConfig
+	var info writerapp.InfoConfig
 	switch cmd {
 	case "serve":
 		natsf.Register(fs, "", "NATS URL to join; empty starts an embedded nats-server with JetStream")
@@ -46,8 +56,14 @@ func run(args []string) int {
 		fs.Float64Var(&app.Rate, "rate", 0, "synthetic: events per second (0: as fast as possible)")
 		fs.IntVar(&app.Size, "size", 100, "synthetic: payload bytes")
 		fs.IntVar(&app.InFlight, "inflight", 0, "append requests in flight (default 4 with --gen, 1 for stdin, which keeps input order)")
+	case "info":
+		natsf.Register(fs, "nats://127.0.0.1:4222", "NATS URL of the fleet")
+		fs.StringVar(&info.Data, "data", "", "the writer's data directory on this machine: adds the journal's disk use, and is read when no writer answers")
+		fs.BoolVar(&info.JSON, "json", false, "print JSON instead of a table")
+		fs.DurationVar(&info.Timeout, "timeout", writerapp.DefaultInfoTimeout, "how long to wait for the writer's answer")
 	}
-	synopsis := "writer [serve] [flags]  |  writer append [flags] < events.jsonl   (prints each appended event's seq on stdout)"
+	synopsis := "writer [serve] [flags]  |  writer append [flags] < events.jsonl   (prints each appended event's seq on stdout)\n" +
+		"  |  writer info [--data DIR] [--json]  |  writer help [COMMAND]  |  writer --version"
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			cli.Usage(os.Stdout, fs, synopsis)
@@ -81,6 +97,9 @@ func run(args []string) int {
 			}
 		}
 		_, err = writerapp.Append(ctx, app)
+	case "info":
+		info.Journal, info.NATS, info.Out, info.Log = *journal, natsf, os.Stdout, log
+		_, err = writerapp.Info(ctx, info)
 	}
 	return exitCode("writer", err)
 }

@@ -82,16 +82,33 @@ func Parse(fs *flag.FlagSet, args []string) error {
 	return ApplyEnv(fs)
 }
 
-// Usage writes fs's flags, with their environment variables, to w.
+// Usage writes fs's flags, with their environment variables, to w: the
+// command's own flags first, then the NATS connection and authentication
+// flags (NATSFlags) apart. A flag whose help already says its default
+// ("(default ...") gets no second one.
 func Usage(w io.Writer, fs *flag.FlagSet, synopsis string) {
 	fmt.Fprintf(w, "usage: %s\n\nflags (environment variable in brackets):\n", synopsis)
-	fs.VisitAll(func(f *flag.Flag) {
+	var natsFlags []*flag.Flag
+	show := func(f *flag.Flag) {
 		def := ""
-		if f.DefValue != "" {
+		if f.DefValue != "" && !strings.Contains(f.Usage, "(default") {
 			def = " (default " + strconv.Quote(f.DefValue) + ")"
 		}
 		fmt.Fprintf(w, "  --%s [%s]\n      %s%s\n", f.Name, EnvName(f.Name), f.Usage, def)
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if natsFlagNames[f.Name] {
+			natsFlags = append(natsFlags, f)
+			return
+		}
+		show(f)
 	})
+	if len(natsFlags) > 0 {
+		fmt.Fprintf(w, "\nNATS connection and authentication flags:\n")
+		for _, f := range natsFlags {
+			show(f)
+		}
+	}
 }
 
 // LogFlags are the logging flags of both binaries.
@@ -127,7 +144,15 @@ type NATSFlags struct {
 	TLSKey   string
 }
 
-// Register adds the NATS flags to fs; defaultURL is --nats's default.
+// natsFlagNames are the flags NATSFlags.Register adds, which Usage lists
+// apart.
+var natsFlagNames = map[string]bool{
+	"nats": true, "creds": true, "nkey": true, "user": true, "password": true,
+	"tls-ca": true, "tls-cert": true, "tls-key": true,
+}
+
+// Register adds the NATS flags to fs (natsFlagNames); defaultURL is
+// --nats's default.
 func (n *NATSFlags) Register(fs *flag.FlagSet, defaultURL, urlHelp string) {
 	fs.StringVar(&n.URL, "nats", defaultURL, urlHelp)
 	fs.StringVar(&n.Creds, "creds", "", "NATS credentials file (JWT + nkey)")

@@ -103,9 +103,8 @@ func escapeLabel(s string) string {
 	return strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`).Replace(s)
 }
 
-// HTTPServer serves /metrics and /healthz. healthy returns nil when the
-// process is connected and serving (or consuming); /healthz answers 200
-// then, 503 with the reason otherwise.
+// HTTPServer serves /metrics, /healthz (liveness) and /readyz (readiness);
+// see Probes.
 type HTTPServer struct {
 	srv  *http.Server
 	ln   net.Listener
@@ -113,40 +112,11 @@ type HTTPServer struct {
 	err  error
 }
 
-// StartHTTP listens on addr and serves until Stop.
+// StartHTTP is StartProbes with healthy as both probes: /healthz and
+// /readyz answer 200 while healthy returns nil, 503 with the reason
+// otherwise. A check that depends on NATS belongs in Probes.Ready only.
 func StartHTTP(addr string, reg *Registry, healthy func() error, log hclog.Logger) (*HTTPServer, error) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		if err := reg.WriteText(w); err != nil {
-			log.Debug("metrics write failed", "error", err)
-		}
-	})
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := healthy(); err != nil {
-			http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, Usagef("--http %s: %v", addr, err)
-	}
-	h := &HTTPServer{
-		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
-		ln:   ln,
-		done: make(chan struct{}),
-	}
-	go func() {
-		defer close(h.done)
-		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			h.err = err
-			log.Error("http server failed", "error", err)
-		}
-	}()
-	log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
-	return h, nil
+	return StartProbes(addr, reg, Probes{Live: healthy, Ready: healthy}, log)
 }
 
 // Addr returns the listening address.

@@ -61,12 +61,14 @@ type jsonEvent struct {
 	Entity        string          `json:"entity"`
 	Scope         string          `json:"scope"`
 	Kind          json.RawMessage `json:"kind"`
-	Payload       *string         `json:"payload"`
+	Payload       json.RawMessage `json:"payload"`
 	PayloadBase64 *string         `json:"payload_base64"`
 }
 
-// ParseEventLine parses one JSON line: entity, scope, kind (a number, or a
-// string such as "0x1001"; default 0x1000), and payload as text or
+// ParseEventLine parses one JSON line: entity and scope (both required;
+// scope "*" is refused, as no region can select it), kind (a number, or a
+// string such as "0x1001"; default 0x1000), and payload as text (a JSON
+// string), as JSON text (a JSON object or array, stored as written) or
 // payload_base64 as base64. Errors name the field and the rule.
 func ParseEventLine(line []byte) (engine.Event, error) {
 	var je jsonEvent
@@ -77,6 +79,9 @@ func ParseEventLine(line []byte) (engine.Event, error) {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return engine.Event{}, errors.New("unexpected data after the event object (one object per line)")
+	}
+	if je.Scope == "*" {
+		return engine.Event{}, errors.New(`scope: "*" is refused: no region can select it (a region's scope=* is refused, and a region without a scope matches every scope); use a real scope name`)
 	}
 	c, err := engine.NewCoordinate(je.Entity, je.Scope)
 	if err != nil {
@@ -90,11 +95,16 @@ func ParseEventLine(line []byte) (engine.Event, error) {
 		}
 		ev.Kind = k
 	}
+	hasPayload := len(je.Payload) > 0 && string(je.Payload) != "null"
 	switch {
-	case je.Payload != nil && je.PayloadBase64 != nil:
+	case hasPayload && je.PayloadBase64 != nil:
 		return engine.Event{}, errors.New("payload and payload_base64 are exclusive")
-	case je.Payload != nil:
-		ev.Payload = []byte(*je.Payload)
+	case hasPayload:
+		p, err := parsePayload(je.Payload)
+		if err != nil {
+			return engine.Event{}, fmt.Errorf("payload: %w", err)
+		}
+		ev.Payload = p
 	case je.PayloadBase64 != nil:
 		p, err := base64.StdEncoding.DecodeString(*je.PayloadBase64)
 		if err != nil {
@@ -106,6 +116,23 @@ func ParseEventLine(line []byte) (engine.Event, error) {
 		return engine.Event{}, fmt.Errorf("kind: %v is reserved (categories 0x0 and 0xD)", ev.Kind)
 	}
 	return ev, nil
+}
+
+// parsePayload returns a payload's bytes: a JSON string's text, or a JSON
+// object's or array's text as written.
+func parsePayload(raw json.RawMessage) ([]byte, error) {
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, err
+		}
+		return []byte(s), nil
+	case '{', '[':
+		return append([]byte(nil), raw...), nil
+	default:
+		return nil, fmt.Errorf("%s is neither a string nor a JSON object or array (quote it to store it as text; use payload_base64 for binary)", raw)
+	}
 }
 
 func parseKind(raw json.RawMessage) (engine.Kind, error) {

@@ -52,7 +52,26 @@ func TestParseEventLine(t *testing.T) {
 			line: `{"scope":"s","entity":"e","payload":"h\u00e9\n"}`,
 			want: engine.Event{Coordinate: engine.MustCoordinate("e", "s"), Kind: engine.KindData, Payload: []byte("hé\n")},
 		},
+		{
+			name: "object payload stored as its JSON text",
+			line: `{"entity":"e","scope":"s","payload":{"total": 12.5, "items":["a"]}}`,
+			want: engine.Event{Coordinate: engine.MustCoordinate("e", "s"), Kind: engine.KindData, Payload: []byte(`{"total": 12.5, "items":["a"]}`)},
+		},
+		{
+			name: "array payload stored as its JSON text",
+			line: `{"entity":"e","scope":"s","payload":[1,2,{"x":null}]}`,
+			want: engine.Event{Coordinate: engine.MustCoordinate("e", "s"), Kind: engine.KindData, Payload: []byte(`[1,2,{"x":null}]`)},
+		},
+		{
+			name: "null payload is no payload",
+			line: `{"entity":"e","scope":"s","payload":null}`,
+			want: engine.Event{Coordinate: engine.MustCoordinate("e", "s"), Kind: engine.KindData},
+		},
 
+		{name: "scope star", line: `{"entity":"e","scope":"*"}`, wantMsg: `scope: "*" is refused: no region can select it`},
+		{name: "number payload", line: `{"entity":"e","scope":"s","payload":42}`, wantMsg: "payload: 42 is neither a string nor a JSON object or array"},
+		{name: "bool payload", line: `{"entity":"e","scope":"s","payload":true}`, wantMsg: "payload: true is neither"},
+		{name: "object payload and base64", line: `{"entity":"e","scope":"s","payload":{},"payload_base64":"eA=="}`, wantMsg: "payload and payload_base64 are exclusive"},
 		{name: "reserved system kind", line: `{"entity":"e","scope":"s","kind":1}`, wantMsg: "kind: 0x0001 is reserved"},
 		{name: "reserved effect kind", line: `{"entity":"e","scope":"s","kind":"0xD001"}`, wantMsg: "is reserved"},
 		{name: "kind out of range", line: `{"entity":"e","scope":"s","kind":65536}`, wantMsg: `kind: "65536" is not a 16-bit kind`},
@@ -107,6 +126,8 @@ func FuzzParseEventLine(f *testing.F) {
 		`{"entity":"e","scope":"s","kind":1}`,
 		`{"entity":"a|b","scope":"s"}`,
 		`{"entity":"e","scope":"s"} {}`,
+		`{"entity":"e","scope":"s","payload":{"a":[1]}}`,
+		`{"entity":"e","scope":"*"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -120,6 +141,9 @@ func FuzzParseEventLine(f *testing.F) {
 		}
 		if _, err := engine.NewCoordinate(ev.Coordinate.Entity(), ev.Coordinate.Scope()); err != nil {
 			t.Errorf("accepted invalid coordinate from %q: %v", line, err)
+		}
+		if ev.Coordinate.Scope() == "*" {
+			t.Errorf("accepted scope \"*\" from %q", line)
 		}
 	})
 }

@@ -28,7 +28,7 @@ type ServeConfig struct {
 	Journal string
 	NATS    cli.NATSFlags // URL "" means: start an embedded server
 	Listen  string        // the embedded server's client address
-	HTTP    string        // /metrics and /healthz address; "" for none
+	HTTP    string        // /metrics, /healthz and /readyz address; "" for none
 	Version string
 	Log     hclog.Logger
 	// Ready, when set, is called once the writer serves, with the NATS URL
@@ -92,12 +92,7 @@ func Serve(ctx context.Context, cfg ServeConfig) (err error) {
 	if cfg.HTTP != "" {
 		reg := &cli.Registry{}
 		registerWriterMetrics(reg, w, store)
-		hs, err := cli.StartHTTP(cfg.HTTP, reg, func() error {
-			if !nc.IsConnected() {
-				return errors.New("not connected to NATS")
-			}
-			return nil
-		}, log)
+		hs, err := cli.StartProbes(cfg.HTTP, reg, probes(ctx, nc, store), log)
 		if err != nil {
 			return err
 		}
@@ -110,6 +105,29 @@ func Serve(ctx context.Context, cfg ServeConfig) (err error) {
 	<-ctx.Done()
 	log.Info("writer stopping")
 	return nil
+}
+
+// probes are the writer's health checks. Liveness (/healthz) does not
+// depend on NATS: it reads the journal's counters, which take the index
+// and visibility locks, so a journal wedged under one of them makes the
+// probe time out. Readiness (/readyz) needs the NATS connection up and the
+// writer not stopping.
+func probes(ctx context.Context, nc *nats.Conn, store *journal.Store) cli.Probes {
+	return cli.Probes{
+		Live: func() error {
+			_ = store.Stats()
+			return nil
+		},
+		Ready: func() error {
+			if ctx.Err() != nil {
+				return errors.New("writer stopping")
+			}
+			if !nc.IsConnected() {
+				return fmt.Errorf("not connected to NATS (%s)", nc.Status())
+			}
+			return nil
+		},
+	}
 }
 
 func registerWriterMetrics(reg *cli.Registry, w *fleet.Writer, store *journal.Store) {
