@@ -25,9 +25,19 @@ import (
 	"github.com/batfleet/batfleet/kvckpt"
 )
 
+// version is the program version (set with -ldflags "-X main.version=...").
+var version = "0.1.0"
+
 func main() { cli.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+		fmt.Printf("worker %s\n", version)
+		return cli.ExitOK
+	}
+	if len(args) > 0 && args[0] == "help" { // "worker help [COMMAND]" is "worker [COMMAND] --help"
+		args = append(args[1:len(args):len(args)], "--help")
+	}
 	cmd := "run"
 	if len(args) > 0 && (args[0] == "run" || args[0] == "status" || args[0] == "wait") {
 		cmd, args = args[0], args[1:]
@@ -55,6 +65,7 @@ func run(args []string) int {
 		}
 	}
 	fs := flag.NewFlagSet("worker "+cmd, flag.ContinueOnError)
+	typed := workerapp.NewFlags(fs) // bad values named as typed: --idle 5: a duration needs a unit
 	var logf cli.LogFlags
 	var natsf cli.NATSFlags
 	logf.Register(fs)
@@ -69,23 +80,24 @@ func run(args []string) int {
 	case "run":
 		fs.StringVar(&rc.Region, "region", "", "region: entity=PREFIX,scope=SCOPE,kind=KIND|category=CAT,clock=LO-HI (empty: everything)")
 		fs.StringVar(&rc.Checkpoint, "checkpoint", "", "durable checkpoint id (omit for an in-memory worker)")
-		fs.IntVar(&rc.Replicas, "replicas", 1, "replicas of the checkpoint bucket, if this worker creates it")
-		fs.IntVar(&rc.Batch, "batch", 64, "most entries per handler call")
-		fs.DurationVar(&rc.Idle, "idle", fleet.DefaultIdleTimeout, "idle timeout: how long the writer holds an idle pull before it is renewed")
+		typed.Int(&rc.Replicas, "replicas", 1, "replicas of the checkpoint bucket, if this worker creates it")
+		typed.Int(&rc.Batch, "batch", 64, "most entries per handler call")
+		typed.Duration(&rc.Idle, "idle", fleet.DefaultIdleTimeout, "idle timeout: how long the writer holds an idle pull before it is renewed")
 		fs.StringVar(&rc.Restart, "restart", "once", "policy for handler failures that retries did not cure: once or bounded:N/DURATION")
-		fs.IntVar(&rc.Attempts, "attempts", 3, "handler attempts per entry before it is exhausted (1: no retries)")
-		fs.DurationVar(&rc.RetryBackoff, "retry-backoff", 100*time.Millisecond, "wait before the first retry of a failed entry, doubling up to 5s")
+		typed.Int(&rc.Attempts, "attempts", 3, "handler attempts per entry before it is exhausted (1: no retries)")
+		typed.Duration(&rc.RetryBackoff, "retry-backoff", 100*time.Millisecond, "wait before the first retry of a failed entry, doubling up to 5s")
 		fs.StringVar(&rc.OnPoison, "on-poison", workerapp.OnPoisonRestart, "what becomes of an exhausted entry: restart (the --restart policy decides) or park (park it and its entity's later entries; needs --checkpoint or --group)")
 		fs.StringVar(&rc.ParkedBucket, "parked-bucket", kvckpt.DefaultParkedBucket, "JetStream KV bucket of parked entities")
 		fs.StringVar(&rc.ID, "id", "", "owner name written into checkpoints (default host-pid-random)")
 		fs.StringVar(&rc.Out, "out", "", "handler: append one JSON line per entry to FILE (or - for stdout)")
 		fs.StringVar(&rc.Exec, "exec", "", "handler: a long-running command fed batches on stdin (see README)")
-		fs.DurationVar(&rc.ExecTimeout, "exec-timeout", 30*time.Second, "how long --exec may take to answer a batch")
-		fs.DurationVar(&rc.CheckpointOutage, "checkpoint-outage", 0, "give up after the checkpoint store is unavailable this long (0: ride out any outage)")
+		typed.Duration(&rc.ExecTimeout, "exec-timeout", 30*time.Second, "how long --exec may take to answer a batch")
+		typed.Duration(&rc.CheckpointOutage, "checkpoint-outage", 0, "give up after the checkpoint store is unavailable this long (0: ride out any outage)")
+		typed.UntilForever(&rc.WaitWriter, "wait-writer", "how long to wait at start for a writer of --journal when none answers: a duration (0: give up at once, exit 1) or forever")
 		fs.StringVar(&rc.HTTP, "http", "", "address serving /metrics and /healthz (e.g. 127.0.0.1:9101)")
 		fs.StringVar(&rc.Group, "group", "", "join this consumer group: the region is spread over its members (excludes --checkpoint)")
-		fs.IntVar(&rc.Partitions, "partitions", 16, "a group's partitions: a power of two from 1 to 1024 (fixed by its first member)")
-		fs.DurationVar(&rc.Session, "session", 3*time.Second, "a group member's session: silent this long, its partitions are taken over")
+		typed.Int(&rc.Partitions, "partitions", 16, "a group's partitions: a power of two from 1 to 1024 (fixed by its first member)")
+		typed.Duration(&rc.Session, "session", 3*time.Second, "a group member's session: silent this long, its partitions are taken over")
 	case "status", "group ls", "group describe":
 		fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	case "parked ls", "parked replay", "parked drop":
@@ -101,7 +113,7 @@ func run(args []string) int {
 		fs.StringVar(&wc.Checkpoint, "checkpoint", "", "wait for this checkpoint")
 		fs.StringVar(&wc.Group, "group", "", "or for every partition of this consumer group")
 		fs.StringVar(&wc.Through, "through", "", "the seq to wait for (required): done once committed through it, or nothing of the region is left up to it")
-		fs.DurationVar(&wc.Timeout, "timeout", workerapp.DefaultWaitTimeout, "give up after this long (exit 4)")
+		typed.Duration(&wc.Timeout, "timeout", workerapp.DefaultWaitTimeout, "give up after this long (exit 4)")
 	}
 	groupBucket := fs.String("group-bucket", fleet.DefaultGroupBucket, "JetStream KV bucket of consumer groups")
 	synopsis := "worker [run] --region SPEC (--checkpoint ID | --group NAME) (--out FILE|- | --exec CMD) [flags]\n" +
@@ -109,7 +121,7 @@ func run(args []string) int {
 		"  |  worker parked ls (--checkpoint ID | --group NAME) [--json]\n" +
 		"  |  worker parked replay|drop (--checkpoint ID | --group NAME) --entity E\n" +
 		"  |  worker wait (--checkpoint ID | --group NAME) --through SEQ [--timeout D]"
-	if err := cli.Parse(fs, args); err != nil {
+	if err := typed.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			cli.Usage(os.Stdout, fs, synopsis)
 			return cli.ExitOK
@@ -125,7 +137,7 @@ func run(args []string) int {
 		}
 		groupName, args = fs.Arg(0), fs.Args()[1:]
 		// Flags may follow the name too.
-		if err := cli.Parse(fs, args); err != nil {
+		if err := typed.Parse(args); err != nil {
 			fmt.Fprintf(os.Stderr, "worker: %v (see worker %s --help)\n", err, cmd)
 			return cli.ExitUsage
 		}

@@ -93,7 +93,7 @@ func runMember(ctx context.Context, cfg RunConfig, gcfg fleet.GroupConfig, nc *n
 		defer hs.Stop()
 	}
 	log.Info("group member running", "journal", cfg.Journal, "group", gcfg.Name, "member", m.ID(),
-		"region", gcfg.Region.Identity(), "partitions", m.PartitionCount(),
+		"region", gcfg.Region.Spec(), "partitions", m.PartitionCount(),
 		"retry", gcfg.Worker.Retry.String(), "on-poison", onPoison(gcfg.Worker.Parked != nil))
 	err = m.Join()
 	st := m.Stats()
@@ -171,7 +171,8 @@ type GroupConfig struct {
 // records, with each partition's lag in events.
 type GroupDescription struct {
 	fleet.GroupInfo
-	Parts []GroupPartitionRow `json:"parts"`
+	RegionSpec string              `json:"region_spec"` // Region as --region takes it
+	Parts      []GroupPartitionRow `json:"parts"`
 }
 
 // GroupPartitionRow is a partition's checkpoint with its lag.
@@ -193,13 +194,19 @@ func GroupList(ctx context.Context, cfg GroupConfig) ([]fleet.GroupInfo, error) 
 	if err != nil {
 		return nil, err
 	}
+	// Read-only: a bucket that does not exist is an error, never created.
+	if err := checkGroupBucket(ctx, js, cfg.GroupBucket); err != nil {
+		return nil, err
+	}
 	names, err := fleet.ListGroups(ctx, js, cfg.Journal, cfg.GroupBucket)
 	if err != nil {
 		return nil, err
 	}
-	store, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: cfg.Journal, Bucket: cfg.Bucket})
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint bucket: %w", err)
+	var store *kvckpt.Store
+	if len(names) > 0 {
+		if store, err = bindCheckpoints(ctx, js, cfg.Journal, cfg.Bucket); err != nil {
+			return nil, err
+		}
 	}
 	infos := []fleet.GroupInfo{}
 	for _, name := range names {
@@ -231,7 +238,7 @@ func GroupList(ctx context.Context, cfg GroupConfig) ([]fleet.GroupInfo, error) 
 				unowned++
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", g.Name, g.Region, g.Partitions, live, unowned)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", g.Name, regionSpec(g.Region), g.Partitions, live, unowned)
 	}
 	if len(infos) == 0 {
 		fmt.Fprintln(tw, "(no groups)")
@@ -255,9 +262,13 @@ func GroupDescribe(ctx context.Context, cfg GroupConfig) (GroupDescription, erro
 	if err != nil {
 		return d, err
 	}
-	store, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: cfg.Journal, Bucket: cfg.Bucket})
+	// Read-only: a bucket that does not exist is an error, never created.
+	if err := checkGroupBucket(ctx, js, cfg.GroupBucket); err != nil {
+		return d, err
+	}
+	store, err := bindCheckpoints(ctx, js, cfg.Journal, cfg.Bucket)
 	if err != nil {
-		return d, fmt.Errorf("checkpoint bucket: %w", err)
+		return d, err
 	}
 	info, err := fleet.DescribeGroup(ctx, js, store, cfg.Journal, cfg.GroupBucket, cfg.Name)
 	if err != nil {
@@ -268,7 +279,7 @@ func GroupDescribe(ctx context.Context, cfg GroupConfig) (GroupDescription, erro
 		return d, err
 	}
 	defer client.Close()
-	d.GroupInfo = info
+	d.GroupInfo, d.RegionSpec = info, regionSpec(info.Region)
 	for _, p := range info.Parts {
 		row := GroupPartitionRow{GroupPartitionInfo: p, LagEvents: -1}
 		if p.Problem == "" {
@@ -288,7 +299,7 @@ func GroupDescribe(ctx context.Context, cfg GroupConfig) (GroupDescription, erro
 	}
 	tw := tabwriter.NewWriter(cfg.Out, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "group %s of journal %s: region %s, %d partitions, created %s\n\n",
-		info.Name, info.Journal, info.Region, info.Partitions, info.Created.Format(time.RFC3339))
+		info.Name, info.Journal, regionSpec(info.Region), info.Partitions, info.Created.Format(time.RFC3339))
 	fmt.Fprintln(tw, "MEMBER\tPARTITIONS\tLAST HEARTBEAT\tSESSION\tLIVE")
 	for _, m := range info.Members {
 		fmt.Fprintf(tw, "%s\t%s\t%s ago\t%s\t%v\n", m.ID, partList(m.Partitions), m.HeartbeatAge.Round(time.Millisecond), m.Session, m.Live)

@@ -63,12 +63,16 @@ func appendEntryLine(b []byte, e engine.Entry) []byte {
 }
 
 // outHandler writes every delivered entry as a JSON line to a file (or
-// stdout) and flushes it — and fsyncs a file — before returning, so the
-// batch's checkpoint is committed only after its lines are written.
+// stdout) and, when that is a regular file, fsyncs it before returning,
+// so the batch's checkpoint is committed only after its lines are
+// durable. Devices, pipes and terminals (/dev/null, /dev/stdout piped to
+// another program) cannot be synced: their lines are written, and the
+// write returning is all there is to wait for.
 // Safe for concurrent use (a group member runs one worker per partition).
 type outHandler struct {
 	f    *os.File
-	sync bool
+	own  bool // f was opened here (closed by Close)
+	sync bool // f is a regular file
 	mu   sync.Mutex
 	buf  []byte
 }
@@ -79,13 +83,20 @@ func newOutHandler(path string, stdout io.Writer) (*outHandler, error) {
 		if !ok {
 			return nil, errors.New("--out -: stdout is not a file")
 		}
-		return &outHandler{f: f}, nil
+		return &outHandler{f: f, sync: isRegular(f)}, nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("--out %s: %w", path, err)
 	}
-	return &outHandler{f: f, sync: true}, nil
+	return &outHandler{f: f, own: true, sync: isRegular(f)}, nil
+}
+
+// isRegular reports whether f is a regular file, the only kind fsync
+// applies to.
+func isRegular(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode().IsRegular()
 }
 
 func (h *outHandler) handle(_ context.Context, batch []engine.Entry, _ *delivery.Delivery) delivery.Action {
@@ -107,7 +118,7 @@ func (h *outHandler) handle(_ context.Context, batch []engine.Entry, _ *delivery
 }
 
 func (h *outHandler) Close() error {
-	if h.sync {
+	if h.own {
 		return h.f.Close()
 	}
 	return nil

@@ -161,25 +161,6 @@ func openParked(ctx context.Context, cfg ParkedConfig, entity string) (parkedSes
 	return ps, closer, nil
 }
 
-// bindCheckpoints binds the existing checkpoint bucket; a missing one is
-// an error matching jetstream.ErrBucketNotFound (it is not created).
-func bindCheckpoints(ctx context.Context, js jetstream.JetStream, journal, bucket string) (*kvckpt.Store, error) {
-	if bucket == "" {
-		bucket = kvckpt.DefaultBucket
-	}
-	bctx, cancel := context.WithTimeout(ctx, kvckpt.DefaultTimeout)
-	_, err := js.KeyValue(bctx, bucket)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint bucket %q: %w", bucket, err)
-	}
-	store, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: journal, Bucket: bucket})
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint bucket: %w", err)
-	}
-	return store, nil
-}
-
 // ParkedList prints the parked set of a checkpoint, or of every partition
 // of a group: one row per parked entity.
 func ParkedList(ctx context.Context, cfg ParkedConfig) ([]ParkedRow, error) {

@@ -57,10 +57,14 @@ type RunConfig struct {
 	// CheckpointOutage bounds how long a checkpoint store outage is
 	// ridden out (0: unbounded).
 	CheckpointOutage time.Duration
-	HTTP             string
-	Stdout           io.Writer
-	Stderr           io.Writer
-	Log              hclog.Logger
+	// WaitWriter is how long to wait at start for a writer of the journal
+	// when none answers: WaitForever (the binary's default) waits for one,
+	// 0 gives up at once, D gives up after D (a *NoWriterError).
+	WaitWriter time.Duration
+	HTTP       string
+	Stdout     io.Writer
+	Stderr     io.Writer
+	Log        hclog.Logger
 }
 
 // Run runs a remote worker until its handler stops it, it fails, or ctx
@@ -69,11 +73,14 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	log := cfg.Log
 	region, err := engine.ParseRegion(cfg.Region)
 	if err != nil {
-		return cli.Usagef("--region: %v", err)
+		return cli.Usagef("--region: %s", regionRule(err))
 	}
 	policy, err := ParseRestart(cfg.Restart)
 	if err != nil {
 		return cli.Usagef("%v", err)
+	}
+	if err := runFlagErrors(cfg); err != nil {
+		return err
 	}
 	if (cfg.Out == "") == (cfg.Exec == "") {
 		return cli.Usagef("give exactly one handler: --out FILE|- or --exec 'CMD ARGS'")
@@ -93,7 +100,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	// Validated before connecting, without the checkpoint binding: the
 	// store is set once the bucket is open.
 	if err := wcfg.Validate(); err != nil {
-		return cli.Usagef("%v", err)
+		return workerConfigErrors(err)
 	}
 	var gcfg fleet.GroupConfig
 	if cfg.Group != "" {
@@ -108,9 +115,6 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		if err := groupFlagErrors(gcfg); err != nil {
 			return err
 		}
-	}
-	if cfg.ExecTimeout <= 0 {
-		return cli.Usagef("--exec-timeout must be > 0")
 	}
 
 	nc, err := cfg.NATS.Connect(cfg.NATS.URL, "batfleet-worker", log)
@@ -160,6 +164,10 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	}
 	defer closeHandler()
 
+	if err := awaitWriter(ctx, client, cfg.Journal, cfg.WaitWriter, log); err != nil {
+		return err
+	}
+
 	var lastBatch atomic.Int64
 	counted := func(ctx context.Context, b []engine.Entry, d *delivery.Delivery) delivery.Action {
 		a := handler(ctx, b, d)
@@ -194,12 +202,178 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		}
 		defer hs.Stop()
 	}
-	log.Info("worker running", "journal", cfg.Journal, "region", region.Identity(),
+	log.Info("worker running", "journal", cfg.Journal, "region", region.Spec(),
 		"checkpoint-id", cfg.Checkpoint, "batch", cfg.Batch, "retry", wcfg.Retry.String(), "on-poison", onPoison(park))
 	err = w.Join()
+	if errors.Is(err, checkpoint.ErrConflict) && ckpts != nil {
+		log.Debug("checkpoint conflict", "checkpoint-id", cfg.Checkpoint, "cause", err)
+		err = heldBy(ckpts, cfg.Checkpoint, err)
+	}
 	st := w.Stats()
 	log.Info("worker stopped", "events", st.Events, "batches", st.Batches, "committed", st.Committed, "error", err)
 	return err
+}
+
+// heldBy reads the record of checkpoint id after a lost compare-and-swap
+// and says who holds it now: a *HeldError wrapping err.
+func heldBy(store *kvckpt.Store, id string, err error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	he := &HeldError{Checkpoint: id, Err: err}
+	rec, _, lerr := store.Load(ctx, id)
+	switch {
+	case errors.Is(lerr, checkpoint.ErrNotFound):
+		he.Reset = true
+	case lerr == nil:
+		he.Owner = rec.Owner
+		he.LastCommit = time.Since(time.UnixMilli(int64(rec.UpdatedMs)))
+	}
+	return he
+}
+
+// WaitForever is RunConfig.WaitWriter for "wait for a writer however
+// long it takes" (--wait-writer forever, the default).
+const WaitForever time.Duration = -1
+
+// writerProbe is how often a worker waiting for a writer asks again.
+const writerProbe = 500 * time.Millisecond
+
+// awaitWriter returns once a writer answers for journal, saying once, at
+// the first probe that finds none, that no writer serves it. It gives up
+// after wait (a *NoWriterError) unless wait is WaitForever, and returns
+// ctx's error when ctx ends first. Any other failure of the probe (a
+// busy or restarting writer, a timeout) is left to the worker, which
+// retries its pulls.
+func awaitWriter(ctx context.Context, c *fleet.Client, journal string, wait time.Duration, log hclog.Logger) error {
+	start := time.Now()
+	var tick *time.Ticker
+	for {
+		_, err := c.Describe(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !noWriter(err) {
+			if tick != nil {
+				tick.Stop()
+				log.Info("a writer serves the journal now", "journal", journal, "waited", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		}
+		if wait != WaitForever && time.Since(start) >= wait {
+			if tick != nil {
+				tick.Stop()
+			}
+			return &NoWriterError{Journal: journal, Waited: wait}
+		}
+		if tick == nil {
+			until := "waiting for one (--wait-writer forever)"
+			if wait != WaitForever {
+				until = fmt.Sprintf("waiting for one for up to %s (--wait-writer)", wait)
+			}
+			log.Warn(fmt.Sprintf("no writer serves journal %q (nothing answers on its subjects: is --journal right, and is its writer running?); %s", journal, until),
+				"journal", journal)
+			tick = time.NewTicker(writerProbe)
+		}
+		select {
+		case <-ctx.Done():
+			tick.Stop()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// noWriter reports whether a request failed because nothing answers the
+// journal's subjects (NATS no responders): fleet reports that as
+// ErrUnavailable without a reply, where a writer's own 503 is a
+// *fleet.RemoteError.
+func noWriter(err error) bool {
+	var re *fleet.RemoteError
+	return errors.Is(err, fleet.ErrUnavailable) && !errors.As(err, &re)
+}
+
+// runFlagErrors checks the flags of `worker run` that the worker's own
+// configuration would report by Go field name, naming each flag as it is
+// typed with its value and the rule, all at once.
+func runFlagErrors(cfg RunConfig) error {
+	var msgs []string
+	if cfg.Batch < 1 {
+		msgs = append(msgs, fmt.Sprintf("--batch %d: must be >= 1 (the most entries per handler call)", cfg.Batch))
+	}
+	if cfg.Idle <= 0 {
+		msgs = append(msgs, fmt.Sprintf("--idle %s: must be > 0 (how long the writer holds an idle pull, e.g. 30s)", cfg.Idle))
+	}
+	if cfg.ExecTimeout <= 0 {
+		msgs = append(msgs, fmt.Sprintf("--exec-timeout %s: must be > 0 (how long --exec may take to answer a batch, e.g. 30s)", cfg.ExecTimeout))
+	}
+	if cfg.CheckpointOutage < 0 {
+		msgs = append(msgs, fmt.Sprintf("--checkpoint-outage %s: must be >= 0 (0 rides out any outage)", cfg.CheckpointOutage))
+	}
+	if cfg.WaitWriter < 0 && cfg.WaitWriter != WaitForever {
+		msgs = append(msgs, fmt.Sprintf("--wait-writer %s: must be >= 0, or forever", cfg.WaitWriter))
+	}
+	if len(msgs) > 0 {
+		return cli.Usagef("%s", strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+// workerFlags maps delivery.WorkerConfig fields to the flags that set them.
+var workerFlags = map[string]string{
+	"BatchSize": "--batch", "IdleTimeout": "--idle", "CheckpointOutage": "--checkpoint-outage",
+	"CheckpointID": "--checkpoint", "WorkerID": "--id",
+}
+
+// workerConfigErrors reports the worker configuration's problems by flag
+// name, as a usage error (runFlagErrors catches what users can type; this
+// names what is left).
+func workerConfigErrors(err error) error {
+	var all []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		all = j.Unwrap()
+	} else {
+		all = []error{err}
+	}
+	var msgs []string
+	for _, e := range all {
+		var ce *engine.ConfigError
+		if errors.As(e, &ce) {
+			if flag, ok := workerFlags[ce.Field]; ok {
+				msgs = append(msgs, flag+": "+ce.Rule)
+				continue
+			}
+		}
+		msgs = append(msgs, displayRule(e))
+	}
+	return cli.Usagef("%s", strings.Join(msgs, "; "))
+}
+
+// regionRule says what is wrong with a --region value, in the words of
+// the syntax (kinds and categories in hex, as typed), without the
+// package prefixes of the errors it carries.
+func regionRule(err error) string {
+	var cat *engine.CategoryError
+	var clock *engine.ClockRangeError
+	var re *engine.RegionError
+	switch {
+	case errors.As(err, &cat):
+		return fmt.Sprintf("category %d: out of range, want 0-15 (or 0x0-0xf)", cat.Category)
+	case errors.As(err, &clock):
+		return fmt.Sprintf("clock %d-%d: the start is after the end (want LO-HI with LO <= HI)", clock.Start, clock.End)
+	case errors.As(err, &re):
+		rule := displayRule(re.Rule)
+		if strings.Contains(rule, re.Field) {
+			return rule // "entity prefix \"*\" is not a glob…" names its field already
+		}
+		return re.Field + ": " + rule
+	}
+	return displayRule(err)
+}
+
+// displayRule is an error's text without the "engine: " prefixes its
+// wrapped sentinels add (for people, never for matching).
+func displayRule(err error) string {
+	return strings.ReplaceAll(err.Error(), "engine: ", "")
 }
 
 // poisonFlags checks --attempts, --retry-backoff, --on-poison and
@@ -289,7 +463,8 @@ type StatusConfig struct {
 // CheckpointStatus is one row of `worker status`.
 type CheckpointStatus struct {
 	ID          string  `json:"id"`
-	Region      string  `json:"region"`
+	Region      string  `json:"region"`      // the region's identity, as stored
+	RegionSpec  string  `json:"region_spec"` // the region as --region takes it
 	Position    uint64  `json:"position"`
 	Started     bool    `json:"started"`
 	LagEvents   int64   `json:"lag_events"`   // matching events after the position (-1: unknown)
@@ -318,9 +493,9 @@ func Status(ctx context.Context, cfg StatusConfig) ([]CheckpointStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: cfg.Journal, Bucket: cfg.Bucket})
+	store, err := bindCheckpoints(ctx, js, cfg.Journal, cfg.Bucket)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint bucket: %w", err)
+		return nil, err
 	}
 	client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: cfg.Journal, Logger: cfg.Log})
 	if err != nil {
@@ -349,6 +524,7 @@ func Status(ctx context.Context, cfg StatusConfig) ([]CheckpointStatus, error) {
 		row.LastCommit = time.UnixMilli(int64(rec.UpdatedMs)).UTC().Format(time.RFC3339)
 		if rec.RegionIdentity != nil {
 			row.Region = *rec.RegionIdentity
+			row.RegionSpec = regionSpec(row.Region)
 		}
 		// The load rules a worker would apply, judged against
 		// the record's own region: what is left to report is a record
@@ -444,10 +620,24 @@ func printTable(w io.Writer, rows []CheckpointStatus) error {
 				lag += "+"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\n", r.ID, r.Region, pos, lag, r.LagSeconds, r.Owner, r.LastCommit, strings.TrimSpace(r.Problem))
+		region := r.RegionSpec
+		if region == "" {
+			region = r.Region
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\n", r.ID, region, pos, lag, r.LagSeconds, r.Owner, r.LastCommit, strings.TrimSpace(r.Problem))
 	}
 	if len(rows) == 0 {
 		fmt.Fprintln(tw, "(no checkpoints)")
 	}
 	return tw.Flush()
+}
+
+// regionSpec returns the region of a stored identity as --region takes it
+// (kinds in hex), or the identity itself when it does not parse.
+func regionSpec(identity string) string {
+	r, err := engine.ParseRegionIdentity(identity)
+	if err != nil {
+		return identity
+	}
+	return r.Spec()
 }
