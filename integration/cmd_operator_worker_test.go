@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -350,5 +351,55 @@ func TestCmdOperatorWorkerRegionsAsTyped(t *testing.T) {
 	stdout, stderr, code = cmdRun(t, "", nil, workerBin, "group", "describe", "g", "--nats", natsURL)
 	if code != 0 || !strings.Contains(stdout, "group g of journal main: region category=0xa, 2 partitions") {
 		t.Errorf("worker group describe g: exit %d, want the region as typed:\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestCmdOperatorWorkerFrom (issue 16, --from): a checkpoint with no
+// record starts where --from says: end delivers only events appended
+// after the start, seq:N from seq N; a stored checkpoint wins over it.
+func TestCmdOperatorWorkerFrom(t *testing.T) {
+	writerBin, workerBin := cmdBins(t)
+	natsURL := cmdOpWriter(t, writerBin)
+	dir := t.TempDir()
+	early := cmdAppend(t, writerBin, natsURL, cmdOpEvents(3, "order", "0x1001"))
+
+	endOut, seqOut := filepath.Join(dir, "end.jsonl"), filepath.Join(dir, "seq.jsonl")
+	end := cmdStart(t, "--from end worker", workerBin, "--nats", natsURL, "--region", "entity=order",
+		"--checkpoint", "from-end", "--from", "end", "--out", endOut)
+	cmdStart(t, "--from seq worker", workerBin, "--nats", natsURL, "--region", "entity=order",
+		"--checkpoint", "from-seq", "--from", fmt.Sprintf("seq:%d", early[1]), "--out", seqOut)
+	end.waitLog(t, "starting where From says")
+	late := cmdAppend(t, writerBin, natsURL, cmdOpEvents(2, "order", "0x1001"))
+	last := late[len(late)-1]
+	cmdOpWait(t, workerBin, natsURL, "from-end", last)
+	cmdOpWait(t, workerBin, natsURL, "from-seq", last)
+	for _, c := range []struct {
+		path string
+		want []uint64
+	}{{endOut, late}, {seqOut, append(slices.Clone(early[1:]), late...)}} {
+		var got []uint64
+		for _, e := range cmdParseEntries(t, mustRead(t, c.path)) {
+			got = append(got, e.Seq)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: seqs %v, want %v", filepath.Base(c.path), got, c.want)
+		}
+	}
+	// A restart with --from beginning resumes at the stored checkpoint.
+	end.signal(t, syscall.SIGTERM)
+	if code := end.wait(t, cmdLimit); code != 0 {
+		t.Fatalf("the --from end worker exited %d on SIGTERM:\n%s", code, end.output())
+	}
+	again := filepath.Join(dir, "again.jsonl")
+	cmdStart(t, "restarted worker", workerBin, "--nats", natsURL, "--region", "entity=order",
+		"--checkpoint", "from-end", "--from", "beginning", "--out", again)
+	more := cmdAppend(t, writerBin, natsURL, cmdOpEvents(1, "order", "0x1001"))
+	cmdOpWait(t, workerBin, natsURL, "from-end", more[0])
+	var got []uint64
+	for _, e := range cmdParseEntries(t, mustRead(t, again)) {
+		got = append(got, e.Seq)
+	}
+	if !slices.Equal(got, more) {
+		t.Errorf("after a restart: seqs %v, want only %v (the stored checkpoint wins over --from)", got, more)
 	}
 }

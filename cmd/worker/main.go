@@ -88,6 +88,7 @@ func run(args []string) int {
 		typed.Duration(&rc.RetryBackoff, "retry-backoff", 100*time.Millisecond, "wait before the first retry of a failed entry, doubling up to 5s")
 		fs.StringVar(&rc.OnPoison, "on-poison", workerapp.OnPoisonRestart, "what becomes of an exhausted entry: restart (the --restart policy decides) or park (park it and its entity's later entries; needs --checkpoint or --group)")
 		fs.StringVar(&rc.ParkedBucket, "parked-bucket", kvckpt.DefaultParkedBucket, "JetStream KV bucket of parked entities")
+		fs.StringVar(&rc.From, "from", "beginning", "where a checkpoint with no record starts: beginning, end, seq:N or time:RFC3339 (a stored checkpoint always wins)")
 		fs.StringVar(&rc.ID, "id", "", "owner name written into checkpoints (default host-pid-random)")
 		fs.StringVar(&rc.Out, "out", "", "handler: append one JSON line per entry to FILE (or - for stdout)")
 		fs.StringVar(&rc.Exec, "exec", "", "handler: a long-running command fed batches on stdin (see README)")

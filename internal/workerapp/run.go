@@ -50,6 +50,9 @@ type RunConfig struct {
 	// entity's later entries).
 	OnPoison     string
 	ParkedBucket string
+	// From is where a checkpoint with no record starts: beginning (also
+	// ""), end, seq:N or time:RFC3339 (delivery.ParseStartFrom).
+	From string
 	ID           string
 	Out          string // file path, or "-" for stdout
 	Exec         string // shell command line of a long-running handler
@@ -89,9 +92,16 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return err
 	}
+	from, err := delivery.ParseStartFrom(cfg.From)
+	if err != nil {
+		return cli.Usagef("--from %q: want beginning, end, seq:N or time:RFC3339 (e.g. time:2026-12-04T10:00:00Z)", cfg.From)
+	}
+	if from != (delivery.StartFrom{}) && cfg.Group != "" {
+		return cli.Usagef("--from %s: applies to --checkpoint and in-memory workers; a group's partitions start at their claims", cfg.From)
+	}
 	wcfg := delivery.DefaultWorkerConfig()
 	wcfg.BatchSize, wcfg.IdleTimeout, wcfg.Restart, wcfg.Retry = cfg.Batch, cfg.Idle, policy, retry
-	wcfg.WorkerID, wcfg.Logger, wcfg.CheckpointOutage = cfg.ID, log, cfg.CheckpointOutage
+	wcfg.WorkerID, wcfg.Logger, wcfg.CheckpointOutage, wcfg.From = cfg.ID, log, cfg.CheckpointOutage, from
 	if cfg.Checkpoint != "" {
 		if err := checkpoint.ValidateID(cfg.Checkpoint); err != nil {
 			return cli.Usagef("--checkpoint: %v", err)
