@@ -52,11 +52,11 @@ type RunConfig struct {
 	ParkedBucket string
 	// From is where a checkpoint with no record starts: beginning (also
 	// ""), end, seq:N or time:RFC3339 (delivery.ParseStartFrom).
-	From string
-	ID           string
-	Out          string // file path, or "-" for stdout
-	Exec         string // shell command line of a long-running handler
-	ExecTimeout  time.Duration
+	From        string
+	ID          string
+	Out         string // file path, or "-" for stdout
+	Exec        string // shell command line of a long-running handler
+	ExecTimeout time.Duration
 	// CheckpointOutage bounds how long a checkpoint store outage is
 	// ridden out (0: unbounded).
 	CheckpointOutage time.Duration
