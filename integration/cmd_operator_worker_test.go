@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/batfleet/batfleet/internal/natstest"
 )
 
 // The worker side of issue 16 (the operator's experience), driven through
@@ -401,5 +404,38 @@ func TestCmdOperatorWorkerFrom(t *testing.T) {
 	}
 	if !slices.Equal(got, more) {
 		t.Errorf("after a restart: seqs %v, want only %v (the stored checkpoint wins over --from)", got, more)
+	}
+}
+
+// TestCmdOperatorWorkerLivenessApartFromReadiness (issue 16, item 10):
+// when NATS goes away, a worker's /readyz fails and its /healthz
+// (liveness) keeps answering 200.
+func TestCmdOperatorWorkerLivenessApartFromReadiness(t *testing.T) {
+	writerBin, workerBin := cmdBins(t)
+	srv := natstest.StartServer(t)
+	cmdStart(t, "writer", writerBin, "serve", "--nats", srv.ClientURL(), "--data", filepath.Join(t.TempDir(), "data")).waitLog(t, `writer ready`)
+	w := cmdStart(t, "worker", workerBin, "--nats", srv.ClientURL(), "--region", "entity=order", "--out", os.DevNull, "--http", "127.0.0.1:0")
+	base := "http://" + w.waitLog(t, `serving /metrics and /healthz: addr=(\S+)`)[1]
+	w.waitLog(t, `worker running`)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := cmdHTTPGet(t, base+path); code != http.StatusOK {
+			t.Fatalf("connected: %s = %d %q, want 200", path, code, body)
+		}
+	}
+	natstest.Shutdown(srv)
+	var readyBody string
+	cmdPoll(t, cmdLimit, "/readyz fails once NATS is gone", func() bool {
+		code, body := cmdHTTPGet(t, base+"/readyz")
+		readyBody = body
+		return code == http.StatusServiceUnavailable
+	})
+	if !strings.Contains(readyBody, "not connected to NATS") {
+		t.Errorf("/readyz body %q, want the reason", readyBody)
+	}
+	if code, body := cmdHTTPGet(t, base+"/healthz"); code != http.StatusOK {
+		t.Errorf("NATS down: /healthz = %d %q, want 200 (liveness must not follow NATS)", code, body)
+	}
+	if w.exited() {
+		t.Fatalf("worker exited when NATS went away:\n%s", w.output())
 	}
 }

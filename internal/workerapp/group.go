@@ -71,11 +71,19 @@ func runMember(ctx context.Context, cfg RunConfig, gcfg fleet.GroupConfig, nc *n
 	if cfg.HTTP != "" {
 		reg := &cli.Registry{}
 		registerMemberMetrics(reg, m, client)
-		hs, err := cli.StartHTTP(cfg.HTTP, reg, func() error {
+		// Liveness never follows NATS (a NATS blip must not restart a
+		// fleet); readiness does, and self-fencing.
+		live := func() error {
 			select {
 			case <-m.Done():
 				return errors.New("member left the group")
 			default:
+			}
+			return nil
+		}
+		hs, err := cli.StartProbes(cfg.HTTP, reg, cli.Probes{Live: live, Ready: func() error {
+			if err := live(); err != nil {
+				return err
 			}
 			if !nc.IsConnected() {
 				return errors.New("not connected to NATS")
@@ -84,7 +92,7 @@ func runMember(ctx context.Context, cfg RunConfig, gcfg fleet.GroupConfig, nc *n
 				return errors.New("self-fenced: heartbeats are not landing")
 			}
 			return nil
-		}, log)
+		}}, log)
 		if err != nil {
 			m.Stop()
 			_ = m.Join()

@@ -194,17 +194,25 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if cfg.HTTP != "" {
 		reg := &cli.Registry{}
 		registerWorkerMetrics(reg, w, client)
-		hs, err := cli.StartHTTP(cfg.HTTP, reg, func() error {
+		// Liveness never follows NATS (a NATS blip must not restart a
+		// fleet); readiness does.
+		live := func() error {
 			select {
 			case <-w.Done():
 				return errors.New("worker stopped")
 			default:
 			}
+			return nil
+		}
+		hs, err := cli.StartProbes(cfg.HTTP, reg, cli.Probes{Live: live, Ready: func() error {
+			if err := live(); err != nil {
+				return err
+			}
 			if !nc.IsConnected() {
 				return errors.New("not connected to NATS")
 			}
 			return nil
-		}, log)
+		}}, log)
 		if err != nil {
 			w.Stop()
 			_ = w.Join()
