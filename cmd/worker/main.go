@@ -4,7 +4,8 @@
 // with --group it is one member of a consumer group that spreads the
 // region over all its members. "worker status" prints every checkpoint of
 // a journal, "worker group ls|describe" its consumer groups, "worker
-// parked ls|replay|drop" the entities parked by --on-poison park, and
+// parked ls|replay|drop" the entities parked by --on-poison park, "worker
+// checkpoint get|set|reset ID" reads or moves one checkpoint, and
 // "worker wait" waits until a checkpoint has committed through a seq.
 // See README.md.
 package main
@@ -64,6 +65,23 @@ func run(args []string) int {
 			return cli.ExitUsage
 		}
 	}
+	if len(args) > 0 && args[0] == "checkpoint" {
+		args = args[1:]
+		if len(args) == 0 || (args[0] != "get" && args[0] != "set" && args[0] != "reset") {
+			if len(args) > 0 && (args[0] == "--help" || args[0] == "-h") {
+				cmd = "checkpoint get"
+			} else {
+				what := "checkpoint"
+				if len(args) > 0 {
+					what += " " + args[0]
+				}
+				fmt.Fprintf(os.Stderr, "worker: unknown command %q (want checkpoint get, checkpoint set or checkpoint reset ID)\n", what)
+				return cli.ExitUsage
+			}
+		} else {
+			cmd, args = "checkpoint "+args[0], args[1:]
+		}
+	}
 	fs := flag.NewFlagSet("worker "+cmd, flag.ContinueOnError)
 	typed := workerapp.NewFlags(fs) // bad values named as typed: --idle 5: a duration needs a unit
 	var logf cli.LogFlags
@@ -75,6 +93,7 @@ func run(args []string) int {
 	var rc workerapp.RunConfig
 	var pc workerapp.ParkedConfig
 	var wc workerapp.WaitConfig
+	var cc workerapp.CheckpointConfig
 	var asJSON bool
 	switch cmd {
 	case "run":
@@ -110,6 +129,14 @@ func run(args []string) int {
 		} else {
 			fs.StringVar(&pc.Entity, "entity", "", "the parked entity to "+strings.TrimPrefix(cmd, "parked "))
 		}
+	case "checkpoint get":
+		fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	case "checkpoint set", "checkpoint reset":
+		if cmd == "checkpoint set" {
+			fs.StringVar(&cc.Position, "position", "", "the seq the next worker resumes after (required): below the journal's visible bound, or end (everything visible so far is skipped)")
+		}
+		fs.BoolVar(&cc.Force, "force", false, "move it even if its owner looks alive (see --alive-window), or if it is a group partition's checkpoint")
+		typed.Duration(&cc.AliveWindow, "alive-window", workerapp.DefaultAliveWindow, "a checkpoint committed less than this long ago has a live owner: refused without --force")
 	case "wait":
 		fs.StringVar(&wc.Checkpoint, "checkpoint", "", "wait for this checkpoint")
 		fs.StringVar(&wc.Group, "group", "", "or for every partition of this consumer group")
@@ -121,7 +148,9 @@ func run(args []string) int {
 		"  |  worker status [--json]  |  worker group ls [--json]  |  worker group describe NAME [--json]\n" +
 		"  |  worker parked ls (--checkpoint ID | --group NAME) [--json]\n" +
 		"  |  worker parked replay|drop (--checkpoint ID | --group NAME) --entity E\n" +
-		"  |  worker wait (--checkpoint ID | --group NAME) --through SEQ [--timeout D]"
+		"  |  worker wait (--checkpoint ID | --group NAME) --through SEQ [--timeout D]\n" +
+		"  |  worker checkpoint get ID [--json]  |  worker checkpoint set ID --position SEQ|end [--force]\n" +
+		"  |  worker checkpoint reset ID [--force]"
 	if err := typed.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			cli.Usage(os.Stdout, fs, synopsis)
@@ -130,13 +159,17 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "worker: %v (see worker %s --help)\n", err, cmd)
 		return cli.ExitUsage
 	}
-	var groupName string
-	if cmd == "group describe" {
+	var nameArg string
+	if cmd == "group describe" || strings.HasPrefix(cmd, "checkpoint ") {
 		if fs.NArg() == 0 {
-			fmt.Fprintf(os.Stderr, "worker: group describe needs the group's name (see worker group describe --help)\n")
+			what := "the group's name"
+			if cmd != "group describe" {
+				what = "the checkpoint's id"
+			}
+			fmt.Fprintf(os.Stderr, "worker: %s needs %s (see worker %s --help)\n", cmd, what, cmd)
 			return cli.ExitUsage
 		}
-		groupName, args = fs.Arg(0), fs.Args()[1:]
+		nameArg, args = fs.Arg(0), fs.Args()[1:]
 		// Flags may follow the name too.
 		if err := typed.Parse(args); err != nil {
 			fmt.Fprintf(os.Stderr, "worker: %v (see worker %s --help)\n", err, cmd)
@@ -164,7 +197,7 @@ func run(args []string) int {
 		_, err = workerapp.Status(ctx, workerapp.StatusConfig{NATS: natsf, Journal: *journal, Bucket: *bucket, JSON: asJSON, Out: os.Stdout, Log: log})
 	case "group ls", "group describe":
 		gc := workerapp.GroupConfig{NATS: natsf, Journal: *journal, Bucket: *bucket, GroupBucket: *groupBucket,
-			Name: groupName, JSON: asJSON, Out: os.Stdout, Log: log}
+			Name: nameArg, JSON: asJSON, Out: os.Stdout, Log: log}
 		if cmd == "group ls" {
 			_, err = workerapp.GroupList(ctx, gc)
 		} else {
@@ -179,6 +212,16 @@ func run(args []string) int {
 			_, err = workerapp.ParkedReplay(ctx, pc)
 		default:
 			_, err = workerapp.ParkedDrop(ctx, pc)
+		}
+	case "checkpoint get", "checkpoint set", "checkpoint reset":
+		cc.NATS, cc.Journal, cc.Bucket, cc.ID, cc.JSON, cc.Out, cc.Log = natsf, *journal, *bucket, nameArg, asJSON, os.Stdout, log
+		switch cmd {
+		case "checkpoint get":
+			_, err = workerapp.CheckpointGet(ctx, cc)
+		case "checkpoint set":
+			_, err = workerapp.CheckpointSet(ctx, cc)
+		default:
+			_, err = workerapp.CheckpointReset(ctx, cc)
 		}
 	case "wait":
 		wc.NATS, wc.Journal, wc.Bucket, wc.GroupBucket, wc.Log = natsf, *journal, *bucket, *groupBucket, log

@@ -49,15 +49,21 @@ func EnvName(flagName string) string {
 	return "BATFLEET_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// typedOnly are flags with no environment fallback: one-off, destructive
+// choices (`worker checkpoint set --position`, `--force`) that a variable
+// left in an environment must never make for a later command.
+var typedOnly = map[string]bool{"force": true, "position": true}
+
 // ApplyEnv sets every flag of fs not given on the command line from its
-// environment variable, if set. It returns an error naming the variable
-// when a value does not parse.
+// environment variable, if set (except the typed-only flags: --force and
+// --position). It returns an error naming the variable when a value does
+// not parse.
 func ApplyEnv(fs *flag.FlagSet) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		if set[f.Name] || typedOnly[f.Name] {
 			return
 		}
 		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {

@@ -48,3 +48,21 @@ func TestUsageGroupsNATSFlags(t *testing.T) {
 		t.Errorf("usage lost --batch's default:\n%s", out)
 	}
 }
+
+// --force and --position are never taken from the environment: a variable
+// left set must not force a later `worker checkpoint reset`.
+func TestApplyEnvSkipsTypedOnlyFlags(t *testing.T) {
+	t.Setenv("BATFLEET_FORCE", "true")
+	t.Setenv("BATFLEET_POSITION", "7")
+	t.Setenv("BATFLEET_BATCH", "9")
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	force := fs.Bool("force", false, "")
+	pos := fs.String("position", "", "")
+	batch := fs.Int("batch", 1, "")
+	if err := Parse(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if *force || *pos != "" || *batch != 9 {
+		t.Fatalf("force %v, position %q, batch %d; want false, \"\", 9 (only batch from the environment)", *force, *pos, *batch)
+	}
+}
