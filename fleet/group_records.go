@@ -135,7 +135,17 @@ func ensureGroupConfig(ctx context.Context, kv jetstream.KeyValue, journal, grou
 	if err != nil {
 		return err
 	}
-	for range 3 {
+	// "Exists" on create then "not found" on read: deleted meanwhile, or,
+	// on a replicated bucket, a read answered by a replica that has not
+	// caught up with the create yet. Both pass: try again for a while.
+	for attempt := 0; attempt < 40; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("fleet: the group config %s: %w", key, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 		if _, err := kv.Create(ctx, key, value); err == nil {
 			return nil
 		} else if !errors.Is(err, jetstream.ErrKeyExists) {
@@ -143,7 +153,7 @@ func ensureGroupConfig(ctx context.Context, kv jetstream.KeyValue, journal, grou
 		}
 		e, err := kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			continue // deleted meanwhile: create again
+			continue // deleted meanwhile, or a replica behind: again
 		}
 		if err != nil {
 			return fmt.Errorf("fleet: read the group config %s: %w", key, err)
@@ -159,7 +169,7 @@ func ensureGroupConfig(ctx context.Context, kv jetstream.KeyValue, journal, grou
 		}
 		return nil
 	}
-	return fmt.Errorf("fleet: the group config %s keeps being deleted", key)
+	return fmt.Errorf("fleet: the group config %s exists on create but cannot be read (deleted over and over, or a replica never catching up)", key)
 }
 
 // sortedOwned returns the partitions of m in order.
