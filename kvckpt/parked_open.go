@@ -2,7 +2,6 @@ package kvckpt
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -18,20 +17,11 @@ func BindParked(ctx context.Context, js jetstream.JetStream, cfg Config) (*Parke
 	if cfg.Bucket == "" {
 		cfg.Bucket = DefaultParkedBucket
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	cfg = cfg.withDefaults()
-	ctx, cancel := withTimeout(ctx, cfg.Timeout)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if err != nil {
-		return nil, fmt.Errorf("kvckpt: bind parked bucket %q: %w", cfg.Bucket, err)
-	}
-	if err := checkBucket(ctx, kv); err != nil {
-		return nil, err
-	}
 	// The Store holds what the ParkedStore borrows from its checkpoint
 	// store (journal, timeouts, connection); no checkpoint bucket is bound.
-	return &ParkedStore{s: &Store{js: js, kv: kv, cfg: cfg, journal: cfg.Journal}, kv: kv}, nil
+	st, err := Bind(ctx, js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &ParkedStore{s: st, kv: st.kv}, nil
 }
