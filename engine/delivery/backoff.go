@@ -31,8 +31,11 @@ func (b *backoff) reset() { b.cur = 0 }
 
 // wait sleeps for the current wait (next must have been called) or until
 // ctx is done; it reports false when ctx ended it.
-func (b *backoff) wait(ctx context.Context) bool {
-	t := time.NewTimer(b.cur)
+func (b *backoff) wait(ctx context.Context) bool { return sleepCtx(ctx, b.cur) }
+
+// sleepCtx waits d or until ctx ends; false when ctx ended it.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -236,15 +236,3 @@ func gapsIn(gaps []GapObservation, sub []engine.Entry) []GapObservation {
 	}
 	return out
 }
-
-// sleepCtx waits d or until ctx ends; false when ctx ended it.
-func sleepCtx(ctx interface{ Done() <-chan struct{} }, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
