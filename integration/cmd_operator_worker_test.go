@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -417,25 +416,5 @@ func TestCmdOperatorWorkerLivenessApartFromReadiness(t *testing.T) {
 	w := cmdStart(t, "worker", workerBin, "--nats", srv.ClientURL(), "--region", "entity=order", "--out", os.DevNull, "--http", "127.0.0.1:0")
 	base := "http://" + w.waitLog(t, `serving /metrics and /healthz: addr=(\S+)`)[1]
 	w.waitLog(t, `worker running`)
-	for _, path := range []string{"/healthz", "/readyz"} {
-		if code, body := cmdHTTPGet(t, base+path); code != http.StatusOK {
-			t.Fatalf("connected: %s = %d %q, want 200", path, code, body)
-		}
-	}
-	natstest.Shutdown(srv)
-	var readyBody string
-	cmdPoll(t, cmdLimit, "/readyz fails once NATS is gone", func() bool {
-		code, body := cmdHTTPGet(t, base+"/readyz")
-		readyBody = body
-		return code == http.StatusServiceUnavailable
-	})
-	if !strings.Contains(readyBody, "not connected to NATS") {
-		t.Errorf("/readyz body %q, want the reason", readyBody)
-	}
-	if code, body := cmdHTTPGet(t, base+"/healthz"); code != http.StatusOK {
-		t.Errorf("NATS down: /healthz = %d %q, want 200 (liveness must not follow NATS)", code, body)
-	}
-	if w.exited() {
-		t.Fatalf("worker exited when NATS went away:\n%s", w.output())
-	}
+	wantLivenessApartFromReadiness(t, w, base, srv)
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/batfleet/batfleet/internal/natstest"
 )
 
@@ -139,12 +141,20 @@ func TestCmdWriterLivenessApartFromReadiness(t *testing.T) {
 		"--http", "127.0.0.1:0")
 	w.waitLog(t, `writer ready`)
 	base := "http://" + w.waitLog(t, `writer: serving /metrics and /healthz: addr=(\S+)`)[1]
+	wantLivenessApartFromReadiness(t, w, base, srv)
+}
+
+// wantLivenessApartFromReadiness checks p's probes at base: both 200
+// while connected; once srv (its NATS) is shut down, /readyz answers 503
+// with the reason and /healthz (liveness) keeps answering 200, and p
+// keeps running.
+func wantLivenessApartFromReadiness(t *testing.T, p *cmdProc, base string, srv *server.Server) {
+	t.Helper()
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if code, body := cmdHTTPGet(t, base+path); code != http.StatusOK {
 			t.Fatalf("connected: %s = %d %q, want 200", path, code, body)
 		}
 	}
-
 	natstest.Shutdown(srv)
 	var readyBody string
 	cmdPoll(t, cmdLimit, "/readyz fails once NATS is gone", func() bool {
@@ -158,8 +168,8 @@ func TestCmdWriterLivenessApartFromReadiness(t *testing.T) {
 	if code, body := cmdHTTPGet(t, base+"/healthz"); code != http.StatusOK {
 		t.Errorf("NATS down: /healthz = %d %q, want 200 (liveness must not follow NATS)", code, body)
 	}
-	if w.exited() {
-		t.Fatalf("writer exited when NATS went away:\n%s", w.output())
+	if p.exited() {
+		t.Fatalf("%s exited when NATS went away:\n%s", p.name, p.output())
 	}
 }
 
