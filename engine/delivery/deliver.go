@@ -149,9 +149,8 @@ func (w *Worker) deliver(st *loopState, batch []engine.Entry, gaps []GapObservat
 			return false // stopped: the uncommitted entries are delivered again later
 		}
 	}
-	if len(todo) == 0 || st.committed != end {
-		// Everything left was parked (or the last call committed less
-		// than the batch, which cannot happen: it ends at end).
+	if st.committed != end {
+		// The batch's tail was parked, not handled: commit past it.
 		return w.commitTo(st, end, true)
 	}
 	return true
