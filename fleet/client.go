@@ -61,6 +61,7 @@ type Client struct {
 	cfg        ClientConfig
 	log        hclog.Logger
 	subj       wire.Subjects
+	countSubj  string
 	startedSub *nats.Subscription
 	subMu      sync.Mutex
 	sub        *nats.Subscription // epoch messages; nil until epochs subscribes
@@ -99,7 +100,7 @@ func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
 	}
 	cfg = cfg.withDefaults()
 	c := &Client{
-		nc: nc, cfg: cfg, subj: wire.SubjectsFor(cfg.Journal),
+		nc: nc, cfg: cfg, subj: wire.SubjectsFor(cfg.Journal), countSubj: wire.CountSubject(cfg.Journal),
 		log:     cfg.Logger.Named("client").With("journal", cfg.Journal),
 		retired: make(map[engine.ID128]struct{}),
 		wake:    make(chan struct{}),
@@ -388,6 +389,33 @@ func (c *Client) Describe(ctx context.Context) (Info, error) {
 		Visible: in.Visible, Events: in.Events, CancelledRanges: in.CancelledRanges, StartedMs: in.StartedMs,
 		MaxWait: maxWait,
 	}, nil
+}
+
+// Lag is a count answer: how many entries of a region follow a position.
+type Lag struct {
+	Events   uint64          // matching visible entries after the position
+	OldestMs int64           // wall time (unix ms) of the first of them; 0 when Events is 0
+	Visible  uint64          // the visible bound counted up to
+	Snapshot engine.Snapshot // the epoch the count saw
+}
+
+// Count asks the writer how many entries of region follow position (from
+// the beginning when started is false): what pulls from there would
+// deliver now. The writer counts them from its index without sending any,
+// so the answer costs one small request whatever the lag.
+func (c *Client) Count(ctx context.Context, region engine.Region, position uint64, started bool) (Lag, error) {
+	data, err := c.request(ctx, c.countSubj, wire.EncodeCountRequest(wire.CountRequest{Region: region, Position: position, Started: started}))
+	if err != nil {
+		return Lag{}, err
+	}
+	reply, err := wire.DecodeCountReply(data)
+	if err != nil {
+		return Lag{}, fmt.Errorf("%w: %w", ErrRemote, err)
+	}
+	snap := engine.Snapshot{Incarnation: reply.Incarnation, Epoch: reply.Epoch}
+	c.sawJournal(reply.JournalID)
+	c.observe(snap)
+	return Lag{Events: reply.Count, OldestMs: reply.OldestMs, Visible: reply.Visible, Snapshot: snap}, nil
 }
 
 // Append appends events atomically and returns their receipts once they

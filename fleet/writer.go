@@ -72,6 +72,7 @@ type WriterStats struct {
 	AppendEvents uint64
 	AppendBytes  uint64 // request bytes
 	Infos        uint64
+	Counts       uint64            // count requests answered
 	Epochs       uint64            // epoch messages published
 	Held         int               // pulls held now
 	PullsHeld    uint64            // pulls that were held (answered later)
@@ -80,7 +81,7 @@ type WriterStats struct {
 }
 
 // Writer serves an journal.Store over NATS as the micro service
-// "batfleet-writer": endpoints pull, append and info on
+// "batfleet-writer": endpoints pull, append, info and count on
 // batfleet.<journal>.*, and epoch messages on batfleet.<journal>.epoch
 // after each visibility advance (coalesced). Requests are handed to
 // goroutines the Writer owns, so a slow append (waiting for its group
@@ -108,10 +109,10 @@ type Writer struct {
 	closeErr  error
 
 	stats struct {
-		pulls, pullEntries, pullBytes, appends, appendEvents, appendBytes, infos, epochs atomic.Uint64
-		held, heldExpired                                                                atomic.Uint64
-		errMu                                                                            sync.Mutex
-		errs                                                                             map[string]uint64
+		pulls, pullEntries, pullBytes, appends, appendEvents, appendBytes, infos, counts, epochs atomic.Uint64
+		held, heldExpired                                                                        atomic.Uint64
+		errMu                                                                                    sync.Mutex
+		errs                                                                                     map[string]uint64
 	}
 }
 
@@ -138,7 +139,7 @@ func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, 
 		pubDone:    make(chan struct{}),
 	}
 	w.stats.errs = make(map[string]uint64)
-	w.figures = map[string]*endpointFigures{"pull": {}, "append": {}, "info": {}}
+	w.figures = map[string]*endpointFigures{"pull": {}, "append": {}, "info": {}, "count": {}}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        wire.ServiceName,
 		Version:     cfg.Version,
@@ -161,6 +162,7 @@ func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, 
 		{"pull", w.subj.Pull, w.acceptPull},
 		{"append", w.subj.Append, w.acceptAppend},
 		{"info", w.subj.Info, w.acceptInfo},
+		{"count", wire.CountSubject(cfg.Journal), w.acceptCount},
 	} {
 		accept, fig := ep.accept, w.figures[ep.name]
 		if err := svc.AddEndpoint(ep.name, micro.HandlerFunc(func(r micro.Request) {
@@ -225,7 +227,7 @@ func (w *Writer) Stats() WriterStats {
 	st := WriterStats{
 		Pulls: w.stats.pulls.Load(), PullEntries: w.stats.pullEntries.Load(), PullBytes: w.stats.pullBytes.Load(),
 		Appends: w.stats.appends.Load(), AppendEvents: w.stats.appendEvents.Load(), AppendBytes: w.stats.appendBytes.Load(),
-		Infos: w.stats.infos.Load(), Epochs: w.stats.epochs.Load(), Errors: map[string]uint64{},
+		Infos: w.stats.infos.Load(), Counts: w.stats.counts.Load(), Epochs: w.stats.epochs.Load(), Errors: map[string]uint64{},
 		Held: w.holds.count(), PullsHeld: w.stats.held.Load(), HeldExpired: w.stats.heldExpired.Load(),
 	}
 	w.stats.errMu.Lock()
@@ -568,6 +570,37 @@ func (w *Writer) runInfo(r micro.Request) {
 		return
 	}
 	w.stats.infos.Add(1)
+}
+
+// acceptCount checks a count request at arrival.
+func (w *Writer) acceptCount(r micro.Request) func(micro.Request) {
+	req, err := wire.DecodeCountRequest(r.Data())
+	if err != nil {
+		w.failRequest(r, err)
+		return nil
+	}
+	return func(r micro.Request) { w.runCount(r, req) }
+}
+
+// runCount answers how many entries of a region follow a position,
+// counted from the index (no payload is read or sent): `worker status`
+// and the workers' lag metric, for any lag.
+func (w *Writer) runCount(r micro.Request, req wire.CountRequest) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.AppendTimeout)
+	defer cancel()
+	res, err := w.store.Count(ctx, req.Region, req.Position, req.Started)
+	if err != nil {
+		w.failEngine(r, err)
+		return
+	}
+	if err := r.Respond(wire.EncodeCountReply(wire.CountReply{
+		JournalID: w.store.JournalID(), Incarnation: res.Snapshot.Incarnation, Epoch: res.Snapshot.Epoch,
+		Visible: res.Visible, Count: res.Count, OldestMs: res.OldestWallMs,
+	})); err != nil {
+		w.log.Warn("could not send count reply", "error", err)
+		return
+	}
+	w.stats.counts.Add(1)
 }
 
 // publishEpochs follows the journal's visibility: after each advance it

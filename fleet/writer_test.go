@@ -330,7 +330,7 @@ func TestWriterDiscovery(t *testing.T) {
 			for _, ep := range info.Endpoints {
 				subjects[ep.Name] = ep.Subject
 			}
-			want := map[string]string{"pull": e.subj.Pull, "append": e.subj.Append, "info": e.subj.Info}
+			want := map[string]string{"pull": e.subj.Pull, "append": e.subj.Append, "info": e.subj.Info, "count": wire.CountSubject(testJournal)}
 			if fmt.Sprint(subjects) != fmt.Sprint(want) {
 				t.Errorf("endpoints = %v, want %v", subjects, want)
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -186,8 +187,7 @@ type GroupDescription struct {
 // GroupPartitionRow is a partition's checkpoint with its lag.
 type GroupPartitionRow struct {
 	fleet.GroupPartitionInfo
-	LagEvents int64 `json:"lag_events"` // matching events after the position (-1: unknown)
-	LagCapped bool  `json:"lag_capped"` // LagEvents is a lower bound
+	LagEvents int64 `json:"lag_events"` // matching events after the position, counted by the writer (-1: unknown)
 }
 
 // GroupList prints the journal's groups: name, region, partitions, live
@@ -293,8 +293,8 @@ func GroupDescribe(ctx context.Context, cfg GroupConfig) (GroupDescription, erro
 		if p.Problem == "" {
 			region, err := engine.ParseRegionIdentity(p.Region)
 			if err == nil {
-				if n, capped, _, err := countLag(ctx, client, region, p.Position, p.Started); err == nil {
-					row.LagEvents, row.LagCapped = n, capped
+				if lag, err := client.Count(ctx, region, p.Position, p.Started); err == nil {
+					row.LagEvents = int64(min(lag.Events, math.MaxInt64))
 				}
 			}
 		}
@@ -323,9 +323,6 @@ func GroupDescribe(ctx context.Context, cfg GroupConfig) (GroupDescription, erro
 		}
 		if p.LagEvents >= 0 {
 			lag = strconv.FormatInt(p.LagEvents, 10)
-			if p.LagCapped {
-				lag += "+"
-			}
 		}
 		if owner == "" {
 			owner = "(none)"

@@ -204,6 +204,7 @@ type fleetRig struct {
 	js     jetstream.JetStream
 	store  *journal.Store
 	client *fleet.Client
+	w      *fleet.Writer
 }
 
 func newFleetRig(t *testing.T) fleetRig {
@@ -229,7 +230,7 @@ func newFleetRig(t *testing.T) fleetRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
-	return fleetRig{natsf: cli.NATSFlags{URL: ns.ClientURL()}, js: js, store: store, client: client}
+	return fleetRig{natsf: cli.NATSFlags{URL: ns.ClientURL()}, js: js, store: store, client: client, w: w}
 }
 
 func bucketExists(t *testing.T, js jetstream.JetStream, bucket string) bool {

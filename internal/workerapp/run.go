@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -485,8 +486,7 @@ type CheckpointStatus struct {
 	RegionSpec  string  `json:"region_spec"` // the region as --region takes it
 	Position    uint64  `json:"position"`
 	Started     bool    `json:"started"`
-	LagEvents   int64   `json:"lag_events"`   // matching events after the position (-1: unknown)
-	LagCapped   bool    `json:"lag_capped"`   // LagEvents is a lower bound
+	LagEvents   int64   `json:"lag_events"`   // matching events after the position, counted by the writer (-1: unknown)
 	LagSeconds  float64 `json:"lag_seconds"`  // age of the oldest undelivered matching event
 	Owner       string  `json:"owner"`        // the worker that saved it
 	UpdatedMs   uint64  `json:"updated_ms"`   // when it was saved
@@ -496,9 +496,6 @@ type CheckpointStatus struct {
 	LastCommit  string  `json:"last_commit"`  // UpdatedMs as RFC 3339
 	VisibleSeqs uint64  `json:"visible_seqs"` // the writer's visible bound
 }
-
-// lagCap bounds how many events status counts per checkpoint.
-const lagCap = 1_000_000
 
 // Status prints every checkpoint of the journal with its lag.
 func Status(ctx context.Context, cfg StatusConfig) ([]CheckpointStatus, error) {
@@ -561,13 +558,15 @@ func Status(ctx context.Context, cfg StatusConfig) ([]CheckpointStatus, error) {
 		if _, err := checkpoint.Check(ctx, rec, l.Revision, store.Location(l.ID), region, sourceInfo); err != nil {
 			row.Problem = statusProblem(err)
 		} else {
-			n, capped, oldest, err := countLag(ctx, client, region, rec.Position, rec.Started)
+			// The writer counts the region's events from its index:
+			// nothing is downloaded, whatever the lag.
+			lag, err := client.Count(ctx, region, rec.Position, rec.Started)
 			if err != nil {
 				row.Problem = "lag: " + err.Error()
 			} else {
-				row.LagEvents, row.LagCapped = n, capped
-				if n > 0 {
-					row.LagSeconds = max(0, now.Sub(time.UnixMilli(oldest)).Seconds())
+				row.LagEvents = int64(min(lag.Events, math.MaxInt64))
+				if lag.Events > 0 {
+					row.LagSeconds = max(0, now.Sub(time.UnixMilli(lag.OldestMs)).Seconds())
 				}
 			}
 		}
@@ -601,28 +600,6 @@ func statusProblem(err error) string {
 	return err.Error()
 }
 
-// countLag counts matching events after a position, up to lagCap, and
-// returns the wall time of the first one.
-func countLag(ctx context.Context, c *fleet.Client, region engine.Region, pos uint64, started bool) (int64, bool, int64, error) {
-	var n int64
-	var oldest int64
-	for n < lagCap {
-		res, err := c.Poll(ctx, region, pos, started, 4096)
-		if err != nil {
-			return 0, false, 0, err
-		}
-		if len(res.Entries) == 0 {
-			return n, false, oldest, nil
-		}
-		if n == 0 {
-			oldest = res.Entries[0].WallMs
-		}
-		n += int64(len(res.Entries))
-		pos, started = res.Entries[len(res.Entries)-1].Seq, true
-	}
-	return n, true, oldest, nil
-}
-
 func printTable(w io.Writer, rows []CheckpointStatus) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tREGION\tPOSITION\tLAG EVENTS\tLAG SECONDS\tOWNER\tLAST COMMIT\tPROBLEM")
@@ -634,9 +611,6 @@ func printTable(w io.Writer, rows []CheckpointStatus) error {
 		lag := "?"
 		if r.LagEvents >= 0 {
 			lag = fmt.Sprint(r.LagEvents)
-			if r.LagCapped {
-				lag += "+"
-			}
 		}
 		region := r.RegionSpec
 		if region == "" {
