@@ -37,8 +37,19 @@ type WriterConfig struct {
 	// MaxHeldPulls caps the pulls held at once (default 100,000); beyond
 	// it a pull is answered at once, as if it had no wait_ms.
 	MaxHeldPulls int
+	// ObserveRequest, when set, is called once per answered request (from
+	// the goroutine answering it): for latency histograms.
+	ObserveRequest func(RequestObservation)
 	// Logger receives the writer's logs; nil means none.
 	Logger hclog.Logger
+}
+
+// RequestObservation is one answered request, for WriterConfig.ObserveRequest.
+type RequestObservation struct {
+	Endpoint string        // "pull", "append", "info" or "count"
+	Took     time.Duration // from arrival to answer (an append's includes its fsync)
+	Held     bool          // a pull that was held: Took is mostly its wait
+	Failed   bool          // answered with an error status
 }
 
 func (c WriterConfig) withDefaults() WriterConfig {
@@ -139,7 +150,10 @@ func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, 
 		pubDone:    make(chan struct{}),
 	}
 	w.stats.errs = make(map[string]uint64)
-	w.figures = map[string]*endpointFigures{"pull": {}, "append": {}, "info": {}, "count": {}}
+	w.figures = map[string]*endpointFigures{}
+	for _, name := range []string{"pull", "append", "info", "count"} {
+		w.figures[name] = &endpointFigures{name: name, observe: cfg.ObserveRequest}
+	}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        wire.ServiceName,
 		Version:     cfg.Version,
@@ -292,6 +306,7 @@ type detachedRequest struct {
 	nc    *nats.Conn
 	fig   *endpointFigures
 	start time.Time
+	held  bool // a pull answered after being held
 }
 
 func (d detachedRequest) reply(m *nats.Msg, opts []micro.RespondOpt) error {
@@ -299,7 +314,7 @@ func (d detachedRequest) reply(m *nats.Msg, opts []micro.RespondOpt) error {
 		opt(m)
 	}
 	err := d.nc.PublishMsg(m)
-	d.fig.record(time.Since(d.start), m.Header.Get(micro.ErrorHeader))
+	d.fig.record(time.Since(d.start), m.Header.Get(micro.ErrorHeader), d.held)
 	return err
 }
 
@@ -331,21 +346,23 @@ type measuredRequest struct {
 
 func (m measuredRequest) Respond(data []byte, opts ...micro.RespondOpt) error {
 	err := m.Request.Respond(data, opts...)
-	m.fig.record(time.Since(m.start), "")
+	m.fig.record(time.Since(m.start), "", false)
 	return err
 }
 
 func (m measuredRequest) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
 	err := m.Request.Error(code, description, data, opts...)
-	m.fig.record(time.Since(m.start), description)
+	m.fig.record(time.Since(m.start), description, false)
 	return err
 }
 
 // endpointFigures are an endpoint's statistics from each request's
 // arrival to its answer (micro's own stop when its handler returns).
 type endpointFigures struct {
-	mu sync.Mutex
-	d  endpointData
+	name    string
+	observe func(RequestObservation) // WriterConfig.ObserveRequest
+	mu      sync.Mutex
+	d       endpointData
 }
 
 // endpointData is an endpoint's "data" in the service's STATS reply.
@@ -357,9 +374,12 @@ type endpointData struct {
 	AverageProcessingTime time.Duration `json:"average_processing_time"`
 }
 
-func (f *endpointFigures) record(took time.Duration, failure string) {
+func (f *endpointFigures) record(took time.Duration, failure string, held bool) {
 	if f == nil {
 		return
+	}
+	if f.observe != nil {
+		f.observe(RequestObservation{Endpoint: f.name, Took: took, Held: held, Failed: failure != ""})
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -453,7 +473,12 @@ func (w *Writer) runPull(r micro.Request, req wire.PullRequest) {
 	}
 	stale := req.Incarnation != (engine.ID128{}) && req.Incarnation != w.store.Incarnation()
 	if len(res.Entries) == 0 && wait > 0 && !stale {
-		h := &heldPull{req: r, pull: req, expires: time.Now().Add(wait)}
+		hr := r
+		if dr, ok := r.(detachedRequest); ok {
+			dr.held = true
+			hr = dr
+		}
+		h := &heldPull{req: hr, pull: req, expires: time.Now().Add(wait)}
 		if w.holds.add(h, res.Visible, func(from, to uint64) bool { return w.matchesBetween(h, from, to) }) {
 			w.stats.held.Add(1)
 			return

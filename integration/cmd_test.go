@@ -564,14 +564,25 @@ done
 	// Metrics and health of the writer and of a worker.
 	if code, body := cmdHTTPGet(t, "http://"+writerHTTP+"/metrics"); code != 200 ||
 		!regexp.MustCompile(`(?m)^batfleet_writer_appends_total [1-9][0-9]*$`).MatchString(body) ||
-		!strings.Contains(body, "# TYPE batfleet_writer_appends_total counter") {
+		!strings.Contains(body, "# TYPE batfleet_writer_appends_total counter") ||
+		// client_golang's standard metrics and the latency histograms (issue 16).
+		!regexp.MustCompile(`(?m)^batfleet_build_info\{goversion="[^"]+",program="writer",version="[^"]+"\} 1$`).MatchString(body) ||
+		!regexp.MustCompile(`(?m)^go_goroutines [0-9]+$`).MatchString(body) ||
+		!regexp.MustCompile(`(?m)^process_resident_memory_bytes \S+$`).MatchString(body) ||
+		!regexp.MustCompile(`(?m)^batfleet_writer_request_duration_seconds_count\{endpoint="append",outcome="ok"\} [1-9][0-9]*$`).MatchString(body) ||
+		!regexp.MustCompile(`(?m)^batfleet_writer_request_duration_seconds_count\{endpoint="pull",outcome="ok"\} [1-9][0-9]*$`).MatchString(body) ||
+		!regexp.MustCompile(`(?m)^batfleet_journal_fsync_duration_seconds_count [1-9][0-9]*$`).MatchString(body) {
 		t.Errorf("writer /metrics: %d\n%s", code, body)
 	}
 	if code, body := cmdHTTPGet(t, "http://"+writerHTTP+"/healthz"); code != 200 {
 		t.Errorf("writer /healthz: %d %s", code, body)
 	}
 	if code, body := cmdHTTPGet(t, "http://"+workerHTTP+"/metrics"); code != 200 ||
-		!regexp.MustCompile(`(?m)^batfleet_worker_events_total [1-9][0-9]*$`).MatchString(body) {
+		!regexp.MustCompile(`(?m)^batfleet_worker_events_total [1-9][0-9]*$`).MatchString(body) ||
+		!regexp.MustCompile(`(?m)^batfleet_build_info\{goversion="[^"]+",program="worker",version="[^"]+"\} 1$`).MatchString(body) ||
+		!regexp.MustCompile(`(?m)^batfleet_worker_handler_duration_seconds_count\{outcome="done"\} [1-9][0-9]*$`).MatchString(body) ||
+		!regexp.MustCompile(`(?m)^batfleet_worker_checkpoint_save_duration_seconds_count\{outcome="ok"\} [1-9][0-9]*$`).MatchString(body) ||
+		!regexp.MustCompile(`(?m)^batfleet_worker_lag_events 0$`).MatchString(body) {
 		t.Errorf("worker /metrics: %d\n%s", code, body)
 	}
 	if code, body := cmdHTTPGet(t, "http://"+workerHTTP+"/healthz"); code != 200 {

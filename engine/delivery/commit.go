@@ -163,7 +163,12 @@ func sameRecord(a, b checkpoint.Record) bool {
 func (w *Worker) saveOnce(rec checkpoint.Record, rev checkpoint.Revision) (checkpoint.Revision, error) {
 	ctx, cancel := context.WithTimeout(w.baseCtx, w.cfg.SaveTimeout)
 	defer cancel()
-	return w.cfg.Checkpoints.Save(ctx, w.cfg.CheckpointID, rec, rev)
+	start := time.Now()
+	rev, err := w.cfg.Checkpoints.Save(ctx, w.cfg.CheckpointID, rec, rev)
+	if w.cfg.ObserveSave != nil {
+		w.cfg.ObserveSave(time.Since(start), err)
+	}
+	return rev, err
 }
 
 // saved accounts for the outcome of a commit: counters, and the failure

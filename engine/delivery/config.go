@@ -82,6 +82,13 @@ type WorkerConfig struct {
 	// OnCheckpointFailure receives the id and the original error of a
 	// failed save; without it the failure is logged at error level.
 	OnCheckpointFailure func(id string, err error)
+	// ObserveHandler, when set, receives each handler call's entries and
+	// duration (a retry is a call of its own); ObserveSave each checkpoint
+	// save's duration and outcome. Both are called from the worker's
+	// goroutine (keep them quick: a histogram's Observe): for latency
+	// metrics.
+	ObserveHandler func(entries int, took time.Duration)
+	ObserveSave    func(took time.Duration, err error)
 	// Logger receives the worker's logs; nil means none.
 	Logger hclog.Logger
 }

@@ -407,6 +407,10 @@ func (w *Worker) fetchInfo() (engine.SourceInfo, bool) {
 }
 
 func (w *Worker) callHandler(batch []engine.Entry, d *Delivery) (a Action, panicked bool, text string) {
+	if observe := w.cfg.ObserveHandler; observe != nil {
+		start := time.Now()
+		defer func() { observe(len(batch), time.Since(start)) }()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			a, panicked, text = 0, true, panicText(p)

@@ -517,6 +517,9 @@ func (s *Store) syncActive() error {
 
 // observeSync keeps a moving average of fsync time for the linger.
 func (s *Store) observeSync(d time.Duration) {
+	if s.cfg.ObserveSync != nil {
+		s.cfg.ObserveSync(d)
+	}
 	s.syncCount.Add(1)
 	s.syncNanos.Add(int64(d))
 	if s.syncAvg == 0 {

@@ -57,6 +57,11 @@ type Config struct {
 	// WallClock is the wall clock for entry timestamps (default time.Now).
 	WallClock func() time.Time
 
+	// ObserveSync, when set, receives the time of each group commit's
+	// fsync, from the committer's goroutine (keep it quick: a histogram's
+	// Observe): for latency metrics.
+	ObserveSync func(time.Duration)
+
 	faults *faults // fault injection for tests; nil in production
 }
 

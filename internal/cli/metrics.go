@@ -3,104 +3,158 @@ package cli
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sort"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 )
 
-// Metrics are collected at scrape time from the counters the packages
-// already keep (fleet.WriterStats, delivery.WorkerStats), and written in the
-// Prometheus text exposition format (version 0.0.4). A dozen counters do
-// not justify the client_golang dependency tree.
+// Metrics are exposed through Prometheus' client_golang: its Go runtime
+// and process collectors, exposition (text and OpenMetrics, negotiated)
+// and histograms are what operators' dashboards expect, and hand-written
+// exposition of histograms is where in-tree writers go wrong. Most of
+// batfleet's own figures are read at scrape time from the counters the
+// packages already keep (fleet.WriterStats, delivery.WorkerStats), so
+// Counter, Gauge and their labelled forms take functions; latencies are
+// Histograms observed as they happen.
 
-// Sample is one value of a metric, with its labels.
+// Sample is one value of a labelled metric, with its labels.
 type Sample struct {
 	Labels [][2]string
 	Value  float64
 }
 
-type metric struct {
-	name, help, typ string
-	collect         func() []Sample
-}
-
-// Registry holds the metrics of one process. It is safe for concurrent use.
+// Registry holds the metrics of one process. It is safe for concurrent
+// use. Make it with NewRegistry.
 type Registry struct {
-	mu      sync.Mutex
-	metrics []metric
+	reg *prometheus.Registry
 }
 
-// Counter registers a monotonically increasing value.
+// NewRegistry returns a registry holding the Go runtime and process
+// collectors and batfleet_build_info{program, version, goversion} 1.
+func NewRegistry(program, version string) *Registry {
+	r := &Registry{reg: prometheus.NewRegistry()}
+	r.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "batfleet_build_info",
+		Help:        "Build information of the running binary (always 1).",
+		ConstLabels: prometheus.Labels{"program": program, "version": version, "goversion": runtime.Version()},
+	})
+	info.Set(1)
+	r.reg.MustRegister(info)
+	return r
+}
+
+// Counter registers a monotonically increasing value read at each scrape.
 func (r *Registry) Counter(name, help string, f func() float64) {
-	r.add(metric{name, help, "counter", func() []Sample { return []Sample{{Value: f()}} }})
+	r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 }
 
-// Gauge registers a value that goes up and down.
+// Gauge registers a value that goes up and down, read at each scrape.
 func (r *Registry) Gauge(name, help string, f func() float64) {
-	r.add(metric{name, help, "gauge", func() []Sample { return []Sample{{Value: f()}} }})
+	r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }
 
-// CounterVec registers a counter with labels.
+// CounterVec registers a counter with labels, read at each scrape.
 func (r *Registry) CounterVec(name, help string, f func() []Sample) {
-	r.add(metric{name, help, "counter", f})
+	r.reg.MustRegister(&funcVec{name: name, help: help, typ: prometheus.CounterValue, f: f})
 }
 
-// GaugeVec registers a gauge with labels.
+// GaugeVec registers a gauge with labels, read at each scrape.
 func (r *Registry) GaugeVec(name, help string, f func() []Sample) {
-	r.add(metric{name, help, "gauge", f})
+	r.reg.MustRegister(&funcVec{name: name, help: help, typ: prometheus.GaugeValue, f: f})
 }
 
-func (r *Registry) add(m metric) {
-	r.mu.Lock()
-	r.metrics = append(r.metrics, m)
-	r.mu.Unlock()
+// LatencyBuckets are the buckets of batfleet's latency histograms, in
+// seconds: 100 µs to 30 s, roughly ×2.5 apart (an fsync, a pull answered
+// at once, a handler call, a KV save all land well inside).
+var LatencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+// Histogram registers a latency histogram (seconds, LatencyBuckets) with
+// the given label names and returns it for observing.
+func (r *Registry) Histogram(name, help string, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: LatencyBuckets}, labels)
+	r.reg.MustRegister(h)
+	return h
 }
 
 // WriteText writes every metric in the Prometheus text format, sorted by
-// name.
+// name (what a scrape without content negotiation gets).
 func (r *Registry) WriteText(w io.Writer) error {
-	r.mu.Lock()
-	ms := append([]metric(nil), r.metrics...)
-	r.mu.Unlock()
-	sort.Slice(ms, func(i, j int) bool { return ms[i].name < ms[j].name })
-	var b strings.Builder
-	for _, m := range ms {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", m.name, escapeHelp(m.help), m.name, m.typ)
-		for _, s := range m.collect() {
-			b.WriteString(m.name)
-			if len(s.Labels) > 0 {
-				b.WriteByte('{')
-				for i, l := range s.Labels {
-					if i > 0 {
-						b.WriteByte(',')
-					}
-					fmt.Fprintf(&b, "%s=\"%s\"", l[0], escapeLabel(l[1]))
-				}
-				b.WriteByte('}')
-			}
-			b.WriteByte(' ')
-			b.WriteString(strconv.FormatFloat(s.Value, 'g', -1, 64))
-			b.WriteByte('\n')
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		return err
+	}
+	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return err
 		}
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return nil
 }
 
-func escapeHelp(s string) string {
-	return strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(s)
+// handler serves the registry over HTTP (text or OpenMetrics, as the
+// scraper asks), logging failures to gather.
+func (r *Registry) handler(log hclog.Logger) http.Handler {
+	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{ErrorLog: promLogger{log}, ErrorHandling: promhttp.ContinueOnError})
 }
 
-func escapeLabel(s string) string {
-	return strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`).Replace(s)
+type promLogger struct{ log hclog.Logger }
+
+func (p promLogger) Println(v ...any) { p.log.Warn("metrics", "error", v) }
+
+// funcVec is a labelled metric whose samples a function returns at each
+// scrape. It is unchecked (Describe sends nothing): its label names are
+// whatever the samples carry.
+type funcVec struct {
+	name, help string
+	typ        prometheus.ValueType
+	f          func() []Sample
+}
+
+func (v *funcVec) Describe(chan<- *prometheus.Desc) {}
+
+func (v *funcVec) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range v.f() {
+		names := make([]string, len(s.Labels))
+		values := make([]string, len(s.Labels))
+		for i, l := range s.Labels {
+			names[i], values[i] = l[0], l[1]
+		}
+		desc := prometheus.NewDesc(v.name, v.help, names, nil)
+		m, err := prometheus.NewConstMetric(desc, v.typ, s.Value, values...)
+		if err != nil {
+			m = prometheus.NewInvalidMetric(desc, err)
+		}
+		ch <- m
+	}
+}
+
+// sortedNames returns the names of the registry's metric families, for
+// tests.
+func (r *Registry) sortedNames() ([]string, error) {
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, mf := range mfs {
+		out = append(out, mf.GetName())
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // HTTPServer serves /metrics, /healthz (liveness) and /readyz (readiness);
@@ -130,3 +184,6 @@ func (h *HTTPServer) Stop() error {
 	<-h.done
 	return errors.Join(err, h.err)
 }
+
+// Since returns the seconds elapsed since t, for Observe.
+func Since(t time.Time) float64 { return time.Since(t).Seconds() }

@@ -5,19 +5,22 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // testRegistry registers, out of name order, a counter, a gauge, a
 // labelled counter whose label values need escaping, a labelled gauge with
 // no samples and a help text that needs escaping.
 func testRegistry(appends *atomic.Int64) *Registry {
-	reg := &Registry{}
+	reg := NewRegistry("writer", "1.2.3")
 	reg.Gauge("batfleet_journal_visible", "Visibility watermark.", func() float64 { return 1e6 })
 	reg.Counter("batfleet_writer_appends_total", "Append requests that succeeded.", func() float64 { return float64(appends.Load()) })
 	reg.CounterVec("batfleet_writer_errors_total", "Error replies by code.", func() []Sample {
@@ -31,9 +34,9 @@ func testRegistry(appends *atomic.Int64) *Registry {
 	return reg
 }
 
-const testRegistryText = `# HELP batfleet_empty No samples yet.
-# TYPE batfleet_empty gauge
-# HELP batfleet_journal_visible Visibility watermark.
+// testRegistryText is what the text format shows of testRegistry's own
+// metrics (a labelled metric with no samples shows nothing).
+const testRegistryText = `# HELP batfleet_journal_visible Visibility watermark.
 # TYPE batfleet_journal_visible gauge
 batfleet_journal_visible 1e+06
 # HELP batfleet_ratio A help with a backslash \\ and a\nnewline.
@@ -48,6 +51,24 @@ batfleet_writer_errors_total{code="bad_request"} 3
 batfleet_writer_errors_total{code="a\"b\\c\nd",node="n1"} 1
 `
 
+// ownFamilies keeps the lines of text about the metrics testRegistry
+// registers (dropping the runtime, process and build metrics).
+func ownFamilies(text string) string {
+	own := map[string]bool{"batfleet_journal_visible": true, "batfleet_ratio": true,
+		"batfleet_writer_appends_total": true, "batfleet_writer_errors_total": true, "batfleet_empty": true}
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(text, "\n") {
+		name := strings.TrimPrefix(strings.TrimPrefix(line, "# HELP "), "# TYPE ")
+		if i := strings.IndexAny(name, " {"); i >= 0 {
+			name = name[:i]
+		}
+		if own[name] {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
 func TestRegistryWriteText(t *testing.T) {
 	var appends atomic.Int64
 	appends.Store(42)
@@ -56,7 +77,7 @@ func TestRegistryWriteText(t *testing.T) {
 	if err := reg.WriteText(&b); err != nil {
 		t.Fatalf("WriteText: %v", err)
 	}
-	if got := b.String(); got != testRegistryText {
+	if got := ownFamilies(b.String()); got != testRegistryText {
 		t.Errorf("WriteText:\n%s\nwant:\n%s", got, testRegistryText)
 	}
 
@@ -71,10 +92,58 @@ func TestRegistryWriteText(t *testing.T) {
 	}
 }
 
+// TestRegistryStandardMetrics (issue 16): every registry carries the Go
+// runtime and process collectors and batfleet_build_info; histograms show
+// their buckets, sum and count; the names pass promlint.
+func TestRegistryStandardMetrics(t *testing.T) {
+	reg := NewRegistry("worker", "1.2.3")
+	h := reg.Histogram("batfleet_worker_handler_duration_seconds", "Handler calls.", "outcome")
+	h.WithLabelValues("done").Observe(0.003)
+	h.WithLabelValues("done").Observe(7)
+	var b strings.Builder
+	if err := reg.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	text := b.String()
+	for _, want := range []string{
+		`batfleet_build_info{goversion="` + runtime.Version() + `",program="worker",version="1.2.3"} 1`,
+		"\ngo_goroutines ", "\ngo_memstats_heap_inuse_bytes ", "\nprocess_resident_memory_bytes ", "\nprocess_open_fds ",
+		`batfleet_worker_handler_duration_seconds_bucket{outcome="done",le="0.0025"} 0`,
+		`batfleet_worker_handler_duration_seconds_bucket{outcome="done",le="0.005"} 1`,
+		`batfleet_worker_handler_duration_seconds_bucket{outcome="done",le="+Inf"} 2`,
+		`batfleet_worker_handler_duration_seconds_sum{outcome="done"} 7.003`,
+		`batfleet_worker_handler_duration_seconds_count{outcome="done"} 2`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %q:\n%s", want, text)
+		}
+	}
+	problems, err := promlint.NewWithMetricFamilies(mustGather(t, reg)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	names, err := reg.sortedNames()
+	if err != nil || len(names) < 10 {
+		t.Errorf("families %v, %v", names, err)
+	}
+}
+
+func mustGather(t *testing.T, reg *Registry) []*dto.MetricFamily {
+	t.Helper()
+	mfs, err := reg.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mfs
+}
+
 func TestRegistryEmpty(t *testing.T) {
 	var b strings.Builder
-	if err := (&Registry{}).WriteText(&b); err != nil || b.Len() != 0 {
-		t.Errorf("empty registry wrote %q, %v; want nothing", b.String(), err)
+	if err := NewRegistry("writer", "0").WriteText(&b); err != nil || strings.Contains(b.String(), "batfleet_") && !strings.Contains(b.String(), "batfleet_build_info") {
+		t.Errorf("a new registry wrote %q, %v; want the standard metrics only", b.String(), err)
 	}
 }
 
@@ -116,7 +185,7 @@ func TestStartHTTP(t *testing.T) {
 	base := "http://" + h.Addr()
 
 	code, hdr, body := get(t, base+"/metrics")
-	if code != http.StatusOK || body != testRegistryText {
+	if code != http.StatusOK || ownFamilies(body) != testRegistryText {
 		t.Errorf("/metrics = %d:\n%s\nwant 200:\n%s", code, body, testRegistryText)
 	}
 	if ct := hdr.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
@@ -155,7 +224,7 @@ func TestStartHTTPAddressInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	h, err := StartHTTP(ln.Addr().String(), &Registry{}, func() error { return nil }, hclog.NewNullLogger())
+	h, err := StartHTTP(ln.Addr().String(), NewRegistry("writer", "0"), func() error { return nil }, hclog.NewNullLogger())
 	if err == nil {
 		_ = h.Stop()
 		t.Fatalf("StartHTTP on %s (in use) succeeded", ln.Addr())

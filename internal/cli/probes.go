@@ -31,12 +31,7 @@ type Probes struct {
 // returns nil, 503 with the reason otherwise.
 func StartProbes(addr string, reg *Registry, p Probes, log hclog.Logger) (*HTTPServer, error) {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		if err := reg.WriteText(w); err != nil {
-			log.Debug("metrics write failed", "error", err)
-		}
-	})
+	mux.Handle("/metrics", reg.handler(log))
 	probe := func(what string, check func() error) http.HandlerFunc {
 		return func(w http.ResponseWriter, _ *http.Request) {
 			if check != nil {

@@ -22,7 +22,7 @@ func TestStartProbesSplitsLivenessFromReadiness(t *testing.T) {
 			return nil
 		}
 	}
-	h, err := StartProbes("127.0.0.1:0", &Registry{}, Probes{Live: check(&notLive), Ready: check(&notReady)}, hclog.NewNullLogger())
+	h, err := StartProbes("127.0.0.1:0", NewRegistry("writer", "0"), Probes{Live: check(&notLive), Ready: check(&notReady)}, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatalf("StartProbes: %v", err)
 	}
@@ -55,7 +55,7 @@ func TestStartProbesSplitsLivenessFromReadiness(t *testing.T) {
 
 // TestStartHTTPServesReadyz: StartHTTP's one check answers both probes.
 func TestStartHTTPServesReadyz(t *testing.T) {
-	h, err := StartHTTP("127.0.0.1:0", &Registry{}, func() error { return errors.New("down") }, hclog.NewNullLogger())
+	h, err := StartHTTP("127.0.0.1:0", NewRegistry("writer", "0"), func() error { return errors.New("down") }, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatalf("StartHTTP: %v", err)
 	}

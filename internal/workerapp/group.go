@@ -63,15 +63,14 @@ func groupFlagErrors(c fleet.GroupConfig) error {
 // cancelled (a graceful leave: every partition's batch in hand is handled,
 // committed and released) or it fails.
 func runMember(ctx context.Context, cfg RunConfig, gcfg fleet.GroupConfig, nc *nats.Conn, client *fleet.Client,
-	ckpts *kvckpt.Store, js jetstream.JetStream, h delivery.Handler) error {
+	ckpts *kvckpt.Store, js jetstream.JetStream, h delivery.Handler, reg *cli.Registry) error {
 	log := cfg.Log
 	m, err := fleet.JoinGroup(ctx, client, ckpts, js, gcfg, h)
 	if err != nil {
 		return err
 	}
 	if cfg.HTTP != "" {
-		reg := &cli.Registry{}
-		registerMemberMetrics(reg, m, client)
+		registerMemberMetrics(reg, m, client, gcfg.Region)
 		// Liveness never follows NATS (a NATS blip must not restart a
 		// fleet); readiness does, and self-fencing.
 		live := func() error {
@@ -110,7 +109,7 @@ func runMember(ctx context.Context, cfg RunConfig, gcfg fleet.GroupConfig, nc *n
 	return err
 }
 
-func registerMemberMetrics(reg *cli.Registry, m *fleet.Member, c *fleet.Client) {
+func registerMemberMetrics(reg *cli.Registry, m *fleet.Member, c *fleet.Client, region engine.Region) {
 	reg.Gauge("batfleet_group_partitions_owned", "Partitions this member runs.", func() float64 { return float64(len(m.Stats().Owned)) })
 	reg.Gauge("batfleet_group_unowned_partitions", "Partitions no live member runs, in this member's view.", func() float64 { return float64(m.Stats().Unowned) })
 	reg.Counter("batfleet_group_rebalances_total", "Changes of the target assignment this member has seen.", func() float64 { return float64(m.Stats().Rebalances) })
@@ -145,20 +144,16 @@ func registerMemberMetrics(reg *cli.Registry, m *fleet.Member, c *fleet.Client) 
 	reg.GaugeVec("batfleet_group_partition_parked_entries", "Entries of the partition's parked entities parked now.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Worker.ParkedEntries) }))
 	reg.GaugeVec("batfleet_group_partition_epoch", "Owner epoch under which this member runs the partition.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Epoch) }))
 	reg.GaugeVec("batfleet_group_partition_committed_position", "Last committed sequence of the partition.", perPart(func(p fleet.PartitionStats) float64 { return float64(p.Worker.Committed) }))
-	reg.GaugeVec("batfleet_group_partition_lag_sequences", "Sequences between the partition's committed position and the newest visible bound (an upper bound on its lag).", func() []cli.Sample {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		info, err := c.Info(ctx)
-		if err != nil || info.Visible == 0 {
-			return nil
-		}
+	lag := &lagCounter{client: c}
+	count := m.PartitionCount()
+	reg.GaugeVec("batfleet_group_partition_lag_events", "Events of the partition after its committed position, counted by the writer (what worker group describe shows); left out until the writer has answered.", func() []cli.Sample {
 		var out []cli.Sample
 		for _, p := range m.Partitions() {
-			pos := int64(-1)
-			if p.Worker.CommittedStarted {
-				pos = int64(p.Worker.Committed)
+			part := region.WithPartition(engine.Partition{Index: p.Index, Count: uint16(count)})
+			n := lag.count(part, p.Worker.Committed, p.Worker.CommittedStarted)
+			if !math.IsNaN(n) {
+				out = append(out, cli.Sample{Labels: label(p), Value: n})
 			}
-			out = append(out, cli.Sample{Labels: label(p), Value: float64(max(int64(info.Visible)-1-pos, 0))})
 		}
 		return out
 	})

@@ -9,6 +9,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
@@ -22,10 +23,12 @@ import (
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/internal/cli"
 	"github.com/batfleet/batfleet/kvckpt"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // RunConfig configures `worker run`.
 type RunConfig struct {
+	Version    string // the binary's version, for batfleet_build_info
 	NATS       cli.NATSFlags
 	Journal    string
 	Region     string
@@ -103,6 +106,15 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	wcfg := delivery.DefaultWorkerConfig()
 	wcfg.BatchSize, wcfg.IdleTimeout, wcfg.Restart, wcfg.Retry = cfg.Batch, cfg.Idle, policy, retry
 	wcfg.WorkerID, wcfg.Logger, wcfg.CheckpointOutage, wcfg.From = cfg.ID, log, cfg.CheckpointOutage, from
+	// The registry exists before the workers, whose hooks feed its
+	// histograms; it is served only with --http.
+	version := cfg.Version
+	if version == "" {
+		version = "unknown"
+	}
+	reg := cli.NewRegistry("worker", version)
+	lat := newWorkerLatencies(reg)
+	wcfg.ObserveHandler, wcfg.ObserveSave = lat.handler, lat.save
 	if cfg.Checkpoint != "" {
 		if err := checkpoint.ValidateID(cfg.Checkpoint); err != nil {
 			return cli.Usagef("--checkpoint: %v", err)
@@ -186,15 +198,14 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return a
 	}
 	if cfg.Group != "" {
-		return runMember(ctx, cfg, gcfg, nc, client, ckpts, js, counted)
+		return runMember(ctx, cfg, gcfg, nc, client, ckpts, js, counted, reg)
 	}
 	w, err := delivery.StartWorker(ctx, client, region, wcfg, counted)
 	if err != nil {
 		return cli.Usagef("%v", err)
 	}
 	if cfg.HTTP != "" {
-		reg := &cli.Registry{}
-		registerWorkerMetrics(reg, w, client)
+		registerWorkerMetrics(reg, w, client, region)
 		// Liveness never follows NATS (a NATS blip must not restart a
 		// fleet); readiness does.
 		live := func() error {
@@ -425,7 +436,77 @@ func onPoison(park bool) string {
 	return OnPoisonRestart
 }
 
-func registerWorkerMetrics(reg *cli.Registry, w *delivery.Worker, c *fleet.Client) {
+// workerLatencies are the worker's latency histograms (a group member's
+// partitions share them).
+type workerLatencies struct {
+	handlerCalls *prometheus.HistogramVec
+	saves        *prometheus.HistogramVec
+}
+
+func newWorkerLatencies(reg *cli.Registry) workerLatencies {
+	return workerLatencies{
+		handlerCalls: reg.Histogram("batfleet_worker_handler_duration_seconds",
+			"Handler calls, one per batch (a retry is a call of its own).", "outcome"),
+		saves: reg.Histogram("batfleet_worker_checkpoint_save_duration_seconds",
+			"Checkpoint saves (compare-and-swap in JetStream KV), by outcome (ok, error).", "outcome"),
+	}
+}
+
+func (l workerLatencies) handler(_ int, took time.Duration) {
+	l.handlerCalls.WithLabelValues("done").Observe(took.Seconds())
+}
+
+func (l workerLatencies) save(took time.Duration, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	l.saves.WithLabelValues(outcome).Observe(took.Seconds())
+}
+
+// lagCounter asks the writer for a region's lag at scrape time: a count
+// request per scrape (the writer counts from its index), at most one a
+// second per region, bounded by a second; a failed request keeps the last
+// answer.
+type lagCounter struct {
+	client *fleet.Client
+	mu     sync.Mutex
+	last   map[string]lagAnswer
+}
+
+type lagAnswer struct {
+	at     time.Time
+	pos    uint64
+	start  bool
+	events float64
+}
+
+func (l *lagCounter) count(region engine.Region, pos uint64, started bool) float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := region.Identity()
+	prev, seen := l.last[key]
+	if seen && prev.pos == pos && prev.start == started && time.Since(prev.at) < time.Second {
+		return prev.events
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	got, err := l.client.Count(ctx, region, pos, started)
+	if err != nil {
+		if seen {
+			return prev.events
+		}
+		return math.NaN()
+	}
+	if l.last == nil {
+		l.last = map[string]lagAnswer{}
+	}
+	a := lagAnswer{at: time.Now(), pos: pos, start: started, events: float64(got.Events)}
+	l.last[key] = a
+	return a.events
+}
+
+func registerWorkerMetrics(reg *cli.Registry, w *delivery.Worker, c *fleet.Client, region engine.Region) {
 	c64 := func(name, help string, f func(delivery.WorkerStats) uint64) {
 		reg.Counter(name, help, func() float64 { return float64(f(w.Stats())) })
 	}
@@ -453,19 +534,10 @@ func registerWorkerMetrics(reg *cli.Registry, w *delivery.Worker, c *fleet.Clien
 		return 0
 	})
 	reg.Gauge("batfleet_worker_committed_position", "Last committed sequence.", func() float64 { return float64(w.Stats().Committed) })
-	reg.Gauge("batfleet_worker_lag_sequences", "Sequences between the committed position and the newest epoch's visible bound (an upper bound on the region's lag).", func() float64 {
+	lag := &lagCounter{client: c}
+	reg.Gauge("batfleet_worker_lag_events", "Events of the worker's region after its committed position, counted by the writer (what worker status shows); NaN until the writer has answered.", func() float64 {
 		st := w.Stats()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		info, err := c.Info(ctx)
-		if err != nil || info.Visible == 0 {
-			return 0
-		}
-		pos := int64(-1)
-		if st.CommittedStarted {
-			pos = int64(st.Committed)
-		}
-		return float64(max(int64(info.Visible)-1-pos, 0))
+		return lag.count(region, st.Committed, st.CommittedStarted)
 	})
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/fleet"
 	"github.com/batfleet/batfleet/internal/cli"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ServeConfig configures `writer serve`.
@@ -64,10 +65,15 @@ func Serve(ctx context.Context, cfg ServeConfig) (err error) {
 	}
 	defer nc.Close()
 
+	// The registry exists before the journal and the writer, whose hooks
+	// feed its histograms; it is served only with --http.
+	reg := cli.NewRegistry("writer", cfg.Version)
+	lat := newWriterLatencies(reg)
 	dir := filepath.Join(cfg.Data, "journals", cfg.Journal)
 	store, err := journal.Open(dir, journal.Config{
 		Logger:        log,
 		MaxEntryBytes: fleet.MaxEntryBytes(nc.MaxPayload()),
+		ObserveSync:   lat.fsync,
 	})
 	if err != nil {
 		return fmt.Errorf("open journal %s: %w", dir, err)
@@ -77,7 +83,8 @@ func Serve(ctx context.Context, cfg ServeConfig) (err error) {
 			err = fmt.Errorf("close journal: %w", cerr)
 		}
 	}()
-	w, err := fleet.NewWriter(nc, store, fleet.WriterConfig{Journal: cfg.Journal, Version: cfg.Version, Logger: log})
+	w, err := fleet.NewWriter(nc, store, fleet.WriterConfig{Journal: cfg.Journal, Version: cfg.Version, Logger: log,
+		ObserveRequest: lat.request})
 	if err != nil {
 		return err
 	}
@@ -90,7 +97,6 @@ func Serve(ctx context.Context, cfg ServeConfig) (err error) {
 	}()
 
 	if cfg.HTTP != "" {
-		reg := &cli.Registry{}
 		registerWriterMetrics(reg, w, store)
 		hs, err := cli.StartProbes(cfg.HTTP, reg, probes(ctx, nc, store), log)
 		if err != nil {
@@ -129,6 +135,35 @@ func probes(ctx context.Context, nc *nats.Conn, store *journal.Store) cli.Probes
 		},
 	}
 }
+
+// writerLatencies are the writer's latency histograms.
+type writerLatencies struct {
+	requests *prometheus.HistogramVec
+	fsyncs   prometheus.Observer
+}
+
+func newWriterLatencies(reg *cli.Registry) writerLatencies {
+	return writerLatencies{
+		requests: reg.Histogram("batfleet_writer_request_duration_seconds",
+			"Requests from arrival to answer, by endpoint (pull, append, info, count) and outcome (ok, error); an append's includes its fsync. Held pulls are left out: their time is their wait.",
+			"endpoint", "outcome"),
+		fsyncs: reg.Histogram("batfleet_journal_fsync_duration_seconds",
+			"The fsync of each group commit (one per group of appends).").WithLabelValues(),
+	}
+}
+
+func (l writerLatencies) request(o fleet.RequestObservation) {
+	if o.Held {
+		return
+	}
+	outcome := "ok"
+	if o.Failed {
+		outcome = "error"
+	}
+	l.requests.WithLabelValues(o.Endpoint, outcome).Observe(o.Took.Seconds())
+}
+
+func (l writerLatencies) fsync(d time.Duration) { l.fsyncs.Observe(d.Seconds()) }
 
 func registerWriterMetrics(reg *cli.Registry, w *fleet.Writer, store *journal.Store) {
 	c := func(name, help string, f func(fleet.WriterStats) uint64) {
