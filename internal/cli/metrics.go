@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 )
 
@@ -141,6 +142,9 @@ func (v *funcVec) Collect(ch chan<- prometheus.Metric) {
 		ch <- m
 	}
 }
+
+// Gather returns the registry's metric families, as a scrape sees them.
+func (r *Registry) Gather() ([]*dto.MetricFamily, error) { return r.reg.Gather() }
 
 // sortedNames returns the names of the registry's metric families, for
 // tests.

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/delivery"
@@ -82,15 +80,11 @@ func TestWorkerLagMetricCountsMatchingEvents(t *testing.T) {
 	if !strings.Contains(text, `batfleet_worker_handler_duration_seconds_count{outcome="done"}`) {
 		t.Errorf("no handler histogram:\n%s", grep(text, "handler"))
 	}
-	families, err := new(expfmt.TextParser).TextToMetricFamilies(strings.NewReader(text))
+	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list []*dto.MetricFamily
-	for _, f := range families {
-		list = append(list, f)
-	}
-	problems, err := promlint.NewWithMetricFamilies(list).Lint()
+	problems, err := promlint.NewWithMetricFamilies(families).Lint()
 	if err != nil {
 		t.Fatal(err)
 	}
