@@ -1094,6 +1094,14 @@ func (m *Member) claimRecord(id string, region engine.Region, live func(string) 
 	switch {
 	case errors.Is(err, checkpoint.ErrNotFound):
 		rec, rev = checkpoint.Record{RegionIdentity: &ident}, 0
+		if from := m.cfg.Worker.From; from != (delivery.StartFrom{}) {
+			// The partition's first claim: it starts where From says,
+			// resolved now (Kafka's auto.offset.reset). Its record keeps
+			// that start for every later claimer.
+			if rec, err = m.startRecord(ctx, rec, from); err != nil {
+				return 0, err
+			}
+		}
 	case err != nil:
 		return 0, err
 	case rec.RegionIdentity == nil || *rec.RegionIdentity != ident:
@@ -1106,6 +1114,24 @@ func (m *Member) claimRecord(id string, region engine.Region, live func(string) 
 		return 0, err
 	}
 	return rec.Epoch, nil
+}
+
+// startRecord sets a new partition record's position to where from
+// points now. A writer that does not answer is the store being
+// unavailable for the claim: it is retried.
+func (m *Member) startRecord(ctx context.Context, rec checkpoint.Record, from delivery.StartFrom) (checkpoint.Record, error) {
+	info, err := m.client.Info(ctx)
+	if err == nil {
+		rec.Position, rec.Started, err = from.Resolve(ctx, m.client, info.Visible)
+	}
+	if err != nil {
+		if errors.Is(err, delivery.ErrTransient) || errors.Is(err, context.DeadlineExceeded) {
+			return rec, fmt.Errorf("%w: resolve the start %s: %w", checkpoint.ErrUnavailable, from, err)
+		}
+		return rec, fmt.Errorf("fleet: resolve the start %s of group %s: %w", from, m.cfg.Name, err)
+	}
+	rec.JournalID = info.JournalID.String()
+	return rec, nil
 }
 
 // send hands f to the coordinator (unless the member is leaving).

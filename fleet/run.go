@@ -60,7 +60,8 @@ type WorkerOptions struct {
 	Restart     delivery.RestartPolicy
 	WorkerID    string
 	// From is where a checkpoint with no record starts (default
-	// delivery.FromBeginning(); a group's partitions ignore it).
+	// delivery.FromBeginning()); for a group, where each partition starts
+	// when it is first claimed.
 	From delivery.StartFrom
 	// Retry is how failed batches are retried (default
 	// delivery.DefaultRetryPolicy()).

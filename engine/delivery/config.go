@@ -59,8 +59,9 @@ type WorkerConfig struct {
 	// From is where the worker starts while its checkpoint has no record
 	// (a new durable worker before its first commit, or an in-memory
 	// worker): FromBeginning (the default), FromEnd, FromSeq or FromTime.
-	// A stored record always wins. A consumer group's partitions start at
-	// their claim records and ignore it.
+	// A stored record always wins. A consumer group resolves it when it
+	// first claims a partition that has no record (the claim record keeps
+	// that start).
 	From StartFrom
 	// WorkerID is saved as the record's owner (default host-pid-random).
 	WorkerID string

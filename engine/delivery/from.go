@@ -83,6 +83,15 @@ func (f StartFrom) String() string {
 	return "beginning"
 }
 
+// Resolve returns the cursor state f stands for against src, whose
+// visible bound is visible: the position to resume after and whether it
+// is started (false: from the beginning). A consumer group resolves it
+// when it first claims a partition that has no record.
+func (f StartFrom) Resolve(ctx context.Context, src Source, visible uint64) (pos uint64, started bool, err error) {
+	p, err := f.position(ctx, src, visible)
+	return p.pos, p.started, err
+}
+
 // position is the cursor state StartFrom stands for, given the source's
 // visible bound (seqs below it are visible).
 func (f StartFrom) position(ctx context.Context, src Source, visible uint64) (position, error) {

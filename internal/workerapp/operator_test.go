@@ -179,7 +179,6 @@ func TestRunNamesFlagsAsTyped(t *testing.T) {
 		{"idle 0", func(c *RunConfig) { c.Idle = 0 }, "usage: --idle 0s: must be > 0 (how long the writer holds an idle pull, e.g. 30s)"},
 		{"from bogus", func(c *RunConfig) { c.From = "yesterday" }, `usage: --from "yesterday": want beginning, end, seq:N or time:RFC3339 (e.g. time:2026-12-04T10:00:00Z)`},
 		{"from bad time", func(c *RunConfig) { c.From = "time:2026-12-04" }, `usage: --from "time:2026-12-04": want beginning, end, seq:N or time:RFC3339 (e.g. time:2026-12-04T10:00:00Z)`},
-		{"from with a group", func(c *RunConfig) { c.From, c.Group = "end", "g" }, "usage: --from end: applies to --checkpoint and in-memory workers; a group's partitions start at their claims"},
 		{"several at once", func(c *RunConfig) { c.Batch, c.ExecTimeout, c.CheckpointOutage = -1, 0, -time.Second },
 			"usage: --batch -1: must be >= 1 (the most entries per handler call); " +
 				"--exec-timeout 0s: must be > 0 (how long --exec may take to answer a batch, e.g. 30s); " +

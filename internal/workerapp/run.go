@@ -100,9 +100,6 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return cli.Usagef("--from %q: want beginning, end, seq:N or time:RFC3339 (e.g. time:2026-12-04T10:00:00Z)", cfg.From)
 	}
-	if from != (delivery.StartFrom{}) && cfg.Group != "" {
-		return cli.Usagef("--from %s: applies to --checkpoint and in-memory workers; a group's partitions start at their claims", cfg.From)
-	}
 	wcfg := delivery.DefaultWorkerConfig()
 	wcfg.BatchSize, wcfg.IdleTimeout, wcfg.Restart, wcfg.Retry = cfg.Batch, cfg.Idle, policy, retry
 	wcfg.WorkerID, wcfg.Logger, wcfg.CheckpointOutage, wcfg.From = cfg.ID, log, cfg.CheckpointOutage, from
