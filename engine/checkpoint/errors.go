@@ -3,6 +3,9 @@ package checkpoint
 import (
 	"errors"
 	"fmt"
+	"strconv"
+
+	"github.com/batfleet/batfleet/engine"
 )
 
 // Sentinel errors.
@@ -73,9 +76,20 @@ type RegionMismatchError struct {
 func (e *RegionMismatchError) Error() string {
 	stored := "none"
 	if e.Stored != nil {
-		stored = *e.Stored
+		stored = regionSpec(*e.Stored)
 	}
-	return fmt.Sprintf("%v at %s: stored %s, expected %s", ErrRegionMismatch, e.Location, stored, e.Expected)
+	return fmt.Sprintf("%v at %s: stored %s, expected %s", ErrRegionMismatch, e.Location, stored, regionSpec(e.Expected))
+}
+
+// regionSpec returns a region identity as --region takes it (kinds in
+// hex, "all" for every event), or the identity quoted when it does not
+// parse.
+func regionSpec(identity string) string {
+	r, err := engine.ParseRegionIdentity(identity)
+	if err != nil {
+		return strconv.Quote(identity)
+	}
+	return r.Spec()
 }
 
 func (e *RegionMismatchError) Unwrap() error { return ErrRegionMismatch }

@@ -108,7 +108,7 @@ func StartWorker(ctx context.Context, src Source, region engine.Region, cfg Work
 		baseCtx: context.WithoutCancel(ctx),
 		done:    make(chan struct{}),
 	}
-	w.log = cfg.Logger.Named("worker").With("worker", cfg.WorkerID, "region", region.Identity())
+	w.log = cfg.Logger.Named("worker").With("worker", cfg.WorkerID, "region", region.Spec())
 	if cfg.CheckpointID != "" {
 		w.witness = &AtLeastOnce{checkpointID: cfg.CheckpointID}
 		w.log = w.log.With("checkpoint-id", cfg.CheckpointID)
