@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine/journal"
 	"github.com/batfleet/batfleet/internal/natstest"
@@ -26,44 +24,6 @@ func urlsFrom(c *natstest.Cluster, i int) string {
 		}
 	}
 	return strings.Join(urls, ",")
-}
-
-// streamLeader returns the index of the node of c leading stream, or -1.
-func streamLeader(js jetstream.JetStream, c *natstest.Cluster, stream string) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil || s.CachedInfo().Cluster == nil {
-		return -1
-	}
-	for i, srv := range c.Servers {
-		if srv != nil && srv.Name() == s.CachedInfo().Cluster.Leader {
-			return i
-		}
-	}
-	return -1
-}
-
-// moveLeader makes node to of c lead stream (a leader step-down naming
-// it as the preferred successor, repeated until it holds).
-func moveLeader(t *testing.T, nc *nats.Conn, c *natstest.Cluster, stream string, to int) {
-	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": c.Servers[to].Name()}})
-	asked := time.Time{}
-	waitFor(t, 20*time.Second, stream+"'s leader to move to "+c.Servers[to].Name(), func() bool {
-		if streamLeader(js, c, stream) == to {
-			return true
-		}
-		if time.Since(asked) > time.Second {
-			asked = time.Now()
-			_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, req, 2*time.Second)
-		}
-		return false
-	})
 }
 
 // Catalogue: GRP-04, GRP-06, GRP-10, GRP-11 in a cluster (a group on a
@@ -149,8 +109,8 @@ func TestGRP04_ClusterNodeLoss(t *testing.T) {
 	progress("before the loss", ms...)
 
 	groups, ckpts := "KV_"+DefaultGroupBucket, "KV_"+kvckpt.DefaultBucket
-	moveLeader(t, ctl, c, groups, 1)
-	moveLeader(t, ctl, c, ckpts, 1)
+	natstest.MoveStreamLeader(t, ctl, c, groups, 1)
+	natstest.MoveStreamLeader(t, ctl, c, ckpts, 1)
 	progress("after the leaders moved to n1", ms...)
 	owned1 := ms[1].Stats().Owned
 	claimsBefore := ms[0].Stats().Claims + ms[2].Stats().Claims
@@ -164,7 +124,7 @@ func TestGRP04_ClusterNodeLoss(t *testing.T) {
 	waitFor(t, 20*time.Second, "m0 and m2 to run all partitions", func() bool { return balanced(P, survivors...) })
 	took := time.Since(down)
 	for _, s := range []string{groups, ckpts} {
-		if l := streamLeader(js, c, s); l < 0 || l == 1 {
+		if l := natstest.StreamLeader(js, c, s); l < 0 || l == 1 {
 			t.Fatalf("%s: leader n%d after n1 went down", s, l)
 		}
 	}

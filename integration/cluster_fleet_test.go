@@ -224,17 +224,17 @@ func TestClusterFleetLosesTwoNodes(t *testing.T) {
 	progress("before any loss")
 
 	// Loss 1: n1, made the checkpoint stream's leader.
-	clusterMoveLeader(t, ctlNC, c, "KV_"+kvckpt.DefaultBucket, 1)
+	natstest.MoveStreamLeader(t, ctlNC, c, "KV_"+kvckpt.DefaultBucket, 1)
 	down := time.Now()
 	natstest.Shutdown(c.Servers[1])
 	progress("with n1 down")
 	pauses("n1 (checkpoint stream leader, a worker node) down", down)
 	c.Servers[1] = natstest.Start(t, c.Opts[1].Clone())
 	waitFor(t, 60*time.Second, "every replica of the checkpoint stream to be current", func() bool {
-		return clusterStreamCurrent(ctlJS, "KV_"+kvckpt.DefaultBucket)
+		return natstest.StreamCurrent(ctlJS, "KV_"+kvckpt.DefaultBucket, 3)
 	})
 	waitFor(t, 60*time.Second, "every replica of the groups stream to be current", func() bool {
-		return clusterStreamCurrent(ctlJS, "KV_"+fleet.DefaultGroupBucket)
+		return natstest.StreamCurrent(ctlJS, "KV_"+fleet.DefaultGroupBucket, 3)
 	})
 	progress("after n1 came back")
 
@@ -500,49 +500,4 @@ func (h *clusterKVHistory) total() int {
 		n += len(v)
 	}
 	return n
-}
-
-// clusterMoveLeader makes node to of c lead stream (a step-down naming it
-// as the preferred successor, repeated until it holds).
-func clusterMoveLeader(t *testing.T, nc *nats.Conn, c *natstest.Cluster, stream string, to int) {
-	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := []byte(`{"placement":{"preferred":"` + c.Servers[to].Name() + `"}}`)
-	var asked time.Time
-	waitFor(t, 30*time.Second, stream+"'s leader to move to "+c.Servers[to].Name(), func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if s, err := js.Stream(ctx, stream); err == nil && s.CachedInfo().Cluster != nil && s.CachedInfo().Cluster.Leader == c.Servers[to].Name() {
-			return true
-		}
-		if time.Since(asked) > time.Second {
-			asked = time.Now()
-			_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, req, 2*time.Second)
-		}
-		return false
-	})
-}
-
-// clusterStreamCurrent reports whether stream has a leader and two current,
-// online replicas.
-func clusterStreamCurrent(js jetstream.JetStream, stream string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return false
-	}
-	cl := s.CachedInfo().Cluster
-	if cl == nil || cl.Leader == "" || len(cl.Replicas) != 2 {
-		return false
-	}
-	for _, r := range cl.Replicas {
-		if !r.Current || r.Offline {
-			return false
-		}
-	}
-	return true
 }

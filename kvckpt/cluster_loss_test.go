@@ -171,21 +171,9 @@ func TestClusterNodeLoss(t *testing.T) {
 	progress("after " + c.Opts[first].ServerName + " came back")
 	// The node that came back must have caught up before another goes:
 	// with two of three down-or-behind the stream has no quorum.
+	_, js0 := natstest.ConnectURL(t, c.URLs())
 	waitFor(t, "every replica of the bucket stream to be current", 60*time.Second, func() bool {
-		st, err := members[0].store.kv.Status(testCtx(t))
-		if err != nil {
-			return false
-		}
-		cl := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster
-		if cl == nil || cl.Leader == "" || len(cl.Replicas) != 2 {
-			return false
-		}
-		for _, r := range cl.Replicas {
-			if !r.Current || r.Offline {
-				return false
-			}
-		}
-		return true
+		return natstest.StreamCurrent(js0, "KV_"+DefaultBucket, 3)
 	})
 	isMeta := func(i int) bool { return c.Servers[i].JetStreamIsLeader() }
 	waitFor(t, "the cluster to have a meta leader", 30*time.Second, func() bool { return leaderOf(isMeta) >= 0 })

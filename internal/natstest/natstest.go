@@ -5,6 +5,7 @@
 package natstest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -174,4 +175,65 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// StreamLeader returns the index of the node of c leading stream, or -1
+// (no leader now, or the stream cannot be read).
+func StreamLeader(js jetstream.JetStream, c *Cluster, stream string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil || s.CachedInfo().Cluster == nil {
+		return -1
+	}
+	for i, srv := range c.Servers {
+		if srv != nil && srv.Name() == s.CachedInfo().Cluster.Leader {
+			return i
+		}
+	}
+	return -1
+}
+
+// MoveStreamLeader makes node to of c lead stream: a leader step-down
+// naming it as the preferred successor, repeated until it holds (or the
+// test fails after 30 s).
+func MoveStreamLeader(t testing.TB, nc *nats.Conn, c *Cluster, stream string, to int) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := []byte(`{"placement":{"preferred":"` + c.Servers[to].Name() + `"}}`)
+	var asked time.Time
+	for deadline := time.Now().Add(30 * time.Second); StreamLeader(js, c, stream) != to; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: %s's leader did not move to %s within 30s", stream, c.Servers[to].Name())
+		}
+		if time.Since(asked) > time.Second {
+			asked = time.Now()
+			_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, req, 2*time.Second)
+		}
+	}
+}
+
+// StreamCurrent reports whether stream has a leader and replicas-1
+// followers, every one current and online: a node that came back has
+// caught up, so another may go without the stream losing its quorum.
+func StreamCurrent(js jetstream.JetStream, stream string, replicas int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false
+	}
+	cl := s.CachedInfo().Cluster
+	if cl == nil || cl.Leader == "" || len(cl.Replicas) != replicas-1 {
+		return false
+	}
+	for _, r := range cl.Replicas {
+		if !r.Current || r.Offline {
+			return false
+		}
+	}
+	return true
 }
