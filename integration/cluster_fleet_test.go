@@ -378,9 +378,7 @@ func (l *clusterLog) distinct() []uint64 {
 	defer l.mu.Unlock()
 	var out []uint64
 	for _, seqs := range l.byEntity {
-		for _, s := range seqs {
-			out = append(out, s)
-		}
+		out = append(out, seqs...)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return clusterCompact(out)
