@@ -220,13 +220,13 @@ func TestCmdCheckpointBadInput(t *testing.T) {
 	}{
 		{"unknown checkpoint", []string{"get", "nobody"}, 1, `^worker: unknown checkpoint "nobody": journal main has no record of it in bucket "batfleet_checkpoints" \(see worker status\)$`},
 		{"unknown checkpoint set", []string{"set", "nobody", "--position", "0"}, 1, `^worker: unknown checkpoint "nobody"`},
-		{"malformed position", []string{"set", "c", "--position", "abc"}, 2, `^worker: usage: --position "abc": must be a sequence number \(a whole number >= 0\) or end$`},
-		{"missing position", []string{"set", "c"}, 2, `^worker: usage: --position is required`},
+		{"malformed position", []string{"set", "c", "--position", "abc"}, 2, `^worker: --position "abc": must be a sequence number \(a whole number >= 0\) or end$`},
+		{"missing position", []string{"set", "c"}, 2, `^worker: --position is required`},
 		{"position beyond visible", []string{"set", "c", "--position", strconv.FormatUint(visible, 10), "--force"}, 1,
 			fmt.Sprintf(`^worker: --position %d: beyond the journal's visible bound %d \(the position must be a seq the writer has made visible, 0 to %d; or end\)$`, visible, visible, visible-1)},
 		{"missing id", []string{"reset"}, 2, `^worker: checkpoint reset needs the checkpoint's id \(see worker checkpoint reset --help\)$`},
 		{"unknown subcommand", []string{"move", "c"}, 2, `^worker: unknown command "checkpoint move" \(want checkpoint get, checkpoint set or checkpoint reset ID\)$`},
-		{"alive window without unit", []string{"reset", "c", "--alive-window", "5"}, 2, `^worker: usage: --alive-window 5: a duration needs a unit`},
+		{"alive window without unit", []string{"reset", "c", "--alive-window", "5"}, 2, `^worker: --alive-window 5: a duration needs a unit`},
 		{"extra argument", []string{"get", "c", "d"}, 2, `^worker: unexpected argument "d"`},
 	}
 	for _, tt := range tests {

@@ -273,14 +273,14 @@ func TestCmdOperatorWorkerErrorTexts(t *testing.T) {
 		args    []string
 		pattern string
 	}{
-		{"region category 16", nil, []string{"--region", "category=16"}, `^worker: usage: --region: category 16: out of range, want 0-15 \(or 0x0-0xf\)$`},
-		{"region entity star", nil, []string{"--region", "entity=*"}, `^worker: usage: --region: entity prefix "\*" is not a glob; omit the prefix to match every entity$`},
-		{"batch 0", nil, []string{"--batch", "0"}, `^worker: usage: --batch 0: must be >= 1 \(the most entries per handler call\)$`},
-		{"idle without unit", nil, []string{"--idle", "5"}, `^worker: usage: --idle 5: a duration needs a unit, e.g. 5s \(see worker run --help\)$`},
-		{"idle from the environment", []string{"BATFLEET_IDLE=5"}, nil, `^worker: usage: BATFLEET_IDLE="5": a duration needs a unit, e.g. 5s `},
+		{"region category 16", nil, []string{"--region", "category=16"}, `^worker: --region: category 16: out of range, want 0-15 \(or 0x0-0xf\)$`},
+		{"region entity star", nil, []string{"--region", "entity=*"}, `^worker: --region: entity prefix "\*" is not a glob; omit the prefix to match every entity$`},
+		{"batch 0", nil, []string{"--batch", "0"}, `^worker: --batch 0: must be >= 1 \(the most entries per handler call\)$`},
+		{"idle without unit", nil, []string{"--idle", "5"}, `^worker: --idle 5: a duration needs a unit, e.g. 5s \(see worker --help\)$`},
+		{"idle from the environment", []string{"BATFLEET_IDLE=5"}, nil, `^worker: BATFLEET_IDLE="5": a duration needs a unit, e.g. 5s `},
 		{"wait timeout without unit", nil, []string{"wait", "--checkpoint", "c", "--through", "1", "--timeout", "10"},
-			`^worker: usage: --timeout 10: a duration needs a unit, e.g. 10s \(see worker wait --help\)$`},
-		{"wait-writer", nil, []string{"--wait-writer", "soon"}, `^worker: usage: --wait-writer soon: not a duration: want a number with a unit`},
+			`^worker: --timeout 10: a duration needs a unit, e.g. 10s \(see worker wait --help\)$`},
+		{"wait-writer", nil, []string{"--wait-writer", "soon"}, `^worker: --wait-writer soon: not a duration: want a number with a unit`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -246,9 +246,9 @@ func TestCmdWriterInfo(t *testing.T) {
 		pattern string
 	}{
 		{"no writer, no --data", []string{"--nats", natsURL}, 3, `^writer: connect to NATS at `},
-		{"data without a journal", []string{"--nats", natsURL, "--data", t.TempDir()}, 2, `^writer: .*usage: --data: .* holds no journal`},
-		{"bad journal", []string{"--journal", "a/b"}, 2, `^writer: usage: --journal: `},
-		{"bad timeout", []string{"--timeout", "-1s"}, 2, `^writer: usage: --timeout must be > 0`},
+		{"data without a journal", []string{"--nats", natsURL, "--data", t.TempDir()}, 2, `^writer: .*--data: .* holds no journal`},
+		{"bad journal", []string{"--journal", "a/b"}, 2, `^writer: --journal: `},
+		{"bad timeout", []string{"--timeout", "-1s"}, 2, `^writer: --timeout must be > 0`},
 	} {
 		stdout, stderr, code := cmdRun(t, "", nil, writerBin, append([]string{"info"}, tt.args...)...)
 		if code != tt.code || stdout != "" {

@@ -1,12 +1,20 @@
 // Package cli holds what the writer and worker binaries share: flags with
 // environment fallbacks, logging, NATS connection options, the metrics
 // and health HTTP server, signal handling and exit codes.
+//
+// Their command lines are cobra commands (github.com/spf13/cobra; see
+// Execute), chosen over kong because cobra brings subcommands, help,
+// --version and shell completion for bash, zsh, fish and powershell
+// (`completion SHELL`) built in, and because its flags are pflag's, whose
+// API mirrors the standard flag package's: every flag is registered as it
+// was (fs.StringVar, fs.Var), where kong would have made each a struct
+// tag, and the environment fallbacks stay in one function, ApplyEnv, not
+// in a tag on every flag.
 package cli
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +28,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes of both binaries.
@@ -31,12 +40,20 @@ const (
 	ExitSignaled = 130 // a second signal: stopped at once
 )
 
-// ErrUsage marks errors in flags, arguments or configuration.
-var ErrUsage = errors.New("usage")
+// ErrUsage marks errors in flags, arguments or configuration. Its text
+// is never shown: a usage error reads as what is wrong ("--batch 0: must
+// be >= 1"), with no "usage:" in front.
+var ErrUsage = errors.New("cli: usage error")
 
-// Usagef returns an error matching ErrUsage.
+// usageError is a usage error's text; it matches ErrUsage.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string        { return e.msg }
+func (e *usageError) Is(target error) bool { return target == ErrUsage }
+
+// Usagef returns an error matching ErrUsage, worded by format alone.
 func Usagef(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
 // EnvName returns the environment variable backing a flag: BATFLEET_ and
@@ -49,66 +66,141 @@ func EnvName(flagName string) string {
 	return "BATFLEET_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// typedOnly are flags with no environment fallback: one-off, destructive
+// noEnv are flags with no environment fallback: one-off, destructive
 // choices (`worker checkpoint set --position`, `--force`) that a variable
-// left in an environment must never make for a later command.
-var typedOnly = map[string]bool{"force": true, "position": true}
+// left in an environment must never make for a later command, and the
+// --help and --version flags cobra adds.
+var noEnv = map[string]bool{"force": true, "position": true, "help": true, "version": true}
 
-// ApplyEnv sets every flag of fs not given on the command line from its
-// environment variable, if set (except the typed-only flags: --force and
-// --position). It returns an error naming the variable when a value does
-// not parse.
-func ApplyEnv(fs *flag.FlagSet) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || typedOnly[f.Name] {
+// HasEnv reports whether the flag name falls back on EnvName(name).
+func HasEnv(name string) bool { return !noEnv[name] }
+
+// ApplyEnv sets every flag of fs not given on the command line (not
+// Changed) from its environment variable, if set (except the flags with
+// none: --force, --position, --help and --version). A value that does not
+// parse is a usage error naming the variable and the rule:
+// BATFLEET_IDLE="5": a duration needs a unit, e.g. 5s.
+func ApplyEnv(fs *pflag.FlagSet) error {
+	var msgs []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed || !HasEnv(f.Name) {
 			return
 		}
 		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, Usagef("%s=%q: %v", EnvName(f.Name), v, err))
+				msgs = append(msgs, fmt.Sprintf("%s=%q: %s", EnvName(f.Name), v, valueRule(err)))
 			}
 		}
 	})
-	return errors.Join(errs...)
+	if len(msgs) > 0 {
+		return Usagef("%s", strings.Join(msgs, "; "))
+	}
+	return nil
 }
 
-// Parse parses args into fs (which must use flag.ContinueOnError), then
-// applies environment fallbacks.
-func Parse(fs *flag.FlagSet, args []string) error {
+// Parse parses args into fs, then applies environment fallbacks. A parse
+// error is a usage error worded by FlagError; pflag.ErrHelp is returned
+// as is. (The binaries parse through cobra, whose flag errors go through
+// FlagError too; Parse is for a flag set on its own.)
+func Parse(fs *pflag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
+	fs.Init(fs.Name(), pflag.ContinueOnError)
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		if errors.Is(err, pflag.ErrHelp) {
 			return err
 		}
-		return Usagef("%v", err)
+		return FlagError(err)
 	}
 	return ApplyEnv(fs)
+}
+
+// FlagError words a pflag parse error as users type flags, as a usage
+// error: "unknown flag --foo", "--idle 5: a duration needs a unit, e.g.
+// 5s", "--batch needs a value".
+func FlagError(err error) error {
+	var (
+		notExist *pflag.NotExistError
+		noValue  *pflag.ValueRequiredError
+		invalid  *pflag.InvalidValueError
+		syntax   *pflag.InvalidSyntaxError
+	)
+	switch {
+	case errors.As(err, &notExist):
+		if s := notExist.GetSpecifiedShortnames(); s != "" {
+			return Usagef("unknown flag -%s", s) // -bogus, not pflag's 'b' in -bogus
+		}
+		return Usagef("unknown flag --%s", notExist.GetSpecifiedName())
+	case errors.As(err, &noValue):
+		return Usagef("--%s needs a value", noValue.GetFlag().Name)
+	case errors.As(err, &invalid):
+		return Usagef("--%s %s: %s", invalid.GetFlag().Name, invalid.GetValue(), valueRule(invalid.Unwrap()))
+	case errors.As(err, &syntax):
+		return Usagef("bad flag syntax %s", syntax.GetSpecifiedFlag())
+	}
+	return Usagef("%v", err)
+}
+
+// valueRule words a flag value's parse error: the rule it breaks, for
+// pflag's own types, whose errors are strconv's.
+func valueRule(err error) string {
+	var num *strconv.NumError
+	if !errors.As(err, &num) {
+		return err.Error()
+	}
+	switch {
+	case num.Func == "ParseBool":
+		return "want true or false"
+	case errors.Is(num.Err, strconv.ErrRange):
+		return "out of range"
+	case num.Func == "ParseFloat":
+		return "not a number"
+	}
+	return "not a whole number"
 }
 
 // Usage writes fs's flags, with their environment variables, to w: the
 // command's own flags first, then the NATS connection and authentication
 // flags (NATSFlags) apart. A flag whose help already says its default
-// ("(default ...") gets no second one.
-func Usage(w io.Writer, fs *flag.FlagSet, synopsis string) {
-	fmt.Fprintf(w, "usage: %s\n\nflags (environment variable in brackets):\n", synopsis)
-	var natsFlags []*flag.Flag
-	show := func(f *flag.Flag) {
+// ("(default ...") gets no second one, and a bool flag that is off unless
+// given shows none.
+func Usage(w io.Writer, fs *pflag.FlagSet, synopsis string) {
+	fmt.Fprintf(w, "usage: %s\n\n", synopsis)
+	writeFlags(w, fs)
+}
+
+// writeFlags writes fs's flags as Usage does, without the synopsis.
+func writeFlags(w io.Writer, fs *pflag.FlagSet) {
+	var own, natsFlags []*pflag.Flag
+	fs.VisitAll(func(f *pflag.Flag) {
+		switch {
+		case f.Hidden:
+		case natsFlagNames[f.Name]:
+			natsFlags = append(natsFlags, f)
+		default:
+			own = append(own, f)
+		}
+	})
+	show := func(f *pflag.Flag) {
+		name := "--" + f.Name
+		if f.Shorthand != "" {
+			name = "-" + f.Shorthand + ", " + name
+		}
+		if HasEnv(f.Name) {
+			name += " [" + EnvName(f.Name) + "]"
+		}
 		def := ""
-		if f.DefValue != "" && !strings.Contains(f.Usage, "(default") {
+		offSwitch := f.NoOptDefVal == "true" && f.DefValue == "false" // a bool flag, off unless given
+		if f.DefValue != "" && !offSwitch && !strings.Contains(f.Usage, "(default") {
 			def = " (default " + strconv.Quote(f.DefValue) + ")"
 		}
-		fmt.Fprintf(w, "  --%s [%s]\n      %s%s\n", f.Name, EnvName(f.Name), f.Usage, def)
+		fmt.Fprintf(w, "  %s\n      %s%s\n", name, f.Usage, def)
 	}
-	fs.VisitAll(func(f *flag.Flag) {
-		if natsFlagNames[f.Name] {
-			natsFlags = append(natsFlags, f)
-			return
+	if len(own) > 0 {
+		fmt.Fprintf(w, "flags (environment variable in brackets):\n")
+		for _, f := range own {
+			show(f)
 		}
-		show(f)
-	})
+	}
 	if len(natsFlags) > 0 {
 		fmt.Fprintf(w, "\nNATS connection and authentication flags:\n")
 		for _, f := range natsFlags {
@@ -124,7 +216,7 @@ type LogFlags struct {
 }
 
 // Register adds --log-level and --log-json to fs.
-func (l *LogFlags) Register(fs *flag.FlagSet) {
+func (l *LogFlags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&l.Level, "log-level", "info", "log level: trace, debug, info, warn, error")
 	fs.BoolVar(&l.JSON, "log-json", false, "log JSON lines instead of text")
 }
@@ -159,7 +251,7 @@ var natsFlagNames = map[string]bool{
 
 // Register adds the NATS flags to fs (natsFlagNames); defaultURL is
 // --nats's default.
-func (n *NATSFlags) Register(fs *flag.FlagSet, defaultURL, urlHelp string) {
+func (n *NATSFlags) Register(fs *pflag.FlagSet, defaultURL, urlHelp string) {
 	fs.StringVar(&n.URL, "nats", defaultURL, urlHelp)
 	fs.StringVar(&n.Creds, "creds", "", "NATS credentials file (JWT + nkey)")
 	fs.StringVar(&n.NKey, "nkey", "", "NATS nkey seed file")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"net"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/pflag"
 )
 
 func TestEnvName(t *testing.T) {
@@ -38,7 +38,7 @@ func TestEnvName(t *testing.T) {
 // testFlags is a flag set like the binaries': a string, an int, a bool, a
 // duration and the --nats URL.
 type testFlags struct {
-	fs    *flag.FlagSet
+	fs    *pflag.FlagSet
 	name  *string
 	batch *int
 	json  *bool
@@ -47,7 +47,7 @@ type testFlags struct {
 }
 
 func newTestFlags() testFlags {
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	return testFlags{
 		fs:    fs,
 		name:  fs.String("name", "default", ""),
@@ -93,10 +93,9 @@ func TestApplyEnvBadValue(t *testing.T) {
 	if !errors.Is(err, ErrUsage) {
 		t.Fatalf("Parse = %v, want an ErrUsage error", err)
 	}
-	for _, want := range []string{`BATFLEET_BATCH="lots"`, `BATFLEET_IDLE="soon"`} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not name %s", err, want)
-		}
+	want := `BATFLEET_BATCH="lots": not a whole number; BATFLEET_IDLE="soon": time: invalid duration "soon"`
+	if err.Error() != want {
+		t.Errorf("Parse = %q, want %q (each variable named, on one line)", err, want)
 	}
 
 	// A bad environment value behind a flag given on the command line is
@@ -110,18 +109,35 @@ func TestApplyEnvBadValue(t *testing.T) {
 	}
 }
 
+// TestParseErrors: pflag's parse errors read as users type flags, with
+// no "usage:" or "flag provided but not defined" in them.
 func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"--bogus"}, "unknown flag --bogus"},
+		{"unknown flag with a value", []string{"--bogus=1"}, "unknown flag --bogus"},
+		{"unknown single-dash flag", []string{"-bogus"}, "unknown flag -bogus"},
+		{"bad int", []string{"--batch", "x"}, "--batch x: not a whole number"},
+		{"int out of range", []string{"--batch", "99999999999999999999"}, "--batch 99999999999999999999: out of range"},
+		{"bad bool", []string{"--json=maybe"}, "--json maybe: want true or false"},
+		{"bad duration", []string{"--idle=soon"}, `--idle soon: time: invalid duration "soon"`},
+		{"no value", []string{"--batch"}, "--batch needs a value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newTestFlags()
+			err := Parse(f.fs, tt.args)
+			if !errors.Is(err, ErrUsage) || err.Error() != tt.want {
+				t.Fatalf("Parse(%q) = %v, want the usage error %q", tt.args, err, tt.want)
+			}
+		})
+	}
 	f := newTestFlags()
-	if err := Parse(f.fs, []string{"--bogus"}); !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "bogus") {
-		t.Errorf("unknown flag: Parse = %v, want ErrUsage naming the flag", err)
-	}
-	f = newTestFlags()
-	if err := Parse(f.fs, []string{"--batch", "x"}); !errors.Is(err, ErrUsage) {
-		t.Errorf("bad int: Parse = %v, want ErrUsage", err)
-	}
-	f = newTestFlags()
-	if err := Parse(f.fs, []string{"--help"}); !errors.Is(err, flag.ErrHelp) {
-		t.Errorf("--help: Parse = %v, want flag.ErrHelp", err)
+	if err := Parse(f.fs, []string{"--help"}); !errors.Is(err, pflag.ErrHelp) {
+		t.Errorf("--help: Parse = %v, want pflag.ErrHelp", err)
 	}
 }
 
@@ -130,7 +146,7 @@ func TestUsageNamesEnvironment(t *testing.T) {
 	var b bytes.Buffer
 	Usage(&b, f.fs, "test [flags]")
 	out := b.String()
-	for _, want := range []string{"usage: test [flags]", "--batch [BATFLEET_BATCH]", `(default "64")`, "--nats [NATS_URL]"} {
+	for _, want := range []string{"usage: test [flags]", "--batch [BATFLEET_BATCH]", `(default "64")`, "--nats [NATS_URL]", "--json [BATFLEET_JSON]\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("usage lacks %q:\n%s", want, out)
 		}
@@ -263,7 +279,7 @@ func TestSignalContextStop(t *testing.T) {
 
 func TestUsagef(t *testing.T) {
 	err := Usagef("--batch %d: want > 0", 0)
-	if !errors.Is(err, ErrUsage) || err.Error() != "usage: --batch 0: want > 0" {
+	if !errors.Is(err, ErrUsage) || err.Error() != "--batch 0: want > 0" {
 		t.Errorf("Usagef = %q (Is ErrUsage: %v)", err, errors.Is(err, ErrUsage))
 	}
 }

@@ -2,16 +2,17 @@ package cli
 
 import (
 	"bytes"
-	"flag"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 // TestUsageGroupsNATSFlags: the NATS connection and authentication flags
 // are listed after the command's own, under a heading of their own; a
 // flag whose help states its default shows no second default.
 func TestUsageGroupsNATSFlags(t *testing.T) {
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	var lf LogFlags
 	var nf NATSFlags
 	lf.Register(fs)
@@ -50,19 +51,32 @@ func TestUsageGroupsNATSFlags(t *testing.T) {
 }
 
 // --force and --position are never taken from the environment: a variable
-// left set must not force a later `worker checkpoint reset`.
+// left set must not force a later `worker checkpoint reset`; nor are
+// cobra's --help and --version. Usage shows them with no variable.
 func TestApplyEnvSkipsTypedOnlyFlags(t *testing.T) {
 	t.Setenv("BATFLEET_FORCE", "true")
 	t.Setenv("BATFLEET_POSITION", "7")
 	t.Setenv("BATFLEET_BATCH", "9")
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	force := fs.Bool("force", false, "")
-	pos := fs.String("position", "", "")
+	t.Setenv("BATFLEET_HELP", "true")
+	t.Setenv("BATFLEET_VERSION", "true")
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	force := fs.Bool("force", false, "force it")
+	pos := fs.String("position", "", "where")
 	batch := fs.Int("batch", 1, "")
+	help := fs.Bool("help", false, "")
+	version := fs.Bool("version", false, "")
 	if err := Parse(fs, nil); err != nil {
 		t.Fatal(err)
 	}
-	if *force || *pos != "" || *batch != 9 {
-		t.Fatalf("force %v, position %q, batch %d; want false, \"\", 9 (only batch from the environment)", *force, *pos, *batch)
+	if *force || *pos != "" || *batch != 9 || *help || *version {
+		t.Fatalf("force %v, position %q, batch %d, help %v, version %v; want false, \"\", 9, false, false (only batch from the environment)",
+			*force, *pos, *batch, *help, *version)
+	}
+	var b bytes.Buffer
+	Usage(&b, fs, "t")
+	for _, want := range []string{"  --force\n      force it\n", "  --position\n      where\n", "  --batch [BATFLEET_BATCH]\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, b.String())
+		}
 	}
 }

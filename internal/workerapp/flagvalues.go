@@ -2,72 +2,49 @@ package workerapp
 
 import (
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/batfleet/batfleet/internal/cli"
 )
 
-// Flags registers the worker's typed flags so that a value they refuse is
-// reported as the user typed it — "--idle 5: a duration needs a unit,
-// e.g. 5s" — rather than as the flag package words it ("invalid value
-// "5" for flag -idle: parse error"). A Flags is for one parse.
+// Flags registers the worker's typed flags. Their values refuse what they
+// cannot take with the rule alone, which cli.FlagError (a value on the
+// command line) and cli.ApplyEnv (one from the environment) put after the
+// flag as users type it — "--idle 5: a duration needs a unit, e.g. 5s",
+// `BATFLEET_IDLE="5": …` — rather than as pflag words it ("invalid
+// argument "5" for "--idle" flag: …").
 type Flags struct {
-	fs  *flag.FlagSet
-	bad error // the first value refused on the command line
+	fs *pflag.FlagSet
 }
 
-// NewFlags wraps fs, which must use flag.ContinueOnError.
-func NewFlags(fs *flag.FlagSet) *Flags { return &Flags{fs: fs} }
+// NewFlags wraps fs.
+func NewFlags(fs *pflag.FlagSet) *Flags { return &Flags{fs: fs} }
 
 // Duration defines a duration flag (see Flags).
 func (f *Flags) Duration(p *time.Duration, name string, def time.Duration, usage string) {
 	*p = def
-	f.fs.Var(&durationValue{p: p, name: name, f: f}, name, usage)
+	f.fs.Var(&durationValue{p: p}, name, usage)
 }
 
 // Int defines an int flag (see Flags).
 func (f *Flags) Int(p *int, name string, def int, usage string) {
 	*p = def
-	f.fs.Var(&intValue{p: p, name: name, f: f}, name, usage)
+	f.fs.Var(&intValue{p: p}, name, usage)
 }
 
-// Parse parses args, then applies the environment fallbacks (as
-// cli.Parse). A value a typed flag refused on the command line is a usage
-// error naming the flag and the rule; flag.ErrHelp is returned as is.
-func (f *Flags) Parse(args []string) error {
-	f.fs.SetOutput(io.Discard)
-	f.bad = nil
-	if err := f.fs.Parse(args); err != nil {
-		switch {
-		case errors.Is(err, flag.ErrHelp):
-			return err
-		case f.bad != nil:
-			return cli.Usagef("%v", f.bad)
-		}
-		return cli.Usagef("%v", err)
-	}
-	// ApplyEnv names the variable itself: BATFLEET_IDLE="5": the rule.
-	return cli.ApplyEnv(f.fs)
-}
-
-// refused records the first refused value and returns the rule alone,
-// for the environment fallback's own message.
-func (f *Flags) refused(name, value string, rule error) error {
-	if f.bad == nil {
-		f.bad = fmt.Errorf("--%s %s: %w", name, value, rule)
-	}
-	return rule
-}
+// Parse parses args, then applies the environment fallbacks: cli.Parse.
+// A refused value is a usage error naming the flag (or the variable) and
+// the rule; pflag.ErrHelp is returned as is. (The worker binary parses
+// through cobra, which words its flag errors with cli.FlagError too.)
+func (f *Flags) Parse(args []string) error { return cli.Parse(f.fs, args) }
 
 type durationValue struct {
-	p    *time.Duration
-	name string
-	f    *Flags
+	p *time.Duration
 }
 
 func (v *durationValue) String() string {
@@ -80,11 +57,14 @@ func (v *durationValue) String() string {
 func (v *durationValue) Set(s string) error {
 	d, err := ParseDurationFlag(s)
 	if err != nil {
-		return v.f.refused(v.name, s, err)
+		return err
 	}
 	*v.p = d
 	return nil
 }
+
+// Type names the value kind (pflag.Value).
+func (v *durationValue) Type() string { return "duration" }
 
 // ParseDurationFlag parses a duration flag's value, with an error that
 // says what is wrong: a number without a unit, or not a duration at all.
@@ -100,9 +80,7 @@ func ParseDurationFlag(s string) (time.Duration, error) {
 }
 
 type intValue struct {
-	p    *int
-	name string
-	f    *Flags
+	p *int
 }
 
 func (v *intValue) String() string {
@@ -116,19 +94,22 @@ func (v *intValue) Set(s string) error {
 	n, err := strconv.ParseInt(strings.TrimSpace(s), 0, strconv.IntSize)
 	if err != nil {
 		if errors.Is(err, strconv.ErrRange) {
-			return v.f.refused(v.name, s, errors.New("out of range"))
+			return errors.New("out of range")
 		}
-		return v.f.refused(v.name, s, errors.New("not a whole number"))
+		return errors.New("not a whole number")
 	}
 	*v.p = int(n)
 	return nil
 }
 
+// Type names the value kind (pflag.Value).
+func (v *intValue) Type() string { return "int" }
+
 // UntilForever defines a duration flag that also takes "forever" (stored
 // as WaitForever, its default): --wait-writer.
 func (f *Flags) UntilForever(p *time.Duration, name, usage string) {
 	*p = WaitForever
-	f.fs.Var(&foreverValue{durationValue{p: p, name: name, f: f}}, name, usage)
+	f.fs.Var(&foreverValue{durationValue{p: p}}, name, usage)
 }
 
 type foreverValue struct{ durationValue }
@@ -153,8 +134,11 @@ func (v *foreverValue) Set(s string) error {
 		err = errors.New("must be >= 0 (0: do not wait), or forever")
 	}
 	if err != nil {
-		return v.f.refused(v.name, s, err)
+		return err
 	}
 	*v.p = d
 	return nil
 }
+
+// Type names the value kind (pflag.Value).
+func (v *foreverValue) Type() string { return "duration|forever" }

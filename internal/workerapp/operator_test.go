@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/checkpoint"
@@ -108,12 +108,12 @@ func TestFlagsNameValuesAsTyped(t *testing.T) {
 		wantErr string // "" for none
 		check   func(t *testing.T, idle, wait time.Duration, batch int)
 	}{
-		{name: "duration without unit", args: []string{"--idle", "5"}, wantErr: "usage: --idle 5: a duration needs a unit, e.g. 5s"},
-		{name: "not a duration", args: []string{"--idle=soon"}, wantErr: "usage: --idle soon: not a duration: want a number with a unit, e.g. 500ms, 30s, 5m or 1h30m"},
-		{name: "not a number", args: []string{"--batch", "lots"}, wantErr: "usage: --batch lots: not a whole number"},
-		{name: "negative wait", args: []string{"--wait-writer", "-1s"}, wantErr: "usage: --wait-writer -1s: must be >= 0 (0: do not wait), or forever"},
-		{name: "environment names the variable", env: [2]string{"BATFLEET_IDLE", "5"}, wantErr: `usage: BATFLEET_IDLE="5": a duration needs a unit, e.g. 5s`},
-		{name: "unknown flag is the flag package's", args: []string{"--bogus"}, wantErr: "usage: flag provided but not defined: -bogus"},
+		{name: "duration without unit", args: []string{"--idle", "5"}, wantErr: "--idle 5: a duration needs a unit, e.g. 5s"},
+		{name: "not a duration", args: []string{"--idle=soon"}, wantErr: "--idle soon: not a duration: want a number with a unit, e.g. 500ms, 30s, 5m or 1h30m"},
+		{name: "not a number", args: []string{"--batch", "lots"}, wantErr: "--batch lots: not a whole number"},
+		{name: "negative wait", args: []string{"--wait-writer", "-1s"}, wantErr: "--wait-writer -1s: must be >= 0 (0: do not wait), or forever"},
+		{name: "environment names the variable", env: [2]string{"BATFLEET_IDLE", "5"}, wantErr: `BATFLEET_IDLE="5": a duration needs a unit, e.g. 5s`},
+		{name: "unknown flag", args: []string{"--bogus"}, wantErr: "unknown flag --bogus"},
 		{name: "defaults", check: func(t *testing.T, idle, wait time.Duration, batch int) {
 			if idle != 30*time.Second || wait != WaitForever || batch != 64 {
 				t.Errorf("defaults: idle %v wait %v batch %d", idle, wait, batch)
@@ -135,7 +135,7 @@ func TestFlagsNameValuesAsTyped(t *testing.T) {
 			if tt.env[0] != "" {
 				t.Setenv(tt.env[0], tt.env[1])
 			}
-			fs := flag.NewFlagSet("worker run", flag.ContinueOnError)
+			fs := pflag.NewFlagSet("worker run", pflag.ContinueOnError)
 			f := NewFlags(fs)
 			var idle, wait time.Duration
 			var batch int
@@ -171,16 +171,16 @@ func TestRunNamesFlagsAsTyped(t *testing.T) {
 		mod  func(*RunConfig)
 		want string
 	}{
-		{"category out of range", func(c *RunConfig) { c.Region = "category=16" }, "usage: --region: category 16: out of range, want 0-15 (or 0x0-0xf)"},
-		{"entity star", func(c *RunConfig) { c.Region = "entity=*" }, `usage: --region: entity prefix "*" is not a glob; omit the prefix to match every entity`},
-		{"inverted clock", func(c *RunConfig) { c.Region = "clock=9-3" }, "usage: --region: clock 9-3: the start is after the end (want LO-HI with LO <= HI)"},
-		{"scope separator", func(c *RunConfig) { c.Region = "scope=a|b" }, `usage: --region: scope: contains "|" or "=" (byte 1)`},
-		{"batch 0", func(c *RunConfig) { c.Batch = 0 }, "usage: --batch 0: must be >= 1 (the most entries per handler call)"},
-		{"idle 0", func(c *RunConfig) { c.Idle = 0 }, "usage: --idle 0s: must be > 0 (how long the writer holds an idle pull, e.g. 30s)"},
-		{"from bogus", func(c *RunConfig) { c.From = "yesterday" }, `usage: --from "yesterday": want beginning, end, seq:N or time:RFC3339 (e.g. time:2026-12-04T10:00:00Z)`},
-		{"from bad time", func(c *RunConfig) { c.From = "time:2026-12-04" }, `usage: --from "time:2026-12-04": want beginning, end, seq:N or time:RFC3339 (e.g. time:2026-12-04T10:00:00Z)`},
+		{"category out of range", func(c *RunConfig) { c.Region = "category=16" }, "--region: category 16: out of range, want 0-15 (or 0x0-0xf)"},
+		{"entity star", func(c *RunConfig) { c.Region = "entity=*" }, `--region: entity prefix "*" is not a glob; omit the prefix to match every entity`},
+		{"inverted clock", func(c *RunConfig) { c.Region = "clock=9-3" }, "--region: clock 9-3: the start is after the end (want LO-HI with LO <= HI)"},
+		{"scope separator", func(c *RunConfig) { c.Region = "scope=a|b" }, `--region: scope: contains "|" or "=" (byte 1)`},
+		{"batch 0", func(c *RunConfig) { c.Batch = 0 }, "--batch 0: must be >= 1 (the most entries per handler call)"},
+		{"idle 0", func(c *RunConfig) { c.Idle = 0 }, "--idle 0s: must be > 0 (how long the writer holds an idle pull, e.g. 30s)"},
+		{"from bogus", func(c *RunConfig) { c.From = "yesterday" }, `--from "yesterday": want beginning, end, seq:N or time:RFC3339 (e.g. time:2026-12-04T10:00:00Z)`},
+		{"from bad time", func(c *RunConfig) { c.From = "time:2026-12-04" }, `--from "time:2026-12-04": want beginning, end, seq:N or time:RFC3339 (e.g. time:2026-12-04T10:00:00Z)`},
 		{"several at once", func(c *RunConfig) { c.Batch, c.ExecTimeout, c.CheckpointOutage = -1, 0, -time.Second },
-			"usage: --batch -1: must be >= 1 (the most entries per handler call); " +
+			"--batch -1: must be >= 1 (the most entries per handler call); " +
 				"--exec-timeout 0s: must be > 0 (how long --exec may take to answer a batch, e.g. 30s); " +
 				"--checkpoint-outage -1s: must be >= 0 (0 rides out any outage)"},
 	}
