@@ -62,12 +62,36 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed on:"; gofmt -l .; exit 1)
 
-# A short run of every fuzz target.
+# Every fuzz target, FUZZTIME each (default 10s; the reliability run is
+# `make fuzz FUZZTIME=10m`). What is kept in the repository, per target, in
+# its package's testdata/fuzz/FuzzXxx/ (go test runs those files as seeds):
+#   - inputs that failed: go test -fuzz writes them there itself;
+#   - part of the corpus the fuzzer grew: it keeps in $(go env GOCACHE)/fuzz
+#     (not in the repository) only the inputs that reached new coverage when
+#     found; after each run the smallest of them, each at most
+#     FUZZKEEPBYTES bytes, are copied next to the seeds until the target's
+#     directory holds FUZZKEEP files. Files are named by content hash, so a
+#     run never duplicates one; review and commit what it adds.
+FUZZKEEP      ?= 50
+FUZZKEEPBYTES ?= 4096
 fuzz:
-	@for pkg in $$($(GO) list ./...); do \
+	@cache="$$($(GO) env GOCACHE)/fuzz"; \
+	for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; \
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    keep="$$dir/testdata/fuzz/$$f"; found="$$cache/$$pkg/$$f"; \
+	    [ -d "$$found" ] || continue; \
+	    mkdir -p "$$keep"; n=$$(ls "$$keep" | wc -l); added=0; \
+	    for c in $$(ls -Sr "$$found"); do \
+	      [ $$n -lt $(FUZZKEEP) ] || break; \
+	      [ -e "$$keep/$$c" ] && continue; \
+	      [ $$(wc -c < "$$found/$$c") -le $(FUZZKEEPBYTES) ] || continue; \
+	      cp "$$found/$$c" "$$keep/$$c"; n=$$((n+1)); added=$$((added+1)); \
+	    done; \
+	    echo "   kept $$added new corpus files in $$keep ($$n in all)"; \
+	    rmdir "$$keep" 2>/dev/null || true; \
 	  done; \
 	done
 

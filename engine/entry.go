@@ -81,7 +81,8 @@ func (id ID128) String() string { return hex.EncodeToString(id[:]) }
 func ParseID128(s string) (ID128, error) {
 	var id ID128
 	if len(s) != 32 {
-		return id, fmt.Errorf("engine: id %q: want 32 hex digits", s)
+		// Not quoted: s may be anything a peer sent, of any length.
+		return id, fmt.Errorf("engine: id of %d bytes: want 32 hex digits", len(s))
 	}
 	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
 		return id, fmt.Errorf("engine: id %q: %w", s, err)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/checkpoint"
@@ -109,8 +108,8 @@ func DescribeGroup(ctx context.Context, js jetstream.JetStream, ckpts checkpoint
 	if err != nil {
 		return info, fmt.Errorf("fleet: read %s: %w", key, err)
 	}
-	var cfg groupConfigRecord
-	if err := msgpack.Unmarshal(e.Value(), &cfg); err != nil || cfg.V != 1 || cfg.Partitions < 1 || cfg.Partitions > engine.Buckets {
+	cfg, err := decodeGroupConfig(e.Value())
+	if err != nil || cfg.Partitions < 1 || cfg.Partitions > engine.Buckets {
 		return info, fmt.Errorf("%w: %s does not decode as a group config (%v)", ErrGroupCorrupt, key, err)
 	}
 	region, err := engine.ParseRegionIdentity(cfg.RegionIdentity)

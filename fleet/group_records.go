@@ -12,6 +12,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/batfleet/batfleet/engine"
+	"github.com/batfleet/batfleet/internal/msgpackutil"
 	"github.com/batfleet/batfleet/kvckpt"
 )
 
@@ -69,8 +70,15 @@ func encodeRecord(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// decodeMember decodes a member record. The bytes are anyone's who can
+// write to the bucket: msgpackutil.CheckBounded first, so that a declared
+// length cannot size an allocation (msgpack/v5 would make "owned" as long
+// as its array claims).
 func decodeMember(data []byte) (memberRecord, error) {
 	var m memberRecord
+	if err := msgpackutil.CheckBounded(data); err != nil {
+		return m, err
+	}
 	if err := msgpack.Unmarshal(data, &m); err != nil {
 		return m, err
 	}
@@ -78,6 +86,22 @@ func decodeMember(data []byte) (memberRecord, error) {
 		return m, fmt.Errorf("version %d, member %q: not a member record of this version", m.V, m.Member)
 	}
 	return m, nil
+}
+
+// decodeGroupConfig decodes a group config record of version 1 (checked
+// with msgpackutil.CheckBounded first, as decodeMember).
+func decodeGroupConfig(data []byte) (groupConfigRecord, error) {
+	var c groupConfigRecord
+	if err := msgpackutil.CheckBounded(data); err != nil {
+		return c, err
+	}
+	if err := msgpack.Unmarshal(data, &c); err != nil {
+		return c, err
+	}
+	if c.V != 1 {
+		return c, fmt.Errorf("version %d: not a group config of this version", c.V)
+	}
+	return c, nil
 }
 
 // openGroupBucket binds the groups bucket, creating it when missing.
@@ -158,8 +182,8 @@ func ensureGroupConfig(ctx context.Context, kv jetstream.KeyValue, journal, grou
 		if err != nil {
 			return fmt.Errorf("fleet: read the group config %s: %w", key, err)
 		}
-		var got groupConfigRecord
-		if err := msgpack.Unmarshal(e.Value(), &got); err != nil || got.V != 1 || got.Partitions == 0 {
+		got, err := decodeGroupConfig(e.Value())
+		if err != nil || got.Partitions == 0 {
 			return fmt.Errorf("%w: %s does not decode as a group config (%v)", ErrGroupCorrupt, key, err)
 		}
 		if got.RegionIdentity != want.RegionIdentity || got.Partitions != parts {

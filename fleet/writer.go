@@ -399,6 +399,7 @@ func (f *endpointFigures) snapshot() endpointData {
 }
 
 func (w *Writer) fail(r micro.Request, code int, description string) {
+	description = wire.ClipDescription(description)
 	c := strconv.Itoa(code)
 	w.stats.errMu.Lock()
 	w.stats.errs[c]++
@@ -416,7 +417,7 @@ func (w *Writer) fail(r micro.Request, code int, description string) {
 func (w *Writer) failRequest(r micro.Request, err error) {
 	var re *wire.RequestError
 	if errors.As(err, &re) {
-		w.fail(r, re.Code, re.Error())
+		w.fail(r, re.Code, re.Description())
 		return
 	}
 	w.fail(r, 400, err.Error())

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/batfleet/batfleet/internal/msgpackutil"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -73,6 +74,11 @@ func DecodeParked(data []byte) (Parked, error) {
 	var p Parked
 	if len(data) == 0 {
 		return p, errors.New("empty record")
+	}
+	// CheckBounded first: msgpack/v5 skips unknown fields by recursion
+	// without a limit.
+	if err := msgpackutil.CheckBounded(data); err != nil {
+		return p, err
 	}
 	r := bytes.NewReader(data)
 	if err := msgpack.NewDecoder(r).Decode(&p); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/internal/fsx"
+	"github.com/batfleet/batfleet/internal/msgpackutil"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -61,6 +62,11 @@ func decodeRangesFile(path string, data []byte) ([]engine.Range, error) {
 		return nil, &RangesFileError{Path: path, Kind: "crc"}
 	}
 	var rb rangesBody
+	// CheckBounded first: msgpack/v5 would size Ranges by the length its
+	// array declares.
+	if err := msgpackutil.CheckBounded(body); err != nil {
+		return nil, &RangesFileError{Path: path, Kind: "decode", Cause: err}
+	}
 	if err := msgpack.Unmarshal(body, &rb); err != nil {
 		return nil, &RangesFileError{Path: path, Kind: "decode", Cause: err}
 	}

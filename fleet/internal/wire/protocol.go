@@ -514,14 +514,25 @@ func decodeID(r *reader, field string) engine.ID128 {
 	return id
 }
 
+// The smallest encodings of a reply entry (a map with a one-byte entity
+// and scope) and of a valid append event (a one-byte entity and scope, a
+// kind): decoders size their slices by them, never by a declared count.
+const (
+	minEntryBytes = 1 + 7 + 2 + 6 + 2
+	minEventBytes = minEntryBytes + 5 + 1
+)
+
 func decodeEntries(r *reader) []engine.Entry {
 	n := r.arrayLen()
 	if r.err != nil || n > len(r.b)-r.off {
 		r.fail(errWireShort)
 		return nil
 	}
-	entries := make([]engine.Entry, n)
-	for i := range entries {
+	// Sized by what the reply can hold (an entry with a coordinate takes
+	// at least minEntryBytes), not by the count it declares.
+	entries := make([]engine.Entry, 0, min(n, (len(r.b)-r.off)/minEntryBytes))
+	for i := 0; i < n; i++ {
+		entries = append(entries, engine.Entry{})
 		e := &entries[i]
 		fields := r.mapLen()
 		var entity, scope []byte
@@ -657,8 +668,11 @@ func DecodeAppendRequest(data []byte, maxEvents int) ([]engine.Event, error) {
 			if count > len(r.b)-r.off {
 				return nil, BadField("events", "declares %d events in %d bytes", count, len(r.b)-r.off)
 			}
-			events = make([]engine.Event, count)
-			for j := range events {
+			// Sized by what the body can hold (a valid event takes at least
+			// minEventBytes), not by the count it declares.
+			events = make([]engine.Event, 0, min(count, (len(r.b)-r.off)/minEventBytes))
+			for j := 0; j < count; j++ {
+				events = append(events, engine.Event{})
 				if err := decodeEvent(r, j, &events[j]); err != nil {
 					return nil, err
 				}
@@ -816,7 +830,15 @@ func DecodeInfoRequest(data []byte) error {
 	if len(data) == 0 {
 		return nil
 	}
-	err := DecodeReply(data, "info request", func(rd *reader, _ string) { rd.skip() })
+	var bad *RequestError // a key whose value does not decode: named
+	err := DecodeReply(data, "info request", func(rd *reader, key string) {
+		if rd.skip(); rd.err != nil && bad == nil {
+			bad = BadField(key, "malformed value: %v", rd.err)
+		}
+	})
+	if bad != nil {
+		return bad
+	}
 	var re *RequestError
 	if err != nil && !errors.As(err, &re) {
 		return BadField("v", "is required (body must be a map with v, or empty)")
