@@ -31,42 +31,15 @@ func EncodeCountRequest(r CountRequest) []byte {
 // *RequestError naming the field and the rule.
 func DecodeCountRequest(data []byte) (CountRequest, error) {
 	var req CountRequest
-	r := &reader{b: data}
-	n := r.mapLen()
-	if r.err != nil {
-		return req, BadField("body", "must be a MessagePack map: %v", r.err)
-	}
-	hasV := false
-	for i := 0; i < n; i++ {
-		key := r.str()
-		if r.err != nil {
-			return req, BadField("body", "keys must be strings: %v", r.err)
+	err := decodeRequest(data, func(r *reader, key string) error {
+		if done, err := decodeCursorField(r, key, &req.Region, &req.Position, &req.Started); done {
+			return err
 		}
-		switch key {
-		case "v":
-			if err := checkVersion(r); err != nil {
-				return req, err
-			}
-			hasV = true
-		case "region":
-			reg, err := decodeRegion(r)
-			if err != nil {
-				return req, err
-			}
-			req.Region = reg
-		case "position":
-			req.Position = r.uint()
-		case "started":
-			req.Started = r.bool()
-		default:
-			r.skip()
-		}
-		if r.err != nil {
-			return req, BadField(key, "malformed value: %v", r.err)
-		}
-	}
-	if !hasV {
-		return req, BadField("v", "is required")
+		r.skip()
+		return nil
+	})
+	if err != nil {
+		return req, err
 	}
 	if err := req.Region.Validate(); err != nil {
 		return req, BadField("region", "%v", err)

@@ -190,52 +190,31 @@ func checkVersion(r *reader) *RequestError {
 // *RequestError naming the field and the rule.
 func DecodePullRequest(data []byte) (PullRequest, error) {
 	var req PullRequest
-	r := &reader{b: data}
-	n := r.mapLen()
-	if r.err != nil {
-		return req, BadField("body", "must be a MessagePack map: %v", r.err)
-	}
-	hasV, hasMax := false, false
-	for i := 0; i < n; i++ {
-		key := r.str()
-		if r.err != nil {
-			return req, BadField("body", "keys must be strings: %v", r.err)
+	hasMax := false
+	err := decodeRequest(data, func(r *reader, key string) error {
+		if done, err := decodeCursorField(r, key, &req.Region, &req.Position, &req.Started); done {
+			return err
 		}
 		switch key {
-		case "v":
-			if err := checkVersion(r); err != nil {
-				return req, err
-			}
-			hasV = true
-		case "region":
-			reg, err := decodeRegion(r)
-			if err != nil {
-				return req, err
-			}
-			req.Region = reg
-		case "position":
-			req.Position = r.uint()
-		case "started":
-			req.Started = r.bool()
 		case "max":
 			v := r.int()
 			if r.err == nil && (v < 1) {
-				return req, BadField("max", "must be at least 1 (got %d)", v)
+				return BadField("max", "must be at least 1 (got %d)", v)
 			}
 			if r.err == nil && v > MaxPullEntries {
-				return req, &RequestError{Field: "max", Rule: fmt.Sprintf("must be at most %d (got %d)", MaxPullEntries, v), Code: 413}
+				return &RequestError{Field: "max", Rule: fmt.Sprintf("must be at most %d (got %d)", MaxPullEntries, v), Code: 413}
 			}
 			req.Max, hasMax = int(v), true
 		case "max_bytes":
 			v := r.int()
 			if r.err == nil && v < 0 {
-				return req, BadField("max_bytes", "must be >= 0 (got %d)", v)
+				return BadField("max_bytes", "must be >= 0 (got %d)", v)
 			}
 			req.MaxBytes = int(min(v, 1<<30))
 		case "wait_ms":
 			v := r.uint()
 			if r.err == nil && v > math.MaxUint32 {
-				return req, BadField("wait_ms", "must be a 32-bit count of milliseconds (got %d)", v)
+				return BadField("wait_ms", "must be a 32-bit count of milliseconds (got %d)", v)
 			}
 			req.WaitMs = uint32(v)
 		case "incarnation":
@@ -243,12 +222,10 @@ func DecodePullRequest(data []byte) (PullRequest, error) {
 		default:
 			r.skip()
 		}
-		if r.err != nil {
-			return req, BadField(key, "malformed value: %v", r.err)
-		}
-	}
-	if !hasV {
-		return req, BadField("v", "is required")
+		return nil
+	})
+	if err != nil {
+		return req, err
 	}
 	if !hasMax {
 		return req, BadField("max", "is required")
@@ -257,6 +234,63 @@ func DecodePullRequest(data []byte) (PullRequest, error) {
 		return req, BadField("region", "%v", err)
 	}
 	return req, nil
+}
+
+// decodeRequest reads a request body: a map with string keys that must
+// carry a supported "v". Every other key is handed to field, which
+// consumes its value and returns a *RequestError for a value it refuses;
+// a value that does not decode is refused naming its key.
+func decodeRequest(data []byte, field func(r *reader, key string) error) error {
+	r := &reader{b: data}
+	n := r.mapLen()
+	if r.err != nil {
+		return BadField("body", "must be a MessagePack map: %v", r.err)
+	}
+	hasV := false
+	for i := 0; i < n; i++ {
+		key := r.str()
+		if r.err != nil {
+			return BadField("body", "keys must be strings: %v", r.err)
+		}
+		if key == "v" {
+			if err := checkVersion(r); err != nil {
+				return err
+			}
+			hasV = true
+			continue
+		}
+		if err := field(r, key); err != nil {
+			return err
+		}
+		if r.err != nil {
+			return BadField(key, "malformed value: %v", r.err)
+		}
+	}
+	if !hasV {
+		return BadField("v", "is required")
+	}
+	return nil
+}
+
+// decodeCursorField decodes the fields naming where a cursor stands —
+// region, position, started — into their destinations; done is false
+// for any other key.
+func decodeCursorField(r *reader, key string, region *engine.Region, position *uint64, started *bool) (done bool, err error) {
+	switch key {
+	case "region":
+		reg, err := decodeRegion(r)
+		if err != nil {
+			return true, err
+		}
+		*region = reg
+	case "position":
+		*position = r.uint()
+	case "started":
+		*started = r.bool()
+	default:
+		return false, nil
+	}
+	return true, nil
 }
 
 func decodeRegion(r *reader) (engine.Region, error) {
