@@ -272,6 +272,9 @@ func (c *Client) requestWithin(ctx context.Context, subject string, body []byte,
 	defer cancel()
 	msg, err := c.nc.RequestWithContext(rctx, subject, body)
 	if err != nil {
+		if perr := refusedRequest(c.nc, subject); perr != nil {
+			return nil, perr // NATS refused it: no answer can come (permission.go)
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err() // the caller gave up: not the writer's fault
 		}

@@ -86,3 +86,37 @@ func remoteError(code, description string) *RemoteError {
 	}
 	return &RemoteError{Code: c, Description: description}
 }
+
+// ErrPermission: the NATS server refused the connection permission to
+// publish to a subject a call needed, or to subscribe to a subject it
+// needed (its reply inbox, say). See PermissionError.
+var ErrPermission = errors.New("fleet: NATS permission refused")
+
+// PermissionError is a publish or subscription that the NATS server
+// refused under the connection's permissions. It matches ErrPermission
+// and nats.ErrPermissionViolation.
+//
+// NATS reports such a refusal apart from the call that caused it (an
+// asynchronous -ERR; the request itself just waits for its timeout), so a
+// call that timed out is explained by the refusal the connection saw last
+// (Refusal): a request whose publish was refused can never be answered.
+type PermissionError struct {
+	Op      string // "publish" or "subscribe"
+	Subject string // the refused subject
+	User    string // the connection's user name or nkey ("" when neither is known)
+	Err     error  // the refusal as nats.go reported it
+}
+
+func (e *PermissionError) Error() string {
+	op := "publish to"
+	if e.Op == "subscribe" {
+		op = "subscribe to"
+	}
+	msg := fmt.Sprintf("NATS refused permission to %s %q", op, e.Subject)
+	if e.User != "" {
+		msg += fmt.Sprintf(" for user %q", e.User)
+	}
+	return msg
+}
+
+func (e *PermissionError) Unwrap() []error { return []error{ErrPermission, e.Err} }

@@ -310,9 +310,9 @@ func (n NATSFlags) Connect(url, name string, log hclog.Logger, extra ...nats.Opt
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(url, append(opts, extra...)...)
+	nc, err := nats.Connect(url, append(append(opts, n.refusalLogger(log)), extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+		return nil, n.connectError(url, err) // connect_errors.go
 	}
 	return nc, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine/checkpoint"
@@ -192,6 +193,7 @@ func (c CheckpointConfig) now() time.Time {
 // checkpointSession is a connection, the bound store and the record read.
 type checkpointSession struct {
 	close func()
+	nc    *nats.Conn
 	store *kvckpt.Store
 	rec   checkpoint.Record
 	rev   checkpoint.Revision
@@ -204,8 +206,9 @@ func openCheckpoint(ctx context.Context, cfg CheckpointConfig, name string) (*ch
 	if err != nil {
 		return nil, nil, &cli.NATSError{Err: err}
 	}
-	s := &checkpointSession{close: nc.Close}
+	s := &checkpointSession{close: nc.Close, nc: nc}
 	fail := func(err error) (*checkpointSession, *fleet.Client, error) {
+		err = fleet.ExplainRefusal(nc, err) // a refused permission makes a request time out
 		s.close()
 		return nil, nil, err
 	}
@@ -391,6 +394,7 @@ func moveCheckpoint(ctx context.Context, cfg CheckpointConfig, s *checkpointSess
 	rec.Owner = CheckpointCmdOwner + cmd
 	rec.UpdatedMs = uint64(now.UnixMilli())
 	rev, err := s.store.Save(ctx, cfg.ID, rec, s.rev)
+	err = fleet.ExplainRefusal(s.nc, err)
 	if errors.Is(err, checkpoint.ErrConflict) {
 		return CheckpointMove{}, fmt.Errorf("checkpoint %s changed while it was being moved (a worker committed after revision %d was read): nothing was written; stop its worker and try again",
 			cfg.ID, s.rev)

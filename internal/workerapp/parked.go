@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/engine"
@@ -94,6 +95,7 @@ func (c ParkedConfig) validate(cmd string, needEntity bool) error {
 // store (nil when the default bucket does not exist: nothing is parked)
 // and the checkpoints to look at.
 type parkedSession struct {
+	nc      *nats.Conn
 	parked  *kvckpt.ParkedStore
 	targets []parkedTarget
 }
@@ -108,6 +110,7 @@ func openParked(ctx context.Context, cfg ParkedConfig, entity string) (parkedSes
 		return ps, nil, &cli.NATSError{Err: err}
 	}
 	closer := func() { nc.Close() }
+	ps.nc = nc
 	js, err := jetstream.New(nc)
 	if err != nil {
 		closer()
@@ -123,7 +126,7 @@ func openParked(ctx context.Context, cfg ParkedConfig, entity string) (parkedSes
 		return ps, nil, fmt.Errorf("parked bucket %q does not exist (no worker parks with --parked-bucket %s; is the name right?)", cfg.ParkedBucket, cfg.ParkedBucket)
 	case err != nil:
 		closer()
-		return ps, nil, fmt.Errorf("parked bucket: %w", err)
+		return ps, nil, fmt.Errorf("parked bucket: %w", fleet.ExplainRefusal(nc, err))
 	}
 	if cfg.Checkpoint != "" {
 		ps.targets = []parkedTarget{{id: cfg.Checkpoint, partition: -1, in: "checkpoint " + cfg.Checkpoint}}
@@ -264,7 +267,7 @@ func ParkedReplay(ctx context.Context, cfg ParkedConfig) (checkpoint.Parked, err
 			continue // moved forward, dropped or replayed meanwhile: read it again
 		}
 		if err != nil {
-			return checkpoint.Parked{}, err
+			return checkpoint.Parked{}, fleet.ExplainRefusal(ps.nc, err)
 		}
 		fmt.Fprintf(cfg.Out, "replay of entity %s in %s requested: %d entries, seqs %d..%d (the worker running it replays them within about a second)\n",
 			cfg.Entity, t.in, rec.Count, rec.FirstSeq, rec.LastSeq)
@@ -297,7 +300,7 @@ func ParkedDrop(ctx context.Context, cfg ParkedConfig) (checkpoint.Parked, error
 			continue // changed meanwhile: read it again
 		}
 		if err != nil {
-			return checkpoint.Parked{}, err
+			return checkpoint.Parked{}, fleet.ExplainRefusal(ps.nc, err)
 		}
 		fmt.Fprintf(cfg.Out, "dropped entity %s from %s: %d parked entries, seqs %d..%d, will not be delivered\n",
 			cfg.Entity, t.in, rec.Count, rec.FirstSeq, rec.LastSeq)
