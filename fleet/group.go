@@ -236,7 +236,12 @@ type Member struct {
 	// has claimed them back, for at most one session.
 	inherited      map[uint16]bool
 	inheritedUntil time.Time
-	refused        atomic.Uint64
+	// fencedParts are the partitions the member stopped when it fenced
+	// itself (coordinator only): on unfencing they are inherited, as
+	// after a restart, for their checkpoints may still name it, and the
+	// others, judging it live again, would never take them over.
+	fencedParts []uint16
+	refused     atomic.Uint64
 }
 
 type partWorker struct {
@@ -792,7 +797,21 @@ func (m *Member) evaluate() {
 		m.mu.Lock()
 		m.stats.Fenced = false
 		m.mu.Unlock()
-		m.log.Info("unfenced: heartbeats land again; rejoining")
+		// The partitions it stopped are its own again until it claims
+		// them back, or releases those the assignment gives to others
+		// (releaseInherited): a checkpoint that still names this member
+		// is never taken over by the others while it is live.
+		if len(m.fencedParts) > 0 {
+			if m.inherited == nil {
+				m.inherited = map[uint16]bool{}
+			}
+			for _, p := range m.fencedParts {
+				m.inherited[p] = true
+			}
+			m.inheritedUntil = now.Add(m.cfg.Session)
+		}
+		m.log.Info("unfenced: heartbeats land again; rejoining", "partitions-to-reclaim-or-release", m.fencedParts)
+		m.fencedParts = nil
 	}
 	stale := m.viewStale(now)
 	switch {
@@ -1033,6 +1052,7 @@ func (m *Member) selfFence(last time.Time) {
 		pw.fenced.Store(true)
 		stopping = append(stopping, pw)
 		delete(m.parts, p)
+		m.fencedParts = append(m.fencedParts, p)
 	}
 	m.mu.Unlock()
 	m.log.Warn("self-fenced: heartbeats are not landing; stopped handling", "partitions", len(stopping), "since-last-heartbeat", time.Since(last).Round(time.Millisecond))
