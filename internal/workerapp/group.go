@@ -65,7 +65,11 @@ func groupFlagErrors(c fleet.GroupConfig) error {
 func runMember(ctx context.Context, cfg RunConfig, gcfg fleet.GroupConfig, nc *nats.Conn, client *fleet.Client,
 	ckpts *kvckpt.Store, js jetstream.JetStream, h delivery.Handler, reg *cli.Registry) error {
 	log := cfg.Log
-	m, err := fleet.JoinGroup(ctx, client, ckpts, js, gcfg, h)
+	var m *fleet.Member
+	err := rideOut(ctx, "join the group", cfg.CheckpointOutage, log, func() (err error) {
+		m, err = fleet.JoinGroup(ctx, client, ckpts, js, gcfg, h)
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -154,7 +154,10 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		if err != nil {
 			return err
 		}
-		ckpts, err = kvckpt.Open(ctx, js, kvckpt.Config{Journal: cfg.Journal, Bucket: cfg.Bucket, Replicas: cfg.Replicas})
+		err = rideOut(ctx, "open the checkpoint bucket", cfg.CheckpointOutage, log, func() (err error) {
+			ckpts, err = kvckpt.Open(ctx, js, kvckpt.Config{Journal: cfg.Journal, Bucket: cfg.Bucket, Replicas: cfg.Replicas})
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("checkpoint bucket: %w", err)
 		}
@@ -163,7 +166,11 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		wcfg.CheckpointID, wcfg.Checkpoints = cfg.Checkpoint, ckpts
 	}
 	if park {
-		parked, err := ckpts.OpenParked(ctx, cfg.ParkedBucket)
+		var parked *kvckpt.ParkedStore
+		err := rideOut(ctx, "open the parked bucket", cfg.CheckpointOutage, log, func() (err error) {
+			parked, err = ckpts.OpenParked(ctx, cfg.ParkedBucket)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("parked bucket: %w", err)
 		}
@@ -431,6 +438,33 @@ func onPoison(park bool) string {
 		return OnPoisonPark
 	}
 	return OnPoisonRestart
+}
+
+// rideOut runs open until it succeeds, fails for good, or the
+// checkpoint store has been unavailable for outage (0: for as long as it
+// takes; --checkpoint-outage): a worker started while NATS restarts or a
+// bucket's stream elects a leader waits, as a running one does.
+func rideOut(ctx context.Context, what string, outage time.Duration, log hclog.Logger, open func() error) error {
+	start := time.Now()
+	wait := 250 * time.Millisecond
+	for {
+		err := open()
+		if err == nil || !(errors.Is(err, checkpoint.ErrUnavailable) || kvckpt.Transient(err)) || ctx.Err() != nil {
+			return err
+		}
+		if outage > 0 && time.Since(start) >= outage {
+			return fmt.Errorf("%w (unavailable for %s, --checkpoint-outage)", err, time.Since(start).Round(time.Second))
+		}
+		log.Warn("checkpoint store unavailable; retrying", "to", what, "error", err, "backoff", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // workerLatencies are the worker's latency histograms (a group member's
