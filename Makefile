@@ -5,7 +5,7 @@ BIN           := bin
 FUZZTIME      ?= 10s
 BENCHCOUNT    ?= 6
 
-.PHONY: all build test test-short bench bench-go bench-h2h bench-fanout bench-groups lint fuzz demo clean
+.PHONY: all build test test-short bench bench-go bench-h2h bench-fanout bench-groups lint fuzz demo chaos clean
 
 all: build
 
@@ -98,6 +98,21 @@ fuzz:
 # The whole fleet on one machine: DEMO_EVENTS=20000 make demo for a quick one.
 demo: build
 	bash scripts/demo.sh
+
+# A seeded chaos run of the whole fleet as real processes (≈ 10 minutes for
+# 200 faults): an external nats-server, the writer, plain workers, group
+# members and producers, each behind a fault proxy; SIGKILL and
+# SIGSTOP/SIGCONT of every kind of process, server restarts, latency,
+# resets, blackholes, a slow reader, a full disk under the writer (a tmpfs
+# where the run may mount one). Then a checker reads the journal, every
+# delivery log and the whole checkpoint history. The seed is printed first
+# (CHAOS_SEED=0: a random one), the summary line last; a failure replays
+# with make chaos CHAOS_FAULTS=N CHAOS_SEED=S. The short run is part of
+# make test (TestCHAOS01_Short).
+CHAOS_FAULTS ?= 200
+CHAOS_SEED   ?= 0
+chaos:
+	$(GO) run ./integration/chaos --faults $(CHAOS_FAULTS) --seed $(CHAOS_SEED)
 
 clean:
 	rm -rf $(BIN)
