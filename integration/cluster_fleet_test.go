@@ -128,8 +128,10 @@ func TestClusterFleetLosesTwoNodes(t *testing.T) {
 		log *clusterLog
 	}
 	var plains []*plain
-	for i, node := range []int{1, 2} {
-		nc, js := connect(node, fmt.Sprintf("worker-%d", i))
+	// workerNode connects a worker or member to node: its client, its
+	// JetStream context and the checkpoint store bound on them.
+	workerNode := func(node int, name string) (*fleet.Client, jetstream.JetStream, *kvckpt.Store) {
+		nc, js := connect(node, name)
 		client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: journalName})
 		if err != nil {
 			t.Fatal(err)
@@ -139,6 +141,11 @@ func TestClusterFleetLosesTwoNodes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		return client, js, ck
+	}
+	for i, node := range []int{1, 2} {
+		client, _, ck := workerNode(node, fmt.Sprintf("worker-%d", i))
+		var err error
 		p := &plain{id: fmt.Sprintf("plain-%d", i), log: &clusterLog{}}
 		cfg := delivery.DefaultWorkerConfig()
 		cfg.BatchSize, cfg.SaveTimeout, cfg.IdleTimeout = 32, 2*time.Second, time.Second
@@ -153,16 +160,8 @@ func TestClusterFleetLosesTwoNodes(t *testing.T) {
 	group := &clusterLog{}
 	var members []*fleet.Member
 	for i, node := range []int{1, 2} {
-		nc, js := connect(node, fmt.Sprintf("member-%d", i))
-		client, err := fleet.NewClient(nc, fleet.ClientConfig{Journal: journalName})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = client.Close() })
-		ck, err := kvckpt.Open(openCtx, js, ckCfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		client, js, ck := workerNode(node, fmt.Sprintf("member-%d", i))
+		var err error
 		gcfg := fleet.GroupConfig{Journal: journalName, Name: "projections", Region: region, Partitions: 4,
 			MemberID: fmt.Sprintf("m%d", i), Session: 3 * time.Second, Heartbeat: 750 * time.Millisecond, Replicas: 3}
 		gcfg.Worker = delivery.DefaultWorkerConfig()
