@@ -72,13 +72,16 @@ lint:
 #     FUZZKEEPBYTES bytes, are copied next to the seeds until the target's
 #     directory holds FUZZKEEP files. Files are named by content hash, so a
 #     run never duplicates one; review and commit what it adds.
+# FUZZRUN picks targets by an extended regular expression on their names
+# (`make fuzz FUZZRUN='^FuzzPull'`), to spread a long run over sittings.
+FUZZRUN       ?= .
 FUZZKEEP      ?= 50
 FUZZKEEPBYTES ?= 4096
 fuzz:
 	@cache="$$($(GO) env GOCACHE)/fuzz"; \
 	for pkg in $$($(GO) list ./...); do \
 	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' | grep -E -- '$(FUZZRUN)'); do \
 	    echo "== $$pkg $$f"; \
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	    keep="$$dir/testdata/fuzz/$$f"; found="$$cache/$$pkg/$$f"; \
