@@ -268,10 +268,19 @@ func (c *Client) requestWithin(ctx context.Context, subject string, body []byte,
 	}
 	// Each request waits at most its timeout, or less if ctx ends sooner,
 	// so retries (Append) get their chances within the caller's deadline.
-	rctx, cancel := context.WithTimeout(ctx, timeout)
+	// A refusal of its publish or reply inbox ends it at once, where the
+	// connection has RefusalHandler (permission.go).
+	refusable, refused := context.WithCancelCause(ctx)
+	defer refused(nil)
+	defer awaitRefusal(c.nc, &refusalWait{subject: subject, end: refused})()
+	rctx, cancel := context.WithTimeout(refusable, timeout)
 	defer cancel()
 	msg, err := c.nc.RequestWithContext(rctx, subject, body)
 	if err != nil {
+		var pe *PermissionError
+		if errors.As(context.Cause(refusable), &pe) {
+			return nil, pe
+		}
 		if perr := refusedRequest(c.nc, subject); perr != nil {
 			return nil, perr // NATS refused it: no answer can come (permission.go)
 		}

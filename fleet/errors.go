@@ -97,9 +97,11 @@ var ErrPermission = errors.New("fleet: NATS permission refused")
 // and nats.ErrPermissionViolation.
 //
 // NATS reports such a refusal apart from the call that caused it (an
-// asynchronous -ERR; the request itself just waits for its timeout), so a
-// call that timed out is explained by the refusal the connection saw last
-// (Refusal): a request whose publish was refused can never be answered.
+// asynchronous -ERR; the request itself would just wait for its timeout).
+// On a connection with RefusalHandler the calls a refusal dooms end with
+// it at once; elsewhere a call that timed out is explained by the refusal
+// the connection saw last (Refusal): a request whose publish was refused
+// can never be answered.
 type PermissionError struct {
 	Op      string // "publish" or "subscribe"
 	Subject string // the refused subject

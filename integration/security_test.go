@@ -644,8 +644,9 @@ func TestSEC06_RolesRefused(t *testing.T) {
 		{"operator", f.workerBin, "", []string{"parked", "drop", "--checkpoint", "orders", "--entity", "order:bad"},
 			`NATS refused permission to publish to "\$KV\.batfleet_parked\.main\.orders\.[^"]+" for user "operator"`},
 	}
-	// Each refused request waits for its timeout (5s): they run in
-	// parallel, and the group returns when all are done.
+	// Each command ends when the server's refusal reaches it (the error
+	// handler ends the calls it dooms); they run in parallel, and the
+	// group returns when all are done.
 	t.Run("refusals", func(t *testing.T) {
 		for _, c := range cases {
 			what := c.user + ": " + filepath.Base(c.bin) + " " + strings.Join(c.args, " ")

@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
+
+	"github.com/batfleet/batfleet/fleet"
 )
 
 // connectError explains why the first connection to url failed, naming
@@ -115,15 +117,16 @@ func certNames(c *x509.Certificate) string {
 	return strings.Join(names, ", ")
 }
 
-// refusalLogger logs each permission violation the server reports on a
+// refusalLogger ends at once the calls a permission refusal dooms
+// (fleet.RefusalHandler) and logs each violation the server reports on a
 // connection, once per refusal. NATS reports a refused publish or
-// subscription apart from the call that caused it (the call itself just
-// times out, or in a worker rides out what looks like an outage), so this
-// line is often the first and only sign of a missing permission.
+// subscription apart from the call that caused it (without the handler
+// the call just times out, or in a worker rides out what looks like an
+// outage), so this line is often the first sign of a missing permission.
 func (n NATSFlags) refusalLogger(log hclog.Logger) nats.Option {
 	var mu sync.Mutex
 	seen := map[string]bool{}
-	return nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	return nats.ErrorHandler(fleet.RefusalHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if !errors.Is(err, nats.ErrPermissionViolation) {
 			return
 		}
@@ -135,7 +138,7 @@ func (n NATSFlags) refusalLogger(log hclog.Logger) nats.Option {
 			log.Error("NATS refused a permission of this connection (see the README's \"Security: NATS users and permissions\")",
 				"credentials", n.who(), "error", err)
 		}
-	})
+	}))
 }
 
 // who names the connection's credentials for a log line.

@@ -191,7 +191,10 @@ func (c CheckpointConfig) now() time.Time {
 }
 
 // checkpointSession is a connection, the bound store and the record read.
+// Its ctx ends as soon as the server refuses the connection a permission
+// (fleet.WatchRefusals): the command's calls then end at once.
 type checkpointSession struct {
+	ctx   context.Context
 	close func()
 	nc    *nats.Conn
 	store *kvckpt.Store
@@ -206,9 +209,10 @@ func openCheckpoint(ctx context.Context, cfg CheckpointConfig, name string) (*ch
 	if err != nil {
 		return nil, nil, &cli.NATSError{Err: err}
 	}
-	s := &checkpointSession{close: nc.Close, nc: nc}
+	ctx, stopWatch := fleet.WatchRefusals(ctx, nc)
+	s := &checkpointSession{ctx: ctx, close: func() { stopWatch(); nc.Close() }, nc: nc}
 	fail := func(err error) (*checkpointSession, *fleet.Client, error) {
-		err = fleet.ExplainRefusal(nc, err) // a refused permission makes a request time out
+		err = fleet.ExplainRefusal(nc, err) // a refused permission ends or times out a request
 		s.close()
 		return nil, nil, err
 	}
@@ -230,7 +234,7 @@ func openCheckpoint(ctx context.Context, cfg CheckpointConfig, name string) (*ch
 	if err != nil {
 		return fail(err)
 	}
-	s.close = func() { _ = client.Close(); nc.Close() }
+	s.close = func() { _ = client.Close(); stopWatch(); nc.Close() }
 	return s, client, nil
 }
 
@@ -319,9 +323,9 @@ func CheckpointSet(ctx context.Context, cfg CheckpointConfig) (CheckpointMove, e
 	if err := checkMovable(cfg, s.rec); err != nil {
 		return CheckpointMove{}, err
 	}
-	info, err := client.Describe(ctx)
+	info, err := client.Describe(s.ctx)
 	if err != nil {
-		return CheckpointMove{}, fmt.Errorf("ask the writer of journal %q for its visible bound: %w", cfg.Journal, err)
+		return CheckpointMove{}, fmt.Errorf("ask the writer of journal %q for its visible bound: %w", cfg.Journal, fleet.ExplainRefusal(s.nc, err))
 	}
 	if s.rec.JournalID != "" && s.rec.JournalID != info.JournalID.String() {
 		return CheckpointMove{}, fmt.Errorf("checkpoint %s is bound to journal id %s, but the writer of journal %s serves %s: its positions mean nothing there (reset it instead)",
@@ -339,7 +343,7 @@ func CheckpointSet(ctx context.Context, cfg CheckpointConfig) (CheckpointMove, e
 	default:
 		rec.Position, rec.Started = seq, true
 	}
-	return moveCheckpoint(ctx, cfg, s, rec, "set")
+	return moveCheckpoint(cfg, s, rec, "set")
 }
 
 // CheckpointReset moves a checkpoint back to the beginning (`worker
@@ -359,7 +363,7 @@ func CheckpointReset(ctx context.Context, cfg CheckpointConfig) (CheckpointMove,
 	}
 	rec := s.rec
 	rec.Position, rec.Started = 0, false
-	return moveCheckpoint(ctx, cfg, s, rec, "reset")
+	return moveCheckpoint(cfg, s, rec, "reset")
 }
 
 // checkMovable applies the liveness rule and the group rule (see the
@@ -389,11 +393,11 @@ func checkMovable(cfg CheckpointConfig, rec checkpoint.Record) error {
 
 // moveCheckpoint writes rec over s's record with a compare-and-swap and
 // prints the one confirmation line.
-func moveCheckpoint(ctx context.Context, cfg CheckpointConfig, s *checkpointSession, rec checkpoint.Record, cmd string) (CheckpointMove, error) {
+func moveCheckpoint(cfg CheckpointConfig, s *checkpointSession, rec checkpoint.Record, cmd string) (CheckpointMove, error) {
 	now := cfg.now()
 	rec.Owner = CheckpointCmdOwner + cmd
 	rec.UpdatedMs = uint64(now.UnixMilli())
-	rev, err := s.store.Save(ctx, cfg.ID, rec, s.rev)
+	rev, err := s.store.Save(s.ctx, cfg.ID, rec, s.rev)
 	err = fleet.ExplainRefusal(s.nc, err)
 	if errors.Is(err, checkpoint.ErrConflict) {
 		return CheckpointMove{}, fmt.Errorf("checkpoint %s changed while it was being moved (a worker committed after revision %d was read): nothing was written; stop its worker and try again",

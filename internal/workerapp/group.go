@@ -191,12 +191,15 @@ type GroupPartitionRow struct {
 
 // GroupList prints the journal's groups: name, region, partitions, live
 // members and partitions without an owner.
-func GroupList(ctx context.Context, cfg GroupConfig) ([]fleet.GroupInfo, error) {
+func GroupList(ctx context.Context, cfg GroupConfig) (_ []fleet.GroupInfo, err error) {
 	nc, err := cfg.NATS.Connect(cfg.NATS.URL, "batfleet-worker-group", cfg.Log)
 	if err != nil {
 		return nil, &cli.NATSError{Err: err}
 	}
 	defer nc.Close()
+	ctx, stopWatch := fleet.WatchRefusals(ctx, nc)
+	defer stopWatch()
+	defer func() { err = fleet.ExplainRefusal(nc, err) }()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -255,8 +258,7 @@ func GroupList(ctx context.Context, cfg GroupConfig) ([]fleet.GroupInfo, error) 
 
 // GroupDescribe prints one group: its members (id, partitions, heartbeat
 // age) and its partitions (owner, epoch, position, lag in events).
-func GroupDescribe(ctx context.Context, cfg GroupConfig) (GroupDescription, error) {
-	var d GroupDescription
+func GroupDescribe(ctx context.Context, cfg GroupConfig) (d GroupDescription, err error) {
 	if err := engine.ValidateJournalName(cfg.Name); err != nil {
 		return d, cli.Usagef("group name %q: must be 1 to 64 characters of [A-Za-z0-9_-]", cfg.Name)
 	}
@@ -265,6 +267,9 @@ func GroupDescribe(ctx context.Context, cfg GroupConfig) (GroupDescription, erro
 		return d, &cli.NATSError{Err: err}
 	}
 	defer nc.Close()
+	ctx, stopWatch := fleet.WatchRefusals(ctx, nc)
+	defer stopWatch()
+	defer func() { err = fleet.ExplainRefusal(nc, err) }()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return d, err

@@ -93,8 +93,10 @@ func (c ParkedConfig) validate(cmd string, needEntity bool) error {
 
 // parkedSession is what a parked command works with: the bound parked
 // store (nil when the default bucket does not exist: nothing is parked)
-// and the checkpoints to look at.
+// and the checkpoints to look at. Its ctx ends as soon as the server
+// refuses the connection a permission (fleet.WatchRefusals).
 type parkedSession struct {
+	ctx     context.Context
 	nc      *nats.Conn
 	parked  *kvckpt.ParkedStore
 	targets []parkedTarget
@@ -109,12 +111,17 @@ func openParked(ctx context.Context, cfg ParkedConfig, entity string) (parkedSes
 	if err != nil {
 		return ps, nil, &cli.NATSError{Err: err}
 	}
-	closer := func() { nc.Close() }
-	ps.nc = nc
-	js, err := jetstream.New(nc)
-	if err != nil {
+	ctx, stopWatch := fleet.WatchRefusals(ctx, nc)
+	closer := func() { stopWatch(); nc.Close() }
+	ps.ctx, ps.nc = ctx, nc
+	fail := func(err error) (parkedSession, func(), error) {
+		err = fleet.ExplainRefusal(nc, err) // a refused permission ends or times out a request
 		closer()
 		return ps, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fail(err)
 	}
 	ps.parked, err = kvckpt.BindParked(ctx, js, kvckpt.Config{Journal: cfg.Journal, Bucket: cfg.ParkedBucket})
 	switch {
@@ -122,11 +129,9 @@ func openParked(ctx context.Context, cfg ParkedConfig, entity string) (parkedSes
 		// No worker ever parked anything in this NATS deployment.
 		ps.parked = nil
 	case errors.Is(err, jetstream.ErrBucketNotFound):
-		closer()
-		return ps, nil, fmt.Errorf("parked bucket %q does not exist (no worker parks with --parked-bucket %s; is the name right?)", cfg.ParkedBucket, cfg.ParkedBucket)
+		return fail(fmt.Errorf("parked bucket %q does not exist (no worker parks with --parked-bucket %s; is the name right?)", cfg.ParkedBucket, cfg.ParkedBucket))
 	case err != nil:
-		closer()
-		return ps, nil, fmt.Errorf("parked bucket: %w", fleet.ExplainRefusal(nc, err))
+		return fail(fmt.Errorf("parked bucket: %w", err))
 	}
 	if cfg.Checkpoint != "" {
 		ps.targets = []parkedTarget{{id: cfg.Checkpoint, partition: -1, in: "checkpoint " + cfg.Checkpoint}}
@@ -134,17 +139,14 @@ func openParked(ctx context.Context, cfg ParkedConfig, entity string) (parkedSes
 	}
 	store, err := bindCheckpoints(ctx, js, cfg.Journal, cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		closer()
-		return ps, nil, fmt.Errorf("%w: %q (no checkpoint bucket %q)", fleet.ErrGroupNotFound, cfg.Group, cfg.Bucket)
+		return fail(fmt.Errorf("%w: %q (no checkpoint bucket %q)", fleet.ErrGroupNotFound, cfg.Group, cfg.Bucket))
 	}
 	if err != nil {
-		closer()
-		return ps, nil, err
+		return fail(err)
 	}
 	info, err := fleet.DescribeGroup(ctx, js, store, cfg.Journal, cfg.GroupBucket, cfg.Group)
 	if err != nil {
-		closer()
-		return ps, nil, err
+		return fail(err)
 	}
 	only := -1
 	if entity != "" {
@@ -158,15 +160,14 @@ func openParked(ctx context.Context, cfg ParkedConfig, entity string) (parkedSes
 			in: fmt.Sprintf("group %s (partition %d, checkpoint %s)", cfg.Group, p.Index, p.CheckpointID)})
 	}
 	if len(ps.targets) == 0 {
-		closer()
-		return ps, nil, fmt.Errorf("group %q: no partition holds entity %s (%d partitions described)", cfg.Group, entity, len(info.Parts))
+		return fail(fmt.Errorf("group %q: no partition holds entity %s (%d partitions described)", cfg.Group, entity, len(info.Parts)))
 	}
 	return ps, closer, nil
 }
 
 // ParkedList prints the parked set of a checkpoint, or of every partition
 // of a group: one row per parked entity.
-func ParkedList(ctx context.Context, cfg ParkedConfig) ([]ParkedRow, error) {
+func ParkedList(ctx context.Context, cfg ParkedConfig) (rows []ParkedRow, err error) {
 	if err := cfg.validate("ls", false); err != nil {
 		return nil, err
 	}
@@ -175,7 +176,9 @@ func ParkedList(ctx context.Context, cfg ParkedConfig) ([]ParkedRow, error) {
 		return nil, err
 	}
 	defer closer()
-	rows := []ParkedRow{}
+	defer func() { err = fleet.ExplainRefusal(ps.nc, err) }()
+	ctx = ps.ctx
+	rows = []ParkedRow{}
 	if ps.parked != nil {
 		for _, t := range ps.targets {
 			list, err := ps.parked.ListParked(ctx, t.id)
@@ -241,7 +244,7 @@ const casTries = 10
 // handler in seq order and then unpark it: a compare-and-swap of the
 // record with Replay set. The running worker sees it within about a
 // second. It returns the record as it was marked.
-func ParkedReplay(ctx context.Context, cfg ParkedConfig) (checkpoint.Parked, error) {
+func ParkedReplay(ctx context.Context, cfg ParkedConfig) (_ checkpoint.Parked, err error) {
 	if err := cfg.validate("replay", true); err != nil {
 		return checkpoint.Parked{}, err
 	}
@@ -250,6 +253,8 @@ func ParkedReplay(ctx context.Context, cfg ParkedConfig) (checkpoint.Parked, err
 		return checkpoint.Parked{}, err
 	}
 	defer closer()
+	defer func() { err = fleet.ExplainRefusal(ps.nc, err) }()
+	ctx = ps.ctx
 	t := ps.targets[0]
 	for range casTries {
 		rec, err := findParked(ctx, ps.parked, t, cfg.Entity)
@@ -280,7 +285,7 @@ func ParkedReplay(ctx context.Context, cfg ParkedConfig) (checkpoint.Parked, err
 // delivered) and unparks it: a compare-and-swap delete of its record. The
 // running worker sees it within about a second; the entity's later entries
 // flow again.
-func ParkedDrop(ctx context.Context, cfg ParkedConfig) (checkpoint.Parked, error) {
+func ParkedDrop(ctx context.Context, cfg ParkedConfig) (_ checkpoint.Parked, err error) {
 	if err := cfg.validate("drop", true); err != nil {
 		return checkpoint.Parked{}, err
 	}
@@ -289,6 +294,8 @@ func ParkedDrop(ctx context.Context, cfg ParkedConfig) (checkpoint.Parked, error
 		return checkpoint.Parked{}, err
 	}
 	defer closer()
+	defer func() { err = fleet.ExplainRefusal(ps.nc, err) }()
+	ctx = ps.ctx
 	t := ps.targets[0]
 	for range casTries {
 		rec, err := findParked(ctx, ps.parked, t, cfg.Entity)

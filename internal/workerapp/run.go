@@ -601,12 +601,15 @@ type CheckpointStatus struct {
 }
 
 // Status prints every checkpoint of the journal with its lag.
-func Status(ctx context.Context, cfg StatusConfig) ([]CheckpointStatus, error) {
+func Status(ctx context.Context, cfg StatusConfig) (_ []CheckpointStatus, err error) {
 	nc, err := cfg.NATS.Connect(cfg.NATS.URL, "batfleet-worker-status", cfg.Log)
 	if err != nil {
 		return nil, &cli.NATSError{Err: err}
 	}
 	defer nc.Close()
+	ctx, stopWatch := fleet.WatchRefusals(ctx, nc)
+	defer stopWatch()
+	defer func() { err = fleet.ExplainRefusal(nc, err) }()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err

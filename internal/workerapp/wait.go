@@ -92,6 +92,8 @@ func Wait(ctx context.Context, cfg WaitConfig) error {
 		return &cli.NATSError{Err: err}
 	}
 	defer nc.Close()
+	ctx, stopWatch := fleet.WatchRefusals(ctx, nc)
+	defer stopWatch()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
@@ -117,6 +119,8 @@ func Wait(ctx context.Context, cfg WaitConfig) error {
 	case err == nil:
 		cfg.Log.Debug("reached", "through", seq, "waited", time.Since(start).Round(time.Millisecond), "what", what)
 		return nil
+	case errors.Is(context.Cause(ctx), fleet.ErrPermission):
+		return context.Cause(ctx)
 	case ctx.Err() != nil:
 		return fmt.Errorf("interrupted while waiting for %s to commit through seq %d", what, seq)
 	case wctx.Err() != nil:
