@@ -53,8 +53,17 @@ func (c ClientConfig) withDefaults() ClientConfig {
 // it first pulls without a hold or parks — before that pull, or with the
 // first park returning at once — so parking keeps the lost-wakeup guard
 // (a newer epoch, or any new incarnation, wakes it; the park timeout is
-// only the safety net). Every client hears the one message a writer
-// publishes when it starts, and abandons holds of the writer it replaces.
+// only the safety net). Every client hears the message a writer publishes
+// when it starts, and abandons holds of the writer it replaces.
+//
+// A request, or its reply, that passes through a NATS server as it dies
+// is lost without a word. The writer announces itself again after each
+// reconnection, and a client sends again the requests it still waits for
+// when it hears that or its own connection reconnects (at most 3 times a
+// request): an append is safe to send again (idempotency keys), a pull
+// only reads. So losing a NATS node costs a reconnection, not a request
+// timeout.
+//
 // A Client is safe for concurrent use.
 type Client struct {
 	nc         *nats.Conn
@@ -76,10 +85,17 @@ type Client struct {
 	maxHold atomic.Int64
 	// retire is closed when a newer incarnation than latest's is seen:
 	// pulls held by the writer that is gone are abandoned then.
-	retire  chan struct{}
-	dropped bool         // test hook: ignore epoch messages
-	journal engine.ID128 // the journal id replies carry; epochs of others are ignored
-	hasJID  bool
+	retire chan struct{}
+	// resend is cancelled and replaced when a request in flight may have
+	// been lost without a word: the writer announced itself (it restarted,
+	// or reconnected to NATS) or this connection reconnected. Requests
+	// waiting then are sent again (requestWithin). A context, so that a
+	// request's context.AfterFunc on it needs no goroutine.
+	resend       context.Context
+	resendCancel context.CancelFunc
+	dropped      bool         // test hook: ignore epoch messages
+	journal      engine.ID128 // the journal id replies carry; epochs of others are ignored
+	hasJID       bool
 
 	// Background pulls (pull-ahead of the streams) run under bgCtx and
 	// are counted in bg; Close cancels and waits for them.
@@ -88,7 +104,19 @@ type Client struct {
 	bgCancel context.CancelFunc
 	bgClosed bool
 	bg       sync.WaitGroup
+
+	// reconnected carries this connection's reconnections to
+	// watchReconnects, which ends when Close removes it.
+	reconnected chan nats.Status
+	watchDone   chan struct{}
 }
+
+// maxResends bounds how often one request is sent again after
+// reconnections (see resend) before it waits out its timeout.
+const maxResends = 3
+
+// errMayBeLost ends a request whose answer a reconnection may have lost.
+var errMayBeLost = errors.New("fleet: a reconnection may have lost the request")
 
 var _ delivery.Source = (*Client)(nil)
 
@@ -106,17 +134,46 @@ func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
 		wake:    make(chan struct{}),
 		retire:  make(chan struct{}),
 	}
+	c.resend, c.resendCancel = context.WithCancel(context.Background())
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
-	// The started subject (one message per writer start) tells a client
-	// whose pulls are held of a restart. Epoch messages (one per group
+	// The started subject (a message per writer start, and after each of
+	// its reconnections) tells a client whose pulls are held of a restart. Epoch messages (one per group
 	// commit) are subscribed to only when a plain pull or a park needs
 	// them (epochs): a fleet of idle workers on held pulls receives none.
-	sub, err := nc.Subscribe(c.subj.Started, c.onEpoch)
+	sub, err := nc.Subscribe(c.subj.Started, c.onStarted)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: subscribe %s: %w", c.subj.Started, err)
 	}
 	c.startedSub = sub
+	c.reconnected, c.watchDone = nc.StatusChanged(nats.CONNECTED), make(chan struct{})
+	go c.watchReconnects()
 	return c, nil
+}
+
+// watchReconnects sends again the requests in flight after each
+// reconnection of the client's connection, until Close.
+func (c *Client) watchReconnects() {
+	defer close(c.watchDone)
+	for range c.reconnected {
+		c.log.Debug("reconnected to NATS; sending the requests in flight again")
+		c.mayHaveLost()
+	}
+}
+
+// mayHaveLost tells the requests in flight to send again.
+func (c *Client) mayHaveLost() {
+	c.mu.Lock()
+	cancel := c.resendCancel
+	c.resend, c.resendCancel = context.WithCancel(context.Background())
+	c.mu.Unlock()
+	cancel()
+}
+
+// resent returns the context cancelled at the next reconnection.
+func (c *Client) resent() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resend
 }
 
 // epochs subscribes to epoch messages unless the client already is, and
@@ -149,6 +206,8 @@ func (c *Client) Close() error {
 	c.bgMu.Unlock()
 	c.bgCancel()
 	c.bg.Wait()
+	c.nc.RemoveStatusListener(c.reconnected)
+	<-c.watchDone
 	err := c.startedSub.Unsubscribe()
 	c.subMu.Lock()
 	if c.sub != nil {
@@ -161,19 +220,34 @@ func (c *Client) Close() error {
 	return err
 }
 
-func (c *Client) onEpoch(m *nats.Msg) {
+func (c *Client) onEpoch(m *nats.Msg) { c.epochMessage(m) }
+
+// onStarted takes the writer's announcement: at its start, and again
+// whenever it reconnected to NATS. Either way requests in flight to it
+// may have been lost (to a process that died, or in a NATS server that
+// went away), so they are sent again.
+func (c *Client) onStarted(m *nats.Msg) {
+	if c.epochMessage(m) {
+		c.mayHaveLost()
+	}
+}
+
+// epochMessage observes an epoch or started message and reports whether
+// it was this journal's.
+func (c *Client) epochMessage(m *nats.Msg) bool {
 	em, err := wire.DecodeEpoch(m.Data)
 	if err != nil {
 		c.log.Debug("ignoring malformed epoch message", "error", err)
-		return
+		return false
 	}
 	c.mu.Lock()
 	ignore := c.dropped || (c.hasJID && em.JournalID != c.journal)
 	c.mu.Unlock()
 	if ignore {
-		return // dropped for a test, or another journal's stray message
+		return false // dropped for a test, or another journal's stray message
 	}
 	c.observe(engine.Snapshot{Incarnation: em.Incarnation, Epoch: em.Epoch})
+	return true
 }
 
 // sawJournal records the journal id of a reply (replies are
@@ -266,19 +340,14 @@ func (c *Client) requestWithin(ctx context.Context, subject string, body []byte,
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	// Each request waits at most its timeout, or less if ctx ends sooner,
-	// so retries (Append) get their chances within the caller's deadline.
-	// A refusal of its publish or reply inbox ends it at once, where the
-	// connection has RefusalHandler (permission.go).
-	refusable, refused := context.WithCancelCause(ctx)
-	defer refused(nil)
-	defer awaitRefusal(c.nc, &refusalWait{subject: subject, end: refused})()
-	rctx, cancel := context.WithTimeout(refusable, timeout)
-	defer cancel()
-	msg, err := c.nc.RequestWithContext(rctx, subject, body)
+	msg, err := c.requestOnce(ctx, subject, body, timeout)
+	for resends := 0; errors.Is(err, errMayBeLost) && resends < maxResends && ctx.Err() == nil; resends++ {
+		c.log.Debug("sending again a request a reconnection may have lost", "subject", subject)
+		msg, err = c.requestOnce(ctx, subject, body, timeout)
+	}
 	if err != nil {
 		var pe *PermissionError
-		if errors.As(context.Cause(refusable), &pe) {
+		if errors.As(err, &pe) {
 			return nil, pe
 		}
 		if perr := refusedRequest(c.nc, subject); perr != nil {
@@ -290,7 +359,7 @@ func (c *Client) requestWithin(ctx context.Context, subject string, body []byte,
 		switch {
 		case errors.Is(err, nats.ErrNoResponders):
 			return nil, fmt.Errorf("%w: no writer answers %s: %w", ErrUnavailable, subject, delivery.ErrTransient)
-		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, errMayBeLost),
 			errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
 			errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting):
 			return nil, fmt.Errorf("%w: %s: %w", delivery.ErrTransient, subject, err)
@@ -303,6 +372,28 @@ func (c *Client) requestWithin(ctx context.Context, subject string, body []byte,
 		return nil, remoteError(code, msg.Header.Get(micro.ErrorHeader))
 	}
 	return msg.Data, nil
+}
+
+// requestOnce sends the request once and waits at most timeout, or less
+// if ctx ends sooner, so retries (Append) get their chances within the
+// caller's deadline. Two things end the wait early, each then its
+// error: a refusal of its publish or reply inbox (a *PermissionError,
+// where the connection has RefusalHandler: permission.go), and a
+// reconnection that may have lost it (errMayBeLost).
+func (c *Client) requestOnce(ctx context.Context, subject string, body []byte, timeout time.Duration) (*nats.Msg, error) {
+	ended, end := context.WithCancelCause(ctx)
+	defer end(nil)
+	defer awaitRefusal(c.nc, &refusalWait{subject: subject, end: end})()
+	defer context.AfterFunc(c.resent(), func() { end(errMayBeLost) })()
+	rctx, cancel := context.WithTimeout(ended, timeout)
+	defer cancel()
+	msg, err := c.nc.RequestWithContext(rctx, subject, body)
+	if err != nil && ctx.Err() == nil {
+		if cause := context.Cause(ended); cause != nil && cause != context.Canceled {
+			return nil, cause // refused, or maybe lost
+		}
+	}
+	return msg, err
 }
 
 // Poll is the pull primitive over NATS. The reply may hold

@@ -193,13 +193,12 @@ func NewWriter(nc *nats.Conn, store *journal.Store, cfg WriterConfig) (*Writer, 
 		w.log.Warn("could not confirm the service subscriptions", "error", err)
 	}
 	// Announce the incarnation: clients whose pulls are held (and so take
-	// no epoch messages) learn of a restart from it.
-	if err := nc.Publish(w.subj.Started, wire.EncodeEpoch(wire.EpochMessage{
-		JournalID: store.JournalID(), Incarnation: store.Incarnation(), Epoch: store.Epoch(), Visible: store.Visible(),
-	})); err != nil {
+	// no epoch messages) learn of a restart from it. publishEpochs
+	// announces again after each reconnection.
+	if err := w.announce(); err != nil {
 		w.log.Warn("could not announce the writer's start", "error", err)
 	}
-	go w.publishEpochs()
+	go w.publishEpochs(nc.StatusChanged(nats.CONNECTED))
 	w.log.Info("writer serving", "subjects", "batfleet."+cfg.Journal+".*",
 		"journal-id", store.JournalID().String(), "incarnation", store.Incarnation().String(), "max-payload", w.maxPayload)
 	return w, nil
@@ -629,12 +628,27 @@ func (w *Writer) runCount(r micro.Request, req wire.CountRequest) {
 	w.stats.counts.Add(1)
 }
 
+// announce publishes the writer's incarnation and bounds on the started
+// subject.
+func (w *Writer) announce() error {
+	return w.nc.Publish(w.subj.Started, wire.EncodeEpoch(wire.EpochMessage{
+		JournalID: w.store.JournalID(), Incarnation: w.store.Incarnation(), Epoch: w.store.Epoch(), Visible: w.store.Visible(),
+	}))
+}
+
 // publishEpochs follows the journal's visibility: after each advance it
 // answers the held pulls that became satisfiable, then sends one epoch
 // message (advances that happen meanwhile coalesce into the next one); it
 // also answers held pulls empty when their wait expires.
-func (w *Writer) publishEpochs() {
+//
+// After each reconnection of its connection (reconnected) it announces the
+// writer again on the started subject: requests and replies that were
+// passing through a NATS server that went away are lost without a word,
+// and the announcement tells clients to send again what they still wait
+// for, instead of waiting out their timeouts.
+func (w *Writer) publishEpochs(reconnected chan nats.Status) {
 	defer close(w.pubDone)
+	defer w.nc.RemoveStatusListener(reconnected)
 	var last uint64
 	sent := false
 	expiry := time.NewTimer(time.Hour)
@@ -675,6 +689,16 @@ func (w *Writer) publishEpochs() {
 		case <-changed:
 		case <-expiry.C:
 		case <-w.holds.kick:
+		case _, ok := <-reconnected:
+			if !ok {
+				reconnected = nil // removed: the connection closed
+				break
+			}
+			if err := w.announce(); err != nil {
+				w.log.Warn("could not announce the writer after reconnecting", "error", err)
+			} else {
+				w.log.Info("reconnected to NATS; announced the writer again", "server", w.nc.ConnectedUrlRedacted())
+			}
 		case <-w.quit:
 			return
 		}

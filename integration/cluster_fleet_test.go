@@ -237,7 +237,11 @@ func TestClusterFleetLosesTwoNodes(t *testing.T) {
 	})
 	progress("after n1 came back")
 
-	// Loss 2: n0, the writer's and the producer's node.
+	// Loss 2: n0, the writer's and the producer's node. Whether it leads
+	// a bucket's stream decides much of the pause (a new leader must be
+	// elected before checkpoints commit again), so the log says.
+	t.Logf("before n0 is lost: the checkpoint stream's leader is n%d, the groups stream's n%d",
+		natstest.StreamLeader(ctlJS, c, "KV_"+kvckpt.DefaultBucket), natstest.StreamLeader(ctlJS, c, "KV_"+fleet.DefaultGroupBucket))
 	down = time.Now()
 	natstest.Shutdown(c.Servers[0])
 	progress("with n0 down")
