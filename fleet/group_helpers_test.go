@@ -20,6 +20,16 @@ import (
 	"github.com/batfleet/batfleet/kvckpt"
 )
 
+// The session and heartbeat of test members. A member whose heartbeat
+// stalls past its session loses its partitions, as it must; the session
+// is long enough that a busy machine (the race detector, other packages'
+// tests, a fuzzer) does not stall it that long, so tests that expect a
+// member to keep its partitions judge the protocol, not the machine.
+const (
+	testSession   = 1500 * time.Millisecond
+	testHeartbeat = 300 * time.Millisecond
+)
+
 // Helpers shared by the group tests of group_cluster_test.go,
 // group_outage_test.go, group_corrupt_test.go, group_standby_test.go and
 // group_zombie_test.go.
@@ -61,7 +71,7 @@ func joinGroup(t *testing.T, o joinOpts, h delivery.Handler) (*Member, error) {
 		return nil, fmt.Errorf("open the checkpoints bucket: %w", err)
 	}
 	cfg := GroupConfig{Journal: testJournal, Name: o.group, Region: engine.RegionEntity("acct"), Partitions: o.parts,
-		MemberID: o.id, Session: 600 * time.Millisecond, Heartbeat: 150 * time.Millisecond}
+		MemberID: o.id, Session: testSession, Heartbeat: testHeartbeat}
 	cfg.Worker.IdleTimeout = 5 * time.Second
 	cfg.Worker.SaveTimeout = 2 * time.Second // a save held by a fault gives up soon
 	if os.Getenv("GROUP_DEBUG") != "" {

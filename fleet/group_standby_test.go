@@ -38,7 +38,7 @@ func (l *handLog) handledBy(seqs []uint64) []string {
 // is handled twice.
 func TestGRP08_StandbysTakeOver(t *testing.T) {
 	const P = 2
-	const session = 600 * time.Millisecond
+	const session = testSession
 	g := newGroupEnv(t)
 	log := newHandLog()
 	var ms []*Member
@@ -124,7 +124,7 @@ func TestGRP08_StandbysTakeOver(t *testing.T) {
 // owns the partition within a second (GRP-03, asserted with a margin),
 // and nothing handled before the graceful leave is handled again.
 func TestGRP08_HotStandbyPair(t *testing.T) {
-	const session = 600 * time.Millisecond
+	const session = testSession
 	g := newGroupEnv(t)
 	log := newHandLog()
 	join := func(id string) *Member {

@@ -142,7 +142,7 @@ func (g *groupEnv) memberAt(t *testing.T, url, name, id string, parts int, mod f
 		t.Fatal(err)
 	}
 	cfg := GroupConfig{Journal: testJournal, Name: name, Region: engine.RegionEntity("acct"), Partitions: parts,
-		MemberID: id, Session: 600 * time.Millisecond, Heartbeat: 150 * time.Millisecond}
+		MemberID: id, Session: testSession, Heartbeat: testHeartbeat}
 	cfg.Worker.IdleTimeout = 5 * time.Second
 	if os.Getenv("GROUP_DEBUG") != "" {
 		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: id, Level: hclog.Debug})
@@ -463,7 +463,7 @@ func TestGRP12_UnaffectedPartitionsKeepFlowing(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := GroupConfig{Journal: testJournal, Name: "g12", Region: engine.RegionEntity("acct"), Partitions: 4,
-			MemberID: id, Session: 600 * time.Millisecond, Heartbeat: 150 * time.Millisecond}
+			MemberID: id, Session: testSession, Heartbeat: testHeartbeat}
 		cfg.Worker.IdleTimeout = 5 * time.Second
 		mod(&cfg)
 		m, err := JoinGroup(context.Background(), cl, ck, js, cfg, func(ctx context.Context, b []engine.Entry, d *delivery.Delivery) delivery.Action {

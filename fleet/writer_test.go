@@ -746,7 +746,10 @@ func TestWriterReplyWithManyCancelledRanges(t *testing.T) {
 		server: func(o *server.Options) { o.MaxPayload = maxPayload },
 		store:  journal.Config{MaxEntryBytes: wire.MaxEntryBytes(maxPayload)},
 	})
-	ctx := testCtx(t)
+	// The setup is a few thousand fsyncs: on a busy machine it can take
+	// longer than testCtx's 30 s, which only guards against a hang.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	region := engine.RegionEntity("big")
 	// Two entries fill a reply's entry budget (65536 - ReplyReserve)
 	// almost exactly, leaving ReplyReserve for the rest of the reply.
