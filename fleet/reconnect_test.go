@@ -61,10 +61,19 @@ func waitArrival(t *testing.T, arrived <-chan int, want int) {
 	}
 }
 
-// describeInBackground runs Describe with an hour's request timeout and
-// returns where its result will arrive: an answer can only come from a
-// request sent again.
-func describeInBackground(c *Client) <-chan error {
+// checkSentAgain runs Describe on a client of nc with an hour's request
+// timeout while the responder on rnc drops its first request; once that
+// request has arrived, lose(jid) must make the client send it again: the
+// answer can only come from a request sent again.
+func checkSentAgain(t *testing.T, rnc, nc *nats.Conn, lose func(jid engine.ID128)) {
+	t.Helper()
+	jid := engine.NewID128()
+	arrived := dropFirstInfo(t, rnc, jid)
+	c, err := NewClient(nc, ClientConfig{Journal: "t", Timeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -78,7 +87,12 @@ func describeInBackground(c *Client) <-chan error {
 		}
 		done <- err
 	}()
-	return done
+	waitArrival(t, arrived, 1)
+	lose(jid)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	noRefusalWaits(t, nc)
 }
 
 // The writer's announcement on the started subject makes a client send
@@ -88,25 +102,13 @@ func describeInBackground(c *Client) <-chan error {
 func TestClientSendsAgainWhenTheWriterAnnouncesItself(t *testing.T) {
 	s := natstest.StartServer(t)
 	rnc, _ := natstest.Connect(t, s)
-	jid := engine.NewID128()
-	arrived := dropFirstInfo(t, rnc, jid)
 	nc, _ := natstest.Connect(t, s)
-	c, err := NewClient(nc, ClientConfig{Journal: "t", Timeout: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-
-	done := describeInBackground(c)
-	waitArrival(t, arrived, 1)
-	announce := wire.EncodeEpoch(wire.EpochMessage{JournalID: jid, Incarnation: jid, Epoch: 1, Visible: 7})
-	if err := rnc.Publish(wire.SubjectsFor("t").Started, announce); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	noRefusalWaits(t, nc)
+	checkSentAgain(t, rnc, nc, func(jid engine.ID128) {
+		announce := wire.EncodeEpoch(wire.EpochMessage{JournalID: jid, Incarnation: jid, Epoch: 1, Visible: 7})
+		if err := rnc.Publish(wire.SubjectsFor("t").Started, announce); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // restartable starts a server on a fixed port that restart brings back.
@@ -138,20 +140,7 @@ func reconnecting(t *testing.T, s *server.Server) *nats.Conn {
 func TestClientSendsAgainAfterItsConnectionReconnects(t *testing.T) {
 	server, restart := restartable(t)
 	nc := reconnecting(t, server())
-	jid := engine.NewID128()
-	arrived := dropFirstInfo(t, nc, jid)
-	c, err := NewClient(nc, ClientConfig{Journal: "t", Timeout: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-
-	done := describeInBackground(c)
-	waitArrival(t, arrived, 1)
-	restart()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	checkSentAgain(t, nc, nc, func(engine.ID128) { restart() })
 }
 
 // After reconnecting to NATS the writer announces itself again on the
