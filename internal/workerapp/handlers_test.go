@@ -263,7 +263,9 @@ func TestExecHandlerFailures(t *testing.T) {
 		{name: "fail prefix only", timeout: 10 * time.Second, life1: "echo failed", wantMsg: `answered "failed"`},
 		{name: "fail seq overflows", timeout: 10 * time.Second, life1: "echo fail 99999999999999999999 x", wantMsg: `SEQ is not a 64-bit sequence number`},
 		{name: "child exits", timeout: 10 * time.Second, life1: "exit 0", wantMsg: "exited without answering"},
-		{name: "child hangs", timeout: 200 * time.Millisecond, life1: "sleep 60", wantMsg: "did not answer within 200ms (--exec-timeout)"},
+		// The timeout also covers the child's start: long enough that a
+		// shell slow to start on a busy machine still writes its pid.
+		{name: "child hangs", timeout: 2 * time.Second, life1: "sleep 60", wantMsg: "did not answer within 2s (--exec-timeout)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
