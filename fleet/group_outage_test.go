@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/batfleet/batfleet/engine/delivery"
-	"github.com/batfleet/batfleet/internal/faultproxy"
 )
 
 // fenceWatch samples members' Fenced state every few milliseconds and
@@ -78,11 +77,7 @@ func TestGRP06_KVOutageForAllMembers(t *testing.T) {
 	const P = 4
 	const session, heartbeat = 2 * time.Second, 500 * time.Millisecond
 	g := newGroupEnv(t)
-	proxy, err := faultproxy.New(g.e.ns.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy := g.faultProxy(t)
 	log := newHandLog()
 	var members sync.Map // id → *Member, for the handlers
 	var mu sync.Mutex

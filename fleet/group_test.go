@@ -121,6 +121,18 @@ func newGroupEnv(t *testing.T) *groupEnv {
 	return &groupEnv{e: e, js: js, ckpts: ckpts, log: newGroupLog()}
 }
 
+// faultProxy starts a fault proxy in front of the env's NATS server,
+// closed when the test ends; members joined at its URL can be cut off alone.
+func (g *groupEnv) faultProxy(t *testing.T) *faultproxy.Proxy {
+	t.Helper()
+	proxy, err := faultproxy.New(g.e.ns.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	return proxy
+}
+
 // member joins group name with id on its own connection (so that it can be
 // cut off alone).
 func (g *groupEnv) member(t *testing.T, name, id string, parts int, mod func(*GroupConfig)) (*Member, *nats.Conn) {
@@ -278,11 +290,7 @@ func TestGRP07_MismatchRefused(t *testing.T) {
 // and gets its share back.
 func TestGRP06_CutMemberFencesItself(t *testing.T) {
 	g := newGroupEnv(t)
-	proxy, err := faultproxy.New(g.e.ns.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy := g.faultProxy(t)
 	want := map[string][]uint64{}
 	// A heartbeat of 400ms leaves b that long between fencing itself and
 	// a taking over, however busy the machine.

@@ -3,8 +3,6 @@ package fleet
 import (
 	"testing"
 	"time"
-
-	"github.com/batfleet/batfleet/internal/faultproxy"
 )
 
 // Catalogue: GRP-06 (a member that fences itself and comes back): b is
@@ -18,11 +16,7 @@ import (
 // the heartbeat so that b comes back well before anyone judges it dead.
 func TestGRP06_UnfencedMemberReleasesOrReclaims(t *testing.T) {
 	g := newGroupEnv(t)
-	proxy, err := faultproxy.New(g.e.ns.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy := g.faultProxy(t)
 	want := map[string][]uint64{}
 	long := func(c *GroupConfig) { c.Session, c.Heartbeat = 8*time.Second, 2*time.Second }
 	a, _ := g.member(t, "g6u", "a", 4, long)

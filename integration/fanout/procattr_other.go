@@ -1,8 +1,0 @@
-//go:build !linux
-
-package main
-
-import "syscall"
-
-// childAttr: no parent-death signal outside Linux.
-func childAttr() *syscall.SysProcAttr { return nil }
