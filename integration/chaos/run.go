@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batfleet/batfleet/fleet"
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 	"github.com/batfleet/batfleet/kvckpt"
 )
 
@@ -110,7 +111,7 @@ func execute(ctx context.Context, cfg config) (*summary, error) {
 		r.logf("writer disk: %s (%s)", r.disk.mode, r.disk.dir)
 	}
 
-	port, err := freePort()
+	port, err := benchkit.FreePort()
 	if err != nil {
 		return nil, err
 	}

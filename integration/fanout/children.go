@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 	"github.com/batfleet/batfleet/internal/writerapp"
 )
 
@@ -47,7 +48,7 @@ func writerChild(args []string) int {
 		return 1
 	}
 	go func() { _ = http.Serve(pln, nil) }()
-	mport, err := freePort()
+	mport, err := benchkit.FreePort()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fanout writer: %v\n", err)
 		return 1
@@ -57,7 +58,7 @@ func writerChild(args []string) int {
 	err = writerapp.Serve(ctx, writerapp.ServeConfig{
 		Data: *data, Journal: *journal, Listen: "127.0.0.1:0", HTTP: maddr, Version: "0.1.0", Log: log,
 		Ready: func(url string) {
-			readyLine("ready", writerReady{NATS: url, Metrics: maddr, PProf: pln.Addr().String()})
+			benchkit.ReadyLine("ready", writerReady{NATS: url, Metrics: maddr, PProf: pln.Addr().String()})
 		},
 	})
 	if err != nil {

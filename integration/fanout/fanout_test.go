@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,28 +15,6 @@ func TestMain(m *testing.M) {
 		os.Exit(mainErr(os.Args[1:]))
 	}
 	os.Exit(m.Run())
-}
-
-// TestWriteReport: the section replaces its own markers' content and
-// leaves everything else (the h2h block, hand-written text) alone; a file
-// without the markers gets it appended.
-func TestWriteReport(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "BENCHMARKS.md")
-	orig := "# Benchmarks\n\n<!-- h2h:begin x -->\nh2h\n<!-- h2h:end -->\n\nhand-written\n"
-	if err := os.WriteFile(file, []byte(orig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeReport(file, "first\n"); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeReport(file, "second\n"); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := os.ReadFile(file)
-	want := orig + "\n" + beginMarker + "\nsecond\n" + endMarker + "\n"
-	if string(got) != want {
-		t.Fatalf("report file:\n%s\nwant:\n%s", got, want)
-	}
 }
 
 // TestMarkdown renders made-up results: every configuration row and the

@@ -17,6 +17,7 @@ import (
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/fleet"
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 	"github.com/batfleet/batfleet/kvckpt"
 )
 
@@ -135,11 +136,11 @@ func idleChild(args []string) int {
 		return 1
 	}
 	defer stop()
-	readyLine("ready", c.stats())
+	benchkit.ReadyLine("ready", c.stats())
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		if sc.Text() == "stats" {
-			readyLine("stats", c.stats())
+			benchkit.ReadyLine("stats", c.stats())
 		}
 	}
 	return 0

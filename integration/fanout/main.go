@@ -34,6 +34,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 )
 
 // config is one run's shape.
@@ -177,7 +179,7 @@ func mainErr(args []string) int {
 		return 1
 	}
 	res.command = commandLine(args, *quick)
-	if err := writeReport(*out, res.markdown()); err != nil {
+	if err := section.Write(*out, res.markdown()); err != nil {
 		fmt.Fprintf(os.Stderr, "fanout: write report: %v\n", err)
 		return 1
 	}
@@ -215,7 +217,7 @@ type sayFunc func(format string, a ...any)
 func run(ctx context.Context, cfg config, progress io.Writer) (*results, error) {
 	res := newResults(cfg)
 	res.started = time.Now()
-	res.machine = machine(cfg.Root)
+	res.machine = benchkit.Machine(cfg.Root, "the journals and JetStream stores")
 	say := func(format string, a ...any) {
 		fmt.Fprintf(progress, "fanout %s: "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
 	}
@@ -226,7 +228,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*results, error) 
 		}
 		defer os.RemoveAll(dir)
 		say("building nats-server from the module's github.com/nats-io/nats-server/v2")
-		if cfg.NATSBin, err = buildNATSServer(ctx, dir); err != nil {
+		if cfg.NATSBin, err = benchkit.BuildNATSServer(ctx, dir); err != nil {
 			return nil, err
 		}
 	}
@@ -261,9 +263,9 @@ type shape struct {
 
 func (s shape) String() string {
 	if s.Own {
-		return thousands(int64(s.W)) + " (own conns)"
+		return benchkit.Thousands(int64(s.W)) + " (own conns)"
 	}
-	return thousands(int64(s.W))
+	return benchkit.Thousands(int64(s.W))
 }
 
 // shapes lists the fleets of a round, in order.

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 )
 
 const payloadSize = 100
@@ -21,7 +23,7 @@ type fleetRun struct {
 	sys  string
 	srv  *server
 	sd   side
-	idle *child
+	idle *benchkit.Child
 	sink *busySink
 }
 
@@ -40,19 +42,19 @@ type snapshot struct {
 }
 
 func (f *fleetRun) snap() (snapshot, error) {
-	s := snapshot{at: time.Now(), selfCPU: selfCPU(), selfWait: procRunWait(os.Getpid())}
+	s := snapshot{at: time.Now(), selfCPU: benchkit.SelfCPU(), selfWait: benchkit.ProcRunWait(os.Getpid())}
 	var err error
-	s.serverWait = procRunWait(f.srv.proc.pid())
-	if s.serverCPU, err = procCPU(f.srv.proc.pid()); err != nil {
+	s.serverWait = benchkit.ProcRunWait(f.srv.proc.Pid())
+	if s.serverCPU, err = benchkit.ProcCPU(f.srv.proc.Pid()); err != nil {
 		return s, fmt.Errorf("server CPU: %w", err)
 	}
 	s.idlePulls, s.busyPulls = f.sd.wirePulls()
 	s.busyBatches = f.sd.busy().batches.Load()
 	if f.idle != nil {
-		if s.idleCPU, err = procCPU(f.idle.pid()); err != nil {
+		if s.idleCPU, err = benchkit.ProcCPU(f.idle.Pid()); err != nil {
 			return s, fmt.Errorf("idle fleet CPU: %w", err)
 		}
-		if err := f.idle.request("stats", &s.idle, 30*time.Second); err != nil {
+		if err := f.idle.Request("stats", &s.idle, 30*time.Second); err != nil {
 			return s, err
 		}
 	}
@@ -70,7 +72,7 @@ func session(ctx context.Context, cfg config, self, sys string, sh shape, round 
 	}
 	defer os.RemoveAll(dir)
 	f := &fleetRun{cfg: cfg, sys: sys, sink: &busySink{}}
-	stderr := &prefixWriter{w: os.Stderr, prefix: sys + " server: "}
+	stderr := &benchkit.PrefixWriter{W: os.Stderr, Prefix: sys + " server: "}
 	if sys == "batfleet" {
 		f.srv, err = startWriter(self, dir, stderr)
 	} else {
@@ -100,17 +102,17 @@ func session(ctx context.Context, cfg config, self, sys string, sh shape, round 
 		if sh.Own {
 			perConn = 1
 		}
-		f.idle, err = startChild("idle fleet", self, idleArgs(idleOpts{system: sys, url: f.srv.url, count: w, perConn: perConn,
-			stagger: cfg.Stagger, hold: cfg.Hold, batch: cfg.Batch}), &prefixWriter{w: os.Stderr, prefix: sys + " idle fleet: "})
+		f.idle, err = benchkit.StartChild("idle fleet", self, idleArgs(idleOpts{system: sys, url: f.srv.url, count: w, perConn: perConn,
+			stagger: cfg.Stagger, hold: cfg.Hold, batch: cfg.Batch}), &benchkit.PrefixWriter{W: os.Stderr, Prefix: sys + " idle fleet: "})
 		if err != nil {
 			return err
 		}
 		defer func() {
-			if ierr := f.idle.stop(0, time.Minute); ierr != nil && err == nil {
+			if ierr := f.idle.Stop(0, time.Minute); ierr != nil && err == nil {
 				err = ierr
 			}
 		}()
-		if err := f.idle.await("ready", &st, cfg.Stagger+cfg.SetupWait); err != nil {
+		if err := f.idle.Await("ready", &st, cfg.Stagger+cfg.SetupWait); err != nil {
 			return err
 		}
 		say("%d idle consumers on %d connection(s) running after %s", st.Started, st.Conns, time.Since(t0).Round(100*time.Millisecond))

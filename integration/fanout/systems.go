@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +16,7 @@ import (
 	"github.com/batfleet/batfleet/engine/checkpoint"
 	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/fleet"
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 	"github.com/batfleet/batfleet/kvckpt"
 )
 
@@ -36,25 +35,25 @@ const (
 
 // server is one system's server process.
 type server struct {
-	proc    *child
+	proc    *benchkit.Child
 	url     string
 	metrics string // batfleet: the writer's /metrics address
 	pprof   string // the process's pprof address
 	stopSig syscall.Signal
 }
 
-func (s *server) stop() error { return s.proc.stop(s.stopSig, 60*time.Second) }
+func (s *server) stop() error { return s.proc.Stop(s.stopSig, 60*time.Second) }
 
 // startWriter starts the batfleet writer child (writer + embedded
 // nats-server in one process) storing under dir.
-func startWriter(self, dir string, stderr *prefixWriter) (*server, error) {
-	proc, err := startChild("writer", self, []string{"writer", "--data", dir, "--journal", journalName}, stderr)
+func startWriter(self, dir string, stderr *benchkit.PrefixWriter) (*server, error) {
+	proc, err := benchkit.StartChild("writer", self, []string{"writer", "--data", dir, "--journal", journalName}, stderr)
 	if err != nil {
 		return nil, err
 	}
 	var r writerReady
-	if err := proc.await("ready", &r, time.Minute); err != nil {
-		_ = proc.stop(syscall.SIGKILL, 5*time.Second)
+	if err := proc.Await("ready", &r, time.Minute); err != nil {
+		_ = proc.Stop(syscall.SIGKILL, 5*time.Second)
 		return nil, err
 	}
 	return &server{proc: proc, url: r.NATS, metrics: r.Metrics, pprof: r.PProf}, nil
@@ -62,45 +61,16 @@ func startWriter(self, dir string, stderr *prefixWriter) (*server, error) {
 
 // startNATSServer starts a JetStream nats-server process storing under
 // dir (file storage, the server's default sync), with pprof.
-func startNATSServer(bin, dir string, stderr *prefixWriter) (*server, error) {
-	port, err := freePort()
+func startNATSServer(bin, dir string, stderr *benchkit.PrefixWriter) (*server, error) {
+	pport, err := benchkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	pport, err := freePort()
+	ns, err := benchkit.StartNATSServer(bin, dir, "fanout-js", stderr, "--profile", fmt.Sprint(pport))
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", filepath.Join(dir, "nats"),
-		"-n", "fanout-js", "--profile", fmt.Sprint(pport), "-l", filepath.Join(dir, "nats-server.log")}
-	proc, err := startChild("nats-server", bin, args, stderr)
-	if err != nil {
-		return nil, err
-	}
-	s := &server{proc: proc, url: fmt.Sprintf("nats://127.0.0.1:%d", port), pprof: fmt.Sprintf("127.0.0.1:%d", pport), stopSig: syscall.SIGTERM}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		nc, err := nats.Connect(s.url, nats.Timeout(time.Second))
-		if err == nil {
-			_, jerr := nc.JetStream()
-			nc.Close()
-			if jerr == nil {
-				return s, nil
-			}
-			err = jerr
-		}
-		select {
-		case <-proc.exit:
-			log, _ := os.ReadFile(filepath.Join(dir, "nats-server.log"))
-			return nil, fmt.Errorf("nats-server exited: %v\n%s", proc.err, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			_ = proc.stop(syscall.SIGKILL, 5*time.Second)
-			return nil, fmt.Errorf("nats-server not ready within 30s: %w", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return &server{proc: ns.Child, url: ns.URL, pprof: fmt.Sprintf("127.0.0.1:%d", pport), stopSig: syscall.SIGTERM}, nil
 }
 
 // side is one system in the harness process: the producer, the busy

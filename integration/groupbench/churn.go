@@ -209,7 +209,7 @@ func churn(ctx context.Context, env *runEnv, sys string) (res churnResult, err e
 		}
 		stored := pc.stored()
 		at := time.Now()
-		victim.c.kill()
+		victim.c.Kill()
 		rig.remove(victim)
 		acts = append(acts, action{kind: "kill", at: at.UnixNano(), proc: victim.proc, desc: victim.name, stored: stored})
 		env.say("%s: kill -9 %s (%d/%d)", sys, victim.name, k+1, cfg.Kills)
@@ -238,7 +238,7 @@ func churn(ctx context.Context, env *runEnv, sys string) (res churnResult, err e
 			acts = append(acts, action{kind: "leave", at: at.UnixNano(), proc: victim.proc, desc: name})
 			time.Sleep(time.Second)
 			for _, m := range rig.instances(name) {
-				if err := m.c.stop(0, time.Minute); err != nil {
+				if err := m.c.Stop(0, time.Minute); err != nil {
 					res.notes = append(res.notes, err.Error())
 				}
 				rig.remove(m)
@@ -262,7 +262,7 @@ func churn(ctx context.Context, env *runEnv, sys string) (res churnResult, err e
 			victim := rig.alive[0]
 			at := time.Now()
 			acts = append(acts, action{kind: "leave", at: at.UnixNano(), proc: victim.proc, desc: victim.name})
-			if err := victim.c.stop(0, time.Minute); err != nil {
+			if err := victim.c.Stop(0, time.Minute); err != nil {
 				res.notes = append(res.notes, err.Error())
 			}
 			rig.remove(victim)

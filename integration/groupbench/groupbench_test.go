@@ -70,21 +70,3 @@ func TestTinyRun(t *testing.T) {
 		}
 	}
 }
-
-func TestWriteReportMarkers(t *testing.T) {
-	path := t.TempDir() + "/B.md"
-	if err := writeReport(path, "one\n"); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeReport(path, "two\n"); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := string(raw)
-	if strings.Contains(b, "one") || strings.Count(b, beginMarker) != 1 || !strings.Contains(b, "two\n"+endMarker) {
-		t.Fatalf("report file:\n%s", b)
-	}
-}

@@ -47,6 +47,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 )
 
 // Systems measured.
@@ -187,7 +189,7 @@ func mainErr(args []string) int {
 		return 1
 	}
 	res.command = commandLine(args, *quick)
-	if err := writeReport(*out, res.markdown()); err != nil {
+	if err := section.Write(*out, res.markdown()); err != nil {
 		fmt.Fprintf(os.Stderr, "groupbench: write report: %v\n", err)
 		return 1
 	}
@@ -237,7 +239,7 @@ type sayFunc func(format string, a ...any)
 // run is the orchestration: per phase, each system in turn on a fresh
 // server.
 func run(ctx context.Context, cfg config, progress io.Writer) (*results, error) {
-	res := &results{cfg: cfg, started: time.Now(), machine: machine(cfg.Root)}
+	res := &results{cfg: cfg, started: time.Now(), machine: benchkit.Machine(cfg.Root, "the journals, JetStream stores and batch logs", "pcgroups v0.2.2")}
 	say := func(format string, a ...any) {
 		fmt.Fprintf(progress, "groupbench %s: "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
 	}
@@ -248,7 +250,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*results, error) 
 		}
 		defer os.RemoveAll(dir)
 		say("building nats-server from the module's github.com/nats-io/nats-server/v2")
-		if cfg.NATSBin, err = buildNATSServer(ctx, dir); err != nil {
+		if cfg.NATSBin, err = benchkit.BuildNATSServer(ctx, dir); err != nil {
 			return nil, err
 		}
 	}
@@ -259,7 +261,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*results, error) 
 	env := &runEnv{cfg: cfg, self: self, say: say}
 	if contains(cfg.Phases, "scaling") {
 		for _, sys := range cfg.Systems {
-			say("scaling, %s: %s events over %s entities, N ∈ %v", sys, thousands(int64(cfg.Events)), thousands(int64(cfg.Entities)), cfg.Members)
+			say("scaling, %s: %s events over %s entities, N ∈ %v", sys, benchkit.Thousands(int64(cfg.Events)), benchkit.Thousands(int64(cfg.Entities)), cfg.Members)
 			sr, err := scaling(ctx, env, sys)
 			if err != nil {
 				return nil, fmt.Errorf("scaling, %s: %w", sys, err)

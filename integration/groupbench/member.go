@@ -23,6 +23,7 @@ import (
 	"github.com/batfleet/batfleet/engine"
 	"github.com/batfleet/batfleet/engine/delivery"
 	"github.com/batfleet/batfleet/fleet"
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 	"github.com/batfleet/batfleet/kvckpt"
 )
 
@@ -283,7 +284,7 @@ func runMember(ctx context.Context, o memberOpts) error {
 	if err != nil {
 		return err
 	}
-	readyLine("ready", struct{}{})
+	benchkit.ReadyLine("ready", struct{}{})
 	cmds := make(chan string)
 	go func() { // ends at EOF, which the harness's exit guarantees
 		defer close(cmds)
@@ -301,11 +302,11 @@ func runMember(ctx context.Context, o memberOpts) error {
 			switch c {
 			case "go":
 				rec.open()
-				readyLine("go", struct{}{})
+				benchkit.ReadyLine("go", struct{}{})
 			case "stat":
 				s := rec.stats()
 				s.Owned = m.owned()
-				readyLine("stat", s)
+				benchkit.ReadyLine("stat", s)
 			}
 		case <-m.done:
 			if err := m.err(); err != nil {

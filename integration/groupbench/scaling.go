@@ -10,11 +10,13 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
+
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 )
 
 // member is a member process, from the harness's side.
 type member struct {
-	c     *child
+	c     *benchkit.Child
 	name  string // process name (batfleet member id, pcgroups instance)
 	group string // pcgroups: the member name it consumes as
 	proc  int    // index of its log in the phase's log list
@@ -23,13 +25,13 @@ type member struct {
 
 // startMember starts a member process and waits until it has joined.
 func startMember(env *runEnv, o memberOpts, proc int, label string) (*member, error) {
-	c, err := startChild("member "+label, env.self, o.args(), &prefixWriter{w: os.Stderr, prefix: o.system + " member " + label + ": "})
+	c, err := benchkit.StartChild("member "+label, env.self, o.args(), &benchkit.PrefixWriter{W: os.Stderr, Prefix: o.system + " member " + label + ": "})
 	if err != nil {
 		return nil, err
 	}
 	var x struct{}
-	if err := c.await("ready", &x, time.Minute); err != nil {
-		_ = c.stop(syscall.SIGKILL, 5*time.Second)
+	if err := c.Await("ready", &x, time.Minute); err != nil {
+		_ = c.Stop(syscall.SIGKILL, 5*time.Second)
 		return nil, err
 	}
 	return &member{c: c, name: label, group: o.name, proc: proc, ready: time.Now()}, nil
@@ -37,7 +39,7 @@ func startMember(env *runEnv, o memberOpts, proc int, label string) (*member, er
 
 func (m *member) stat() (memberStats, error) {
 	var s memberStats
-	err := m.c.request("stat", &s, 30*time.Second)
+	err := m.c.Request("stat", &s, 30*time.Second)
 	return s, err
 }
 
@@ -48,7 +50,7 @@ func stopAll(ms []*member, grace time.Duration) []error {
 	done := make(chan struct{})
 	for i, m := range ms {
 		go func() {
-			errs[i] = m.c.stop(0, grace)
+			errs[i] = m.c.Stop(0, grace)
 			done <- struct{}{}
 		}()
 	}
@@ -133,7 +135,7 @@ func scaling(ctx context.Context, env *runEnv, sys string) (_ []scalingResult, e
 		}
 	}
 	load := time.Since(t0)
-	env.say("%s: %s events loaded in %s (%.0f/s%s)", sys, thousands(int64(total)), load.Round(100*time.Millisecond), float64(total)/load.Seconds(),
+	env.say("%s: %s events loaded in %s (%.0f/s%s)", sys, benchkit.Thousands(int64(total)), load.Round(100*time.Millisecond), float64(total)/load.Seconds(),
 		map[bool]string{true: ", sourced into every consumer group's stream", false: ""}[sys == sysPCG])
 	var out []scalingResult
 	for _, n := range cfg.Members {
@@ -193,15 +195,15 @@ func scalingRun(ctx context.Context, env *runEnv, sys string, srv *server, js je
 	}
 	pids := func() (cpu time.Duration) {
 		for _, m := range ms {
-			cpu += procCPU(m.c.pid())
+			cpu += cpuOf(m.c.Pid())
 		}
 		return cpu
 	}
-	s0, m0 := procCPU(srv.proc.pid()), pids()
+	s0, m0 := cpuOf(srv.proc.Pid()), pids()
 	goNs := time.Now().UnixNano()
 	for _, m := range ms {
 		var x struct{}
-		if err := m.c.request("go", &x, 30*time.Second); err != nil {
+		if err := m.c.Request("go", &x, 30*time.Second); err != nil {
 			return r, err
 		}
 	}
@@ -235,7 +237,7 @@ func scalingRun(ctx context.Context, env *runEnv, sys string, srv *server, js je
 			return r, fmt.Errorf("%d of %d events handled after 30 minutes", h.distinct, total)
 		}
 	}
-	s1, m1 := procCPU(srv.proc.pid()), pids()
+	s1, m1 := cpuOf(srv.proc.Pid()), pids()
 	var last int64
 	r.steady, r.whole, last, r.preGo = rates(h, goNs)
 	r.elapsed = time.Duration(last - goNs)
@@ -296,4 +298,10 @@ func waitBalanced(ms []*member, parts int, timeout time.Duration) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("group of %d not balanced within %s: partitions owned %v", len(ms), timeout, owned)
+}
+
+// cpuOf is the CPU time of process pid so far; 0 for a process that is gone.
+func cpuOf(pid int) time.Duration {
+	d, _ := benchkit.ProcCPU(pid)
+	return d
 }

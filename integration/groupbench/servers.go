@@ -7,13 +7,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 	"github.com/batfleet/batfleet/internal/writerapp"
 )
 
@@ -26,12 +26,12 @@ const (
 
 // server is one system's server process.
 type server struct {
-	proc    *child
+	proc    *benchkit.Child
 	url     string
 	stopSig syscall.Signal
 }
 
-func (s *server) stop() error { return s.proc.stop(s.stopSig, 60*time.Second) }
+func (s *server) stop() error { return s.proc.Stop(s.stopSig, 60*time.Second) }
 
 // writerChild is "groupbench writer": the batfleet writer process. It runs
 // internal/writerapp.Serve — the code of `writer serve` — with an embedded
@@ -52,7 +52,7 @@ func writerChild(args []string) int {
 	log := hclog.New(&hclog.LoggerOptions{Name: "writer", Level: hclog.Error, Output: os.Stderr})
 	err := writerapp.Serve(ctx, writerapp.ServeConfig{
 		Data: *data, Journal: journalName, Listen: "127.0.0.1:0", Version: "0.1.0", Log: log,
-		Ready: func(url string) { readyLine("ready", map[string]string{"nats": url}) },
+		Ready: func(url string) { benchkit.ReadyLine("ready", map[string]string{"nats": url}) },
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "groupbench writer: %v\n", err)
@@ -64,15 +64,15 @@ func writerChild(args []string) int {
 // startWriter starts the batfleet writer child (writer + embedded
 // nats-server in one process) storing under dir.
 func startWriter(self, dir string) (*server, error) {
-	proc, err := startChild("writer", self, []string{"writer", "--data", dir}, &prefixWriter{w: os.Stderr, prefix: "batfleet writer: "})
+	proc, err := benchkit.StartChild("writer", self, []string{"writer", "--data", dir}, &benchkit.PrefixWriter{W: os.Stderr, Prefix: "batfleet writer: "})
 	if err != nil {
 		return nil, err
 	}
 	var r struct {
 		NATS string `json:"nats"`
 	}
-	if err := proc.await("ready", &r, time.Minute); err != nil {
-		_ = proc.stop(syscall.SIGKILL, 5*time.Second)
+	if err := proc.Await("ready", &r, time.Minute); err != nil {
+		_ = proc.Stop(syscall.SIGKILL, 5*time.Second)
 		return nil, err
 	}
 	return &server{proc: proc, url: r.NATS}, nil
@@ -81,40 +81,11 @@ func startWriter(self, dir string) (*server, error) {
 // startNATSServer starts a JetStream nats-server process storing under
 // dir (file storage, the server's default sync).
 func startNATSServer(bin, dir string) (*server, error) {
-	port, err := freePort()
+	ns, err := benchkit.StartNATSServer(bin, dir, "groupbench-js", &benchkit.PrefixWriter{W: os.Stderr, Prefix: "nats-server: "})
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", filepath.Join(dir, "nats"),
-		"-n", "groupbench-js", "-l", filepath.Join(dir, "nats-server.log")}
-	proc, err := startChild("nats-server", bin, args, &prefixWriter{w: os.Stderr, prefix: "nats-server: "})
-	if err != nil {
-		return nil, err
-	}
-	s := &server{proc: proc, url: fmt.Sprintf("nats://127.0.0.1:%d", port), stopSig: syscall.SIGTERM}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		nc, err := nats.Connect(s.url, nats.Timeout(time.Second))
-		if err == nil {
-			_, jerr := nc.JetStream()
-			nc.Close()
-			if jerr == nil {
-				return s, nil
-			}
-			err = jerr
-		}
-		select {
-		case <-proc.exit:
-			log, _ := os.ReadFile(filepath.Join(dir, "nats-server.log"))
-			return nil, fmt.Errorf("nats-server exited: %v\n%s", proc.err, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			_ = proc.stop(syscall.SIGKILL, 5*time.Second)
-			return nil, fmt.Errorf("nats-server not ready within 30s: %w", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return &server{proc: ns.Child, url: ns.URL, stopSig: syscall.SIGTERM}, nil
 }
 
 // startServer starts the server of sys storing under dir.

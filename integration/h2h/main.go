@@ -21,6 +21,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/batfleet/batfleet/integration/internal/benchkit"
 )
 
 // config is one run's shape.
@@ -103,7 +105,7 @@ func mainErr(args []string) int {
 		return 1
 	}
 	res.command = "go run ./integration/h2h " + strings.Join(args, " ")
-	if err := writeReport(*out, res.markdown()); err != nil {
+	if err := section.Write(*out, res.markdown()); err != nil {
 		fmt.Fprintf(os.Stderr, "h2h: write report: %v\n", err)
 		return 1
 	}
@@ -115,7 +117,7 @@ func mainErr(args []string) int {
 func run(ctx context.Context, cfg config, progress io.Writer) (*results, error) {
 	res := newResults(cfg)
 	res.started = time.Now()
-	res.machine = machine(cfg.Root)
+	res.machine = benchkit.Machine(cfg.Root, "journals and JetStream stores", "nats-server embedded in the harness process")
 	say := func(format string, a ...any) { fmt.Fprintf(progress, "h2h: "+format+"\n", a...) }
 	say("generating %d events", cfg.Events)
 	wl := newWorkload(cfg.Events)
@@ -158,7 +160,7 @@ func batfleetRound(ctx context.Context, cfg config, res *results, wl *workload, 
 	}
 	res.addCPU("bf/append", cpu, wl.n)
 	res.add("bf/append", fmt.Sprintf("batfleet: Client.Append, %d events/request, %d in flight (fsynced)", appendBatch, appendInFlight), "events/s", rate)
-	say("round %d batfleet append: %s events/s", round, thousands(int64(rate)))
+	say("round %d batfleet append: %s events/s", round, benchkit.Thousands(int64(rate)))
 	for _, workers := range []int{1, 4} {
 		for _, batch := range cfg.Batches {
 			label := fmt.Sprintf("batfleet %d worker(s), batch %d", workers, batch)
@@ -178,7 +180,7 @@ func batfleetRound(ctx context.Context, cfg config, res *results, wl *workload, 
 				w = fmt.Sprintf("%d workers (disjoint regions)", workers)
 			}
 			res.add(fmt.Sprintf("bf/%dw/b%d", workers, batch), fmt.Sprintf("batfleet: %s, batch %d, KV CAS checkpoint per batch", w, batch), "events/s", rate)
-			say("round %d %s: %s events/s", round, label, thousands(int64(rate)))
+			say("round %d %s: %s events/s", round, label, benchkit.Thousands(int64(rate)))
 		}
 	}
 	var lat *latency
@@ -219,7 +221,7 @@ func jetstreamRound(ctx context.Context, cfg config, res *results, wl *workload,
 	}
 	res.addCPU("js/publish", cpu, wl.n)
 	res.add("js/publish", "JetStream: PublishAsync, default 4,000 pending (not fsynced per message)", "events/s", rate)
-	say("round %d jetstream publish: %s events/s", round, thousands(int64(rate)))
+	say("round %d jetstream publish: %s events/s", round, benchkit.Thousands(int64(rate)))
 	for _, v := range jsVariants(cfg.Batches) {
 		var c check
 		cpu, err := measure(ctx, cfg, fmt.Sprintf("r%d-%s", round, v.key()), func(ctx context.Context) (err error) {
@@ -232,7 +234,7 @@ func jetstreamRound(ctx context.Context, cfg config, res *results, wl *workload,
 		res.addCPU(v.key(), cpu, wl.n)
 		res.checks = append(res.checks, c)
 		res.add(v.key(), "JetStream: "+v.String(), "events/s", rate)
-		say("round %d jetstream %s: %s events/s", round, v, thousands(int64(rate)))
+		say("round %d jetstream %s: %s events/s", round, v, benchkit.Thousands(int64(rate)))
 	}
 	var lat *latency
 	var c check
@@ -290,7 +292,7 @@ func syncRecord(ctx context.Context, cfg config, res *results, say sayFunc) erro
 				return err
 			}
 			res.record = append(res.record, recordRow{"JetStream PublishAsync, sync always", rate, "events/s", "an fsync per stream write"})
-			say("sync-always jetstream publish: %s events/s", thousands(int64(rate)))
+			say("sync-always jetstream publish: %s events/s", benchkit.Thousands(int64(rate)))
 			for _, v := range jsVariants([]int{batch})[:4] {
 				rctx, cancel := context.WithTimeout(ctx, cfg.RunTimeout)
 				rate, c, err := j.consume(rctx, v, "sync")
@@ -300,7 +302,7 @@ func syncRecord(ctx context.Context, cfg config, res *results, say sayFunc) erro
 				}
 				res.checks = append(res.checks, c)
 				res.record = append(res.record, recordRow{"JetStream " + v.String() + ", sync always", rate, "events/s", ""})
-				say("sync-always jetstream %s: %s events/s", v, thousands(int64(rate)))
+				say("sync-always jetstream %s: %s events/s", v, benchkit.Thousands(int64(rate)))
 			}
 			return nil
 		}()
@@ -321,7 +323,7 @@ func syncRecord(ctx context.Context, cfg config, res *results, say sayFunc) erro
 			return err
 		}
 		res.record = append(res.record, recordRow{"batfleet Client.Append, KV bucket on a sync-always server", rate, "events/s", "the journal fsyncs every group commit either way"})
-		say("sync-always batfleet append: %s events/s", thousands(int64(rate)))
+		say("sync-always batfleet append: %s events/s", benchkit.Thousands(int64(rate)))
 		for _, workers := range []int{1, 4} {
 			label := fmt.Sprintf("batfleet %d worker(s), batch %d, sync always", workers, batch)
 			rctx, cancel := context.WithTimeout(ctx, cfg.RunTimeout)
@@ -332,7 +334,7 @@ func syncRecord(ctx context.Context, cfg config, res *results, say sayFunc) erro
 			}
 			res.checks = append(res.checks, c)
 			res.record = append(res.record, recordRow{label, rate, "events/s", "KV checkpoint fsynced on every save"})
-			say("sync-always %s: %s events/s", label, thousands(int64(rate)))
+			say("sync-always %s: %s events/s", label, benchkit.Thousands(int64(rate)))
 		}
 	}
 	return nil

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -86,74 +82,6 @@ func (n *natsNode) shutdown() {
 	n.srv.Shutdown()
 	n.srv.WaitForShutdown()
 	_ = os.RemoveAll(n.dir)
-}
-
-// machine describes the machine and software the run used.
-func machine(root string) []string {
-	cpu := firstLine("/proc/cpuinfo", "model name")
-	if cpu == "" {
-		cpu = "unknown CPU"
-	}
-	mem := "unknown"
-	if f := strings.Fields(firstLine("/proc/meminfo", "MemTotal")); len(f) == 2 && f[1] == "kB" {
-		if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-			mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
-		}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	load, _ := os.ReadFile("/proc/loadavg")
-	fs := fsType(root)
-	return []string{
-		fmt.Sprintf("CPU: %s, %d logical cores visible to Go (GOMAXPROCS %d)", cpu, runtime.NumCPU(), runtime.GOMAXPROCS(0)),
-		fmt.Sprintf("memory: %s", mem),
-		fmt.Sprintf("OS: %s/%s, kernel %s", runtime.GOOS, runtime.GOARCH, strings.TrimSpace(string(kernel))),
-		fmt.Sprintf("storage: %s (file system %s) for journals and JetStream stores", root, fs),
-		fmt.Sprintf("software: %s, nats-server %s (embedded), nats.go %s", runtime.Version(), server.VERSION, nats.Version),
-		fmt.Sprintf("load average at start: %s (shared machine: other jobs were running)", strings.Join(strings.Fields(string(load))[:3], " ")),
-	}
-}
-
-func firstLine(file, prefix string) string {
-	f, err := os.Open(file)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == prefix {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-// fsType returns the file system type of the mount holding dir, from
-// /proc/mounts (the longest mount point that prefixes dir).
-func fsType(dir string) string {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "unknown"
-	}
-	if real, err := filepath.EvalSymlinks(abs); err == nil {
-		abs = real
-	}
-	data, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		return "unknown"
-	}
-	best, typ := "", "unknown"
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 {
-			continue
-		}
-		mp := f[1]
-		if (abs == mp || strings.HasPrefix(abs, strings.TrimSuffix(mp, "/")+"/") || mp == "/") && len(mp) > len(best) {
-			best, typ = mp, f[2]
-		}
-	}
-	return typ
 }
 
 // rttBaseline measures core NATS request/reply round trips (100-byte
