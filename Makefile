@@ -14,8 +14,11 @@ build:
 
 # Everything, with the race detector. Integration tests run embedded
 # nats-servers in-process and never need the network.
+# The groupbench harness is a module of its own: vetted and unit-tested
+# here (-short) so that it keeps building; `make bench-groups` runs it.
 test:
 	$(GO) vet ./...
+	cd integration/groupbench && $(GO) vet ./... && $(GO) test -short -count=1 ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 test-short:
@@ -60,6 +63,7 @@ bench-groups:
 lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	cd integration/groupbench && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed on:"; gofmt -l .; exit 1)
 
 # Every fuzz target, FUZZTIME each (default 10s; the reliability run is
