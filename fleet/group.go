@@ -153,13 +153,14 @@ func (c GroupConfig) Validate() error {
 
 // MemberStats are a member's counters and state.
 type MemberStats struct {
-	Owned          []uint16 // partitions running now
-	Claims         uint64   // partitions claimed
-	Releases       uint64   // partitions released to another member
-	Rebalances     uint64   // changes of the target assignment seen
-	RefusedCommits uint64   // commits refused because another member had claimed the partition
-	Fenced         bool     // stopped handling: heartbeats are not landing
-	Unowned        int      // partitions no live member runs, in this member's view
+	Owned          []uint16  // partitions running now
+	Claims         uint64    // partitions claimed
+	Releases       uint64    // partitions released to another member
+	Rebalances     uint64    // changes of the target assignment seen
+	RefusedCommits uint64    // commits refused because another member had claimed the partition
+	Fenced         bool      // stopped handling: heartbeats are not landing
+	FencedSince    time.Time // when it fenced itself; zero while not fenced
+	Unowned        int       // partitions no live member runs, in this member's view
 }
 
 // Member is one running member of a consumer group. It owns its
@@ -795,7 +796,7 @@ func (m *Member) evaluate() {
 			return
 		}
 		m.mu.Lock()
-		m.stats.Fenced = false
+		m.stats.Fenced, m.stats.FencedSince = false, time.Time{}
 		m.mu.Unlock()
 		// The partitions it stopped are its own again until it claims
 		// them back, or releases those the assignment gives to others
@@ -1046,7 +1047,7 @@ func (m *Member) selfFence(last time.Time) {
 		m.mu.Unlock()
 		return
 	}
-	m.stats.Fenced = true
+	m.stats.Fenced, m.stats.FencedSince = true, time.Now()
 	var stopping []*partWorker
 	for p, pw := range m.parts {
 		pw.fenced.Store(true)
