@@ -283,25 +283,11 @@ func (j *jsSide) consume(ctx context.Context, v jsVariant, run string) (float64,
 // with AckAll), until every event of the run is handled (done).
 func fetchLoop(done context.Context, c jetstream.Consumer, v jsVariant, sk *sink) error {
 	msgs := make([]jetstream.Msg, 0, v.batch)
+	handle := func(m jetstream.Msg) { sk.account(1, sk.handle(m.Data())) }
 	for done.Err() == nil {
-		fctx, cancel := context.WithTimeout(done, fetchWait)
-		mb, err := c.Fetch(v.batch, jetstream.FetchContext(fctx))
-		if err != nil {
-			cancel()
-			if done.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("fetch: %w", err)
-		}
-		msgs = msgs[:0]
-		for m := range mb.Messages() {
-			sk.account(1, sk.handle(m.Data()))
-			msgs = append(msgs, m)
-		}
-		cancel()
-		if err := mb.Error(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
-			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("fetch: %w", err)
+		var err error
+		if msgs, err = fetchOnce(done, c, v.batch, fetchWait, msgs[:0], handle); err != nil {
+			return err
 		}
 		if len(msgs) == 0 {
 			continue
@@ -319,6 +305,32 @@ func fetchLoop(done context.Context, c jetstream.Consumer, v jsVariant, sk *sink
 		}
 	}
 	return nil
+}
+
+// fetchOnce sends one Fetch of up to batch messages bounded by wait,
+// hands each message to handle as it arrives, and returns them appended to
+// msgs. A fetch that brings nothing is no error, nor is done ending; nor
+// is a wait spent before the request left (its goroutine stalled on a
+// loaded machine), which nats.go refuses to send: that is an empty fetch.
+func fetchOnce(done context.Context, c jetstream.Consumer, batch int, wait time.Duration, msgs []jetstream.Msg, handle func(jetstream.Msg)) ([]jetstream.Msg, error) {
+	fctx, cancel := context.WithTimeout(done, wait)
+	defer cancel()
+	mb, err := c.Fetch(batch, jetstream.FetchContext(fctx))
+	if err != nil {
+		if done.Err() != nil || fctx.Err() != nil {
+			return msgs, nil
+		}
+		return msgs, fmt.Errorf("fetch: %w", err)
+	}
+	for m := range mb.Messages() {
+		handle(m)
+		msgs = append(msgs, m)
+	}
+	if err := mb.Error(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+		return msgs, fmt.Errorf("fetch: %w", err)
+	}
+	return msgs, nil
 }
 
 // consumeLoop starts one Consume puller buffering up to batch messages.
