@@ -160,6 +160,7 @@ type MemberStats struct {
 	RefusedCommits uint64    // commits refused because another member had claimed the partition
 	Fenced         bool      // stopped handling: heartbeats are not landing
 	FencedSince    time.Time // when it fenced itself; zero while not fenced
+	Fences         uint64    // times it fenced itself
 	Unowned        int       // partitions no live member runs, in this member's view
 }
 
@@ -1048,6 +1049,7 @@ func (m *Member) selfFence(last time.Time) {
 		return
 	}
 	m.stats.Fenced, m.stats.FencedSince = true, time.Now()
+	m.stats.Fences++
 	var stopping []*partWorker
 	for p, pw := range m.parts {
 		pw.fenced.Store(true)

@@ -316,8 +316,8 @@ func TestGRP06_CutMemberFencesItself(t *testing.T) {
 	// the scheduler's to keep, so it is logged, not asserted.
 	lastBeat := g.memberKeyLanded(t, "g6", "b")
 	fenced := b.Stats().FencedSince
-	if fenced.IsZero() || fenced.Before(cut) {
-		t.Fatalf("b fenced at %v, the cut was at %v", fenced, cut)
+	if fenced.IsZero() || fenced.Before(cut) || b.Stats().Fences == 0 {
+		t.Fatalf("b fenced at %v (%d fences), the cut was at %v", fenced, b.Stats().Fences, cut)
 	}
 	for _, p := range moved {
 		claimed := g.claimedAt(t, "g6", p, "a", cut)
