@@ -128,6 +128,9 @@ func registerMemberMetrics(reg *cli.Registry, m *fleet.Member, c *fleet.Client, 
 		}
 		return 0
 	})
+	reg.Counter("batfleet_group_fences_total", "Times the member fenced itself: stopped handling because its heartbeats did not land.", func() float64 {
+		return float64(m.Stats().Fences)
+	})
 	label := func(p fleet.PartitionStats) [][2]string {
 		return [][2]string{{"partition", strconv.Itoa(int(p.Index))}, {"member", m.ID()}}
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/batfleet/batfleet/engine"
@@ -151,6 +153,27 @@ func TestGroupListAndDescribe(t *testing.T) {
 	}
 	if d.Region != engine.RegionEntity("acct").Identity() || d.Partitions != 4 || len(d.Members) != 2 {
 		t.Fatalf("described %+v", d.GroupInfo)
+	}
+
+	// A member's metrics, as `worker run --group --http` serves them.
+	reg := cli.NewRegistry("worker", "test")
+	registerMemberMetrics(reg, members[0], client, engine.RegionEntity("acct"))
+	var text strings.Builder
+	if err := reg.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\nbatfleet_group_partitions_owned 2\n", "\nbatfleet_group_fenced 0\n", "\nbatfleet_group_fences_total 0\n",
+		"\nbatfleet_group_unowned_partitions 0\n", `batfleet_group_partition_epoch{member="m1",partition="`} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("member metrics lack %q:\n%s", want, grep(text.String(), "batfleet_group"))
+		}
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := promlint.NewWithMetricFamilies(families).Lint(); err != nil || len(problems) > 0 {
+		t.Errorf("promlint: %v %v", problems, err)
 	}
 
 	var table bytes.Buffer
