@@ -162,7 +162,9 @@ func (b *bfSide) newWorkerNode(ctx context.Context, name string) (*workerNode, e
 	if err != nil {
 		return nil, err
 	}
-	ck, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: journalName})
+	// The same generous bound as the client's: on a loaded machine
+	// creating the bucket can take longer than the 5 s default.
+	ck, err := kvckpt.Open(ctx, js, kvckpt.Config{Journal: journalName, Timeout: 30 * time.Second})
 	if err != nil {
 		_ = client.Close()
 		return nil, err

@@ -20,8 +20,8 @@ const (
 	// buffering) can hold unacknowledged, so it never throttles.
 	maxAckPending = 1 << 16
 	// fetchWait bounds one Fetch: the default would wait 30 s for a full
-	// batch. A run also ends every pending Fetch once the last event is
-	// handled, so the tail never waits for it.
+	// batch. A run's time is taken when its last event is handled and
+	// acknowledged, so the tail never waits for a pending Fetch.
 	fetchWait = time.Second
 	// consumeExpiry bounds one Consume pull request (default 30 s); its
 	// heartbeat is half of it, so a lost pull request (the stall in
@@ -307,17 +307,18 @@ func fetchLoop(done context.Context, c jetstream.Consumer, v jsVariant, sk *sink
 	return nil
 }
 
-// fetchOnce sends one Fetch of up to batch messages bounded by wait,
-// hands each message to handle as it arrives, and returns them appended to
-// msgs. A fetch that brings nothing is no error, nor is done ending; nor
-// is a wait spent before the request left (its goroutine stalled on a
-// loaded machine), which nats.go refuses to send: that is an empty fetch.
+// fetchOnce sends one Fetch of up to batch messages that the server ends
+// after wait, hands each message to handle as it arrives, and returns them
+// appended to msgs. A fetch that brings nothing is no error, nor is done
+// ending. The fetch has no deadline on the client's side: on a starved
+// machine one could end it before the server's messages were read, and
+// they would be dropped (with AckAll the next ack covers them, so they are
+// never handled), or be spent before the request left, which nats.go
+// refuses to send.
 func fetchOnce(done context.Context, c jetstream.Consumer, batch int, wait time.Duration, msgs []jetstream.Msg, handle func(jetstream.Msg)) ([]jetstream.Msg, error) {
-	fctx, cancel := context.WithTimeout(done, wait)
-	defer cancel()
-	mb, err := c.Fetch(batch, jetstream.FetchContext(fctx))
+	mb, err := c.Fetch(batch, jetstream.FetchMaxWait(wait))
 	if err != nil {
-		if done.Err() != nil || fctx.Err() != nil {
+		if done.Err() != nil {
 			return msgs, nil
 		}
 		return msgs, fmt.Errorf("fetch: %w", err)
