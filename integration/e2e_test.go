@@ -22,7 +22,7 @@ import (
 )
 
 // e2eEvents is the end-to-end volume: 100,000 events, or 20,000 under the
-// race detector or -short (NATS-NOTES: the race detector makes byte-heavy
+// race detector or -short (the race detector makes byte-heavy NATS
 // traffic 8–11× slower). Never zero: the test always runs.
 func e2eEvents() int {
 	if raceEnabled || testing.Short() {

@@ -14,7 +14,7 @@ import (
 	"github.com/batfleet/batfleet/fleet"
 )
 
-// TestPullReplyFitsWithCancelledRanges: DESIGN.md promises that a pull
+// TestPullReplyFitsWithCancelledRanges: the wire protocol promises that a pull
 // reply never exceeds the server's max payload — the writer returns fewer
 // entries instead — and that only an entry too large by itself is an
 // error, refused at append time. The cancelled ranges a pull crosses

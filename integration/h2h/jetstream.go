@@ -24,8 +24,9 @@ const (
 	// acknowledged, so the tail never waits for a pending Fetch.
 	fetchWait = time.Second
 	// consumeExpiry bounds one Consume pull request (default 30 s); its
-	// heartbeat is half of it, so a lost pull request (the stall in
-	// NATS-NOTES) costs at most ~2 s instead of ~30 s.
+	// heartbeat is half of it, so a lost pull request (a known JetStream
+	// stall: the client waits out two missed heartbeats) costs at most
+	// ~2 s instead of ~30 s.
 	consumeExpiry = 2 * time.Second
 )
 
