@@ -39,6 +39,9 @@ func decodeID(s string) (string, error) {
 	if s == "" || !isVerbatim(s) {
 		return "", fmt.Errorf("kvckpt: key part %q is not an encoded checkpoint id", s)
 	}
+	if err := checkpoint.ValidateID(s); err != nil {
+		return "", fmt.Errorf("kvckpt: key part %q: %w", s, err) // too long
+	}
 	return s, nil
 }
 

@@ -389,6 +389,7 @@ func TestCK03_KeyEncoding(t *testing.T) {
 			"a~b",     // neither verbatim nor encoded
 			"=YSBi=",  // a stray "="
 			"==YSBi",  // a doubled prefix
+			strings.Repeat("x", engine.MaxComponentBytes+1), // verbatim but too long (found by FuzzKeyEncoding)
 		} {
 			if id, err := decodeID(part); err == nil {
 				t.Errorf("decodeID(%q) = %q, want an error (encodeID(%q) = %q)", part, id, id, encodeID(id))
